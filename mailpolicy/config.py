@@ -1,0 +1,283 @@
+"""Typed, frozen configuration loaded from TOML: every default lives here."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+DEFAULT_CONFIG_FILE = Path("/etc/mailpolicy/mailpolicy.toml")
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)[bB]?\s*$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message names the key."""
+
+
+class Size(int):
+    """A byte count written with binary units as Dovecot does (`100M` = 104857600)."""
+
+
+def parse_size(value: str | int) -> int:
+    """Parse `500M`, `2G`, `1024` or an int into bytes; raise ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"negative size: {value}")
+        return value
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 500M, 2G, 1024)")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def format_size(n: int | None) -> str:
+    """Format bytes the way parse_size reads them back (largest exact unit)."""
+    if n is None:
+        return "unlimited"
+    for unit in ("T", "G", "M", "K"):
+        mult = _UNITS[unit.lower()]
+        if n and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Size:
+        try:
+            return Size(parse_size(obj))
+        except ValueError as e:
+            raise msgspec.ValidationError(str(e)) from None
+    raise NotImplementedError
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Listen(_Section):
+    """host:port of each listener (loopback by default)."""
+
+    policy: str = "127.0.0.1:10040"
+    socketmap: str = "127.0.0.1:10041"
+    filter: str = "127.0.0.1:10025"
+    lmtp: str = "127.0.0.1:10024"
+    lmtp_socket: str = ""
+
+
+class Paths(_Section):
+    state_dir: str = "var"
+    maildir_root: str = ""  # "" = {state_dir}/mail
+    admin_socket: str = ""  # "" = {state_dir}/admin.sock
+
+
+class Store(_Section):
+    url: str = ""  # "" = sqlite+aiosqlite:///{state_dir}/mailpolicy.db
+    busy_timeout_ms: int = 5000
+
+
+class Admin(_Section):
+    group: str = "mailpolicy"
+    socket_mode: int = 0o660
+
+
+class Outbound(_Section):
+    ip_pool: tuple[str, ...] = ()  # empty = the host's own addresses
+
+
+class ClientEndpoint(_Section):
+    host: str = "mail.example.com"
+    port: int = 993
+    security: Literal["ssl", "starttls", "none"] = "ssl"
+
+
+class ClientSettings(_Section):
+    imap: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=993, security="ssl")
+    pop3: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=995, security="ssl")
+    smtp: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=587, security="starttls")
+
+
+class Limits(_Section):
+    message_size_limit: Size = Size(50 * 1024**2)
+    policy_request_max: Size = Size(64 * 1024)
+    socketmap_request_max: Size = Size(100 * 1024)
+    attachment_max: Size = Size(5 * 1024**2)
+    max_concurrency: int = 64
+
+
+class Policy(_Section):
+    reject_text: str = "Recipient address rejected: mailbox does not exist"
+    quota_code: Literal[552, 452] = 552
+    fallback_action: str = "DEFER_IF_PERMIT 4.3.0 Service temporarily unavailable"
+    deadline_seconds: float = 2.0
+
+
+class Reinject(_Section):
+    host: str = "127.0.0.1"
+    port: int = 10026
+    timeout_seconds: float = 60.0
+
+
+class Filter(_Section):
+    mode: Literal["after-queue", "before-queue"] = "after-queue"
+    authorized_xforward: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_passes: int = 5
+    srs_secret: str = ""  # "" = generated once and kept in {state_dir}/srs.secret
+    srs_domain: str = ""  # "" = the host's name
+    hostname: str = ""  # "" = the host's name
+
+
+class Dns(_Section):
+    nameservers: tuple[str, ...] = ()  # empty = the system's resolv.conf
+    timeout_seconds: float = 3.0
+    cache_size: int = 10000
+
+
+class Dmarc(_Section):
+    authserv_id: str = ""  # "" = filter.hostname
+    after_queue_action: Literal["quarantine", "discard"] = "quarantine"
+    temperror_action: Literal["accept", "defer"] = "accept"
+    trusted_forwarders: tuple[str, ...] = ()  # client networks whose DMARC failures are forgiven
+    trusted_arc_sealers: tuple[str, ...] = ()
+    default_policy: Literal["none", "quarantine", "reject"] = "none"
+    default_rua: str = ""
+    update_server: str = ""  # "host:port" of an RFC 2136 server; "" = do not publish
+    update_zone: str = ""
+    tsig_name: str = ""
+    tsig_secret: str = ""
+    tsig_algorithm: str = "hmac-sha256"
+
+
+class Autoreply(_Section):
+    interval_days: int = 7
+    timezone: str = "UTC"
+    check_recipient: bool = True
+    send_attempts: int = 3
+
+
+class Log(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool = False
+
+
+class Config(_Section):
+    listen: Listen = Listen()
+    paths: Paths = Paths()
+    store: Store = Store()
+    admin: Admin = Admin()
+    outbound: Outbound = Outbound()
+    client_settings: ClientSettings = ClientSettings()
+    limits: Limits = Limits()
+    policy: Policy = Policy()
+    reinject: Reinject = Reinject()
+    filter: Filter = Filter()
+    dns: Dns = Dns()
+    dmarc: Dmarc = Dmarc()
+    autoreply: Autoreply = Autoreply()
+    log: Log = Log()
+    base_dir: str = ""  # directory relative paths are taken from; set by load()
+
+    # ---- derived values (one place) ----
+    def _abs(self, p: str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else Path(self.base_dir or os.getcwd()) / path
+
+    @property
+    def state_dir(self) -> Path:
+        return self._abs(self.paths.state_dir)
+
+    @property
+    def maildir_root(self) -> Path:
+        return self._abs(self.paths.maildir_root) if self.paths.maildir_root else (
+            self.state_dir / "mail")
+
+    @property
+    def admin_socket(self) -> Path:
+        return self._abs(self.paths.admin_socket) if self.paths.admin_socket else (
+            self.state_dir / "admin.sock")
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite+aiosqlite:///{self.state_dir / 'mailpolicy.db'}"
+
+    @property
+    def hostname(self) -> str:
+        import socket
+
+        return self.filter.hostname or socket.gethostname()
+
+
+def split_hostport(value: str, key: str = "") -> tuple[str, int]:
+    """`127.0.0.1:10040` or `[::1]:10040` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 < int(port) < 65536):
+        raise ConfigError(f"{key or value}: expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _validate(cfg: Config) -> None:
+    for name in ("policy", "socketmap", "filter", "lmtp"):
+        split_hostport(getattr(cfg.listen, name), f"listen.{name}")
+    for i, ns in enumerate(cfg.dns.nameservers):
+        if ":" in ns and not ns.startswith("["):
+            split_hostport(ns, f"dns.nameservers[{i}]")
+    if cfg.filter.max_passes < 1:
+        raise ConfigError("filter.max_passes: must be at least 1")
+    if cfg.autoreply.interval_days < 1:
+        raise ConfigError("autoreply.interval_days: must be at least 1")
+    if cfg.dmarc.update_server:
+        split_hostport(cfg.dmarc.update_server, "dmarc.update_server")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(cfg.autoreply.timezone)
+    except Exception:
+        raise ConfigError(f"autoreply.timezone: unknown time zone {cfg.autoreply.timezone!r}")
+    import ipaddress
+
+    for i, ip in enumerate(cfg.outbound.ip_pool):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ConfigError(f"outbound.ip_pool[{i}]: not an IP address: {ip!r}") from None
+
+
+def from_dict(data: dict[str, Any], base_dir: str = "") -> Config:
+    """Build a Config from a parsed TOML mapping; errors name the key."""
+    try:
+        cfg = msgspec.convert(data, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as e:
+        msg = str(e)
+        m = re.search(r"at `\$\.(.+?)`", msg)
+        key = m.group(1) if m else ""
+        m2 = re.search(r"unknown field `(.+?)`", msg)
+        if m2:
+            key = f"{key}.{m2.group(1)}" if key else m2.group(1)
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+    cfg = msgspec.structs.replace(cfg, base_dir=base_dir or os.getcwd())
+    _validate(cfg)
+    return cfg
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Load the config: the given file, else /etc/mailpolicy/mailpolicy.toml, else defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_FILE.exists():
+            return from_dict({})
+        path = DEFAULT_CONFIG_FILE
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    # relative paths in a config file are relative to the working directory, as for defaults
+    return from_dict(data, base_dir=os.getcwd())

@@ -1,0 +1,116 @@
+"""The Directory interface and resolve(): THE recipient resolver used by every service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from .addresses import AddressError, normalize_domain, split_address, split_extension
+from .model import DefaultAction, Domain, Mailbox
+
+MAX_REDIRECT_HOPS = 8
+
+
+class Directory(Protocol):
+    """Read-only view of the store that resolve() needs."""
+
+    async def get_domain(self, name: str) -> Domain | None:
+        """The local domain with this A-label name, or None."""
+        ...
+
+    async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
+        """The mailbox whose name or alias is `local` in `domain`, and whether an alias matched."""
+        ...
+
+
+class Kind(StrEnum):
+    MAILBOX = "mailbox"  # a mailbox, directly or through an alias
+    UNKNOWN = "unknown"  # no such address in a local domain: the domain's default action
+    FOREIGN = "foreign"  # not one of our domains
+    INVALID = "invalid"  # not a parseable address
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What an address means. For UNKNOWN with a redirect action, `redirect` is where it goes
+    (already resolved again); `loop` is set when the redirect chain looped or ran too long."""
+
+    address: str
+    kind: Kind
+    domain: Domain | None = None
+    mailbox: Mailbox | None = None
+    via_alias: bool = False
+    extension: str | None = None
+    redirect: Resolution | None = None
+    loop: bool = False
+
+    @property
+    def action(self) -> DefaultAction | None:
+        return self.domain.default_action if self.kind is Kind.UNKNOWN and self.domain else None
+
+    @property
+    def final(self) -> Resolution:
+        """The end of the redirect chain (self when there is none)."""
+        r = self
+        while r.redirect is not None:
+            r = r.redirect
+        return r
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind in (Kind.MAILBOX, Kind.UNKNOWN)
+
+    @property
+    def accepted_at_rcpt(self) -> bool:
+        """Whether Postfix should accept this recipient at RCPT time (mailbox or alias, or an
+        unknown address of a domain whose default action takes the mail)."""
+        if self.kind is Kind.MAILBOX:
+            return True
+        return self.kind is Kind.UNKNOWN and self.action is not DefaultAction.REJECT
+
+
+async def resolve(directory: Directory, address: str, *, _seen: frozenset[str] = frozenset(),
+                  ) -> Resolution:
+    """Resolve an envelope address: exact mailbox > exact alias > `+ext`-stripped mailbox or
+    alias > the domain's default action. Domains are IDNA/case-folded, local parts of our
+    domains case-folded. Redirect chains are followed, bounded, and loops flagged."""
+    try:
+        local, raw_domain = split_address(address)
+        domain_name = normalize_domain(raw_domain)
+    except AddressError:
+        return Resolution(address=address, kind=Kind.INVALID)
+    domain = await directory.get_domain(domain_name)
+    if domain is None:
+        return Resolution(address=f"{local}@{domain_name}", kind=Kind.FOREIGN)
+    folded = local.lower()
+    addr = f"{folded}@{domain_name}"
+    found = await directory.find_mailbox(domain_name, folded)
+    extension = None
+    if found is None:
+        base, extension = split_extension(folded)
+        if extension is not None:
+            found = await directory.find_mailbox(domain_name, base)
+    if found is not None:
+        mailbox, via_alias = found
+        return Resolution(address=addr, kind=Kind.MAILBOX, domain=domain, mailbox=mailbox,
+                          via_alias=via_alias, extension=extension)
+    unknown = Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain)
+    action = domain.default_action
+    if action not in (DefaultAction.REDIRECT, DefaultAction.REDIRECT_DOMAIN):
+        return unknown
+    seen = _seen | {addr}
+    target = (domain.redirect_to if action is DefaultAction.REDIRECT
+              else f"{folded}@{domain.redirect_to}")
+    if len(seen) > MAX_REDIRECT_HOPS:
+        return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, loop=True)
+    try:
+        t_local, t_domain = split_address(target)
+        target_key = f"{t_local.lower()}@{normalize_domain(t_domain)}"
+    except AddressError:
+        return unknown
+    if target_key in seen:
+        return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, loop=True)
+    redirect = await resolve(directory, target, _seen=seen)
+    return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, redirect=redirect,
+                      loop=redirect.final.loop)

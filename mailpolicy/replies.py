@@ -1,0 +1,59 @@
+"""SMTP/LMTP replies as values; the one place where errors become replies."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: code, enhanced status code and text."""
+
+    code: int
+    dsn: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.dsn} {self.text}"
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+
+class ReplyError(Exception):
+    """An exception that carries the Reply to give."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+OK = Reply(250, "2.0.0", "Ok")
+DELIVERED = Reply(250, "2.0.0", "Delivered")
+UNKNOWN_USER = Reply(550, "5.1.1", "Mailbox does not exist")
+DISABLED = Reply(550, "5.2.1", "Mailbox disabled, not accepting messages")
+MAILBOX_FULL = Reply(552, "5.2.2", "Mailbox is full")
+MAILBOX_FULL_TEMP = Reply(452, "4.2.2", "Mailbox is full")
+NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")
+TEMP_FAILURE = Reply(451, "4.3.0", "Temporary internal failure, try again later")
+TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")
+BARE_LF = Reply(550, "5.5.2", "Bare <LF> or <CR> received, use <CRLF> line endings")
+LOOP = Reply(451, "4.4.6", "Mail loop detected, message deferred")
+
+
+def from_exception(exc: BaseException) -> Reply:
+    """Map any exception to a reply: never 5xx unless the exception says so."""
+    if isinstance(exc, ReplyError):
+        return exc.reply
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return NO_SPACE
+        if exc.errno in (errno.EDQUOT, errno.EFBIG):
+            return MAILBOX_FULL
+    return TEMP_FAILURE

@@ -1,0 +1,521 @@
+"""The Store: the Directory implementation over SQL plus validated, audited writes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .. import passwords
+from ..model import Attachment, Autoresponder, DefaultAction, Domain, Mailbox
+from ..outbound import least_used
+from . import validate as v
+from .engine import make_engine, migrate
+from .errors import Conflict, Invalid, NotFound
+from .schema import aliases, audit_log, autoreply_log, autoresponders, copies, domains
+from .schema import ip_pool as ip_pool_t
+from .schema import mailboxes, tokens
+
+_DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmarc",
+                  "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key")
+_MAILBOX_FIELDS = ("password", "aliases", "max_size", "copies_to", "no_save", "enabled")
+
+
+def _domain(row: sa.Row) -> Domain:
+    return Domain(id=row.id, name=row.name, owner=row.owner, outbound_ip=row.outbound_ip,
+                  default_action=DefaultAction(row.default_action), redirect_to=row.redirect_to,
+                  dmarc=bool(row.dmarc), dmarc_policy=row.dmarc_policy, dmarc_rua=row.dmarc_rua,
+                  dmarc_adkim=row.dmarc_adkim, dmarc_aspf=row.dmarc_aspf, tls_cert=row.tls_cert,
+                  tls_key=row.tls_key)
+
+
+def _split(address: str) -> tuple[str, str]:
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        raise Invalid("address", f"not an address: {address!r}")
+    return v.mailbox_name(local.lower(), "name"), v.domain_name(domain, "domain")
+
+
+class Store:
+    """SQL-backed directory. Reads never lock; every write is one audited transaction."""
+
+    def __init__(self, engine: AsyncEngine, ip_pool: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        self.engine = engine
+        self.ip_pool = ip_pool
+        self.version = 0  # bumped on every committed write (cache invalidation)
+
+    @classmethod
+    async def open(cls, url: str, *, ip_pool: Iterable[str] | None = None,
+                   busy_timeout_ms: int = 5000) -> Store:
+        """Open (and migrate) the store at `url`."""
+        engine = make_engine(url, busy_timeout_ms)
+        await migrate(engine)
+        store = cls(engine, tuple(ip_pool) if ip_pool else ("127.0.0.1",))
+        async with store._write() as conn:
+            for ip in store.ip_pool:
+                exists = await conn.scalar(sa.select(ip_pool_t.c.address).where(
+                    ip_pool_t.c.address == ip))
+                if exists is None:
+                    await conn.execute(ip_pool_t.insert().values(address=ip))
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # ---------------------------------------------------------------- transactions
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(write=True)
+            async with conn.begin():
+                yield conn
+        self.version += 1
+
+    async def _audit(self, conn: AsyncConnection, actor: str, action: str, target: str,
+                     detail: Mapping[str, Any] | None = None) -> None:
+        await conn.execute(audit_log.insert().values(
+            at=time.time(), actor=actor[:64], action=action, target=target[:320],
+            detail=json.dumps(detail or {}, default=str, sort_keys=True)))
+
+    # ---------------------------------------------------------------- reads
+    async def get_domain(self, name: str) -> Domain | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(domains).where(domains.c.name == name))).first()
+        return _domain(row) if row else None
+
+    async def list_domains(self) -> list[Domain]:
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(domains).order_by(domains.c.name))).all()
+        return [_domain(r) for r in rows]
+
+    async def _mailboxes(self, conn: AsyncConnection, where: Any) -> list[Mailbox]:
+        q = (sa.select(mailboxes, domains.c.name.label("domain_name"))
+             .join(domains, domains.c.id == mailboxes.c.domain_id).where(where)
+             .order_by(domains.c.name, mailboxes.c.name))
+        rows = (await conn.execute(q)).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        al: dict[int, list[str]] = {i: [] for i in ids}
+        cp: dict[int, list[str]] = {i: [] for i in ids}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            for r in await conn.execute(sa.select(aliases.c.mailbox_id, aliases.c.name)
+                                        .where(aliases.c.mailbox_id.in_(part))
+                                        .order_by(aliases.c.id)):
+                al[r.mailbox_id].append(r.name)
+            for r in await conn.execute(sa.select(copies.c.mailbox_id, copies.c.address)
+                                        .where(copies.c.mailbox_id.in_(part))
+                                        .order_by(copies.c.position)):
+                cp[r.mailbox_id].append(r.address)
+        return [Mailbox(id=r.id, name=r.name, domain=r.domain_name, password_hash=r.password_hash,
+                        aliases=tuple(al[r.id]), max_size=r.max_size, copies_to=tuple(cp[r.id]),
+                        no_save=bool(r.no_save), enabled=bool(r.enabled)) for r in rows]
+
+    async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
+        """The mailbox named `local` in `domain`, else the one with that alias."""
+        async with self._read() as conn:
+            found = await self._mailboxes(conn, sa.and_(domains.c.name == domain,
+                                                        mailboxes.c.name == local))
+            if found:
+                return found[0], False
+            mid = await conn.scalar(
+                sa.select(aliases.c.mailbox_id).join(domains, domains.c.id == aliases.c.domain_id)
+                .where(domains.c.name == domain, aliases.c.name == local))
+            if mid is None:
+                return None
+            found = await self._mailboxes(conn, mailboxes.c.id == mid)
+        return (found[0], True) if found else None
+
+    async def get_mailbox(self, address: str) -> Mailbox | None:
+        try:
+            name, domain = _split(address)
+        except Invalid:
+            return None
+        async with self._read() as conn:
+            found = await self._mailboxes(conn, sa.and_(domains.c.name == domain,
+                                                        mailboxes.c.name == name))
+        return found[0] if found else None
+
+    async def list_mailboxes(self, domain: str | None = None) -> list[Mailbox]:
+        async with self._read() as conn:
+            where = domains.c.name == domain if domain else sa.true()
+            return await self._mailboxes(conn, where)
+
+    async def get_autoresponder(self, mailbox_id: int) -> Autoresponder | None:
+        async with self._read() as conn:
+            r = (await conn.execute(sa.select(autoresponders).where(
+                autoresponders.c.mailbox_id == mailbox_id))).first()
+        if r is None:
+            return None
+        att = (Attachment(r.attachment_name, r.attachment_type or "application/octet-stream",
+                          r.attachment_data) if r.attachment_name and r.attachment_data is not None
+               else None)
+        return Autoresponder(mailbox_id=r.mailbox_id, enabled=bool(r.enabled), from_=r.from_addr,
+                             subject=r.subject, message=r.message, start=r.start_date,
+                             end=r.end_date, interval_days=r.interval_days, attachment=att)
+
+    async def domains_per_ip(self) -> dict[str, int]:
+        async with self._read() as conn:
+            rows = await conn.execute(sa.select(domains.c.outbound_ip, sa.func.count())
+                                      .group_by(domains.c.outbound_ip))
+            return {r[0]: r[1] for r in rows}
+
+    async def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._read() as conn:
+            rows = await conn.execute(sa.select(audit_log).order_by(audit_log.c.id.desc())
+                                      .limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    # ---------------------------------------------------------------- domain writes
+    async def _domain_values(self, name: str, fields: Mapping[str, Any],
+                             current: Domain | None) -> dict[str, Any]:
+        unknown = set(fields) - set(_DOMAIN_FIELDS)
+        if unknown:
+            field = sorted(unknown)[0]
+            raise Invalid(field, f"{field} cannot be set" if field != "name"
+                          else "a domain's name cannot change")
+        merged = {f: getattr(current, f) for f in _DOMAIN_FIELDS} if current else {}
+        merged.update({k: val for k, val in fields.items() if val is not None})
+        out: dict[str, Any] = {"owner": v.owner(merged.get("owner", ""))}
+        action = v.default_action(merged.get("default_action", "reject"))
+        out["default_action"] = action.value
+        rt = merged.get("redirect_to", "")
+        if "default_action" in fields and "redirect_to" not in fields and action in (
+                DefaultAction.REJECT, DefaultAction.DISCARD):
+            rt = ""
+        out["redirect_to"] = v.redirect_to(action, rt, name)
+        ip = merged.get("outbound_ip", "") or "auto"
+        if ip == "auto":
+            if current and current.outbound_ip and "outbound_ip" not in fields:
+                ip = current.outbound_ip
+            else:
+                per_ip = await self.domains_per_ip()
+                if current:
+                    per_ip[current.outbound_ip] = per_ip.get(current.outbound_ip, 1) - 1
+                ip = least_used(self.ip_pool, per_ip)
+        out["outbound_ip"] = v.ip_address(ip, self.ip_pool)
+        dmarc = merged.get("dmarc", False)
+        if not isinstance(dmarc, bool):
+            raise Invalid("dmarc", "must be true or false")
+        out["dmarc"] = dmarc
+        pol = merged.get("dmarc_policy", "none")
+        if pol not in ("none", "quarantine", "reject"):
+            raise Invalid("dmarc_policy", "must be none, quarantine or reject")
+        out["dmarc_policy"] = pol
+        for f in ("dmarc_adkim", "dmarc_aspf"):
+            if merged.get(f, "r") not in ("r", "s"):
+                raise Invalid(f, "must be r (relaxed) or s (strict)")
+            out[f] = merged.get(f, "r")
+        rua = merged.get("dmarc_rua", "") or ""
+        out["dmarc_rua"] = v.header_text(rua, "dmarc_rua", 254)
+        if rua:
+            from ..addresses import AddressError, parse_target
+            try:
+                parse_target(rua.removeprefix("mailto:"))
+            except AddressError as e:
+                raise Invalid("dmarc_rua", str(e)) from None
+        cert, key = merged.get("tls_cert", "") or "", merged.get("tls_key", "") or ""
+        if bool(cert) != bool(key):
+            raise Invalid("tls_cert" if not cert else "tls_key",
+                          "a TLS certificate needs both tls_cert and tls_key")
+        if cert and (cert, key) != ((current.tls_cert, current.tls_key) if current else None):
+            from ..tlscert import CertificateError, check_certificate
+            try:
+                await asyncio.to_thread(check_certificate, cert, key, name)
+            except CertificateError as e:
+                raise Invalid("tls_cert", str(e)) from None
+        out["tls_cert"], out["tls_key"] = cert, key
+        return out
+
+    async def create_domain(self, name: str, *, actor: str = "admin", **fields: Any) -> Domain:
+        dname = v.domain_name(name)
+        values = await self._domain_values(dname, fields, None)
+        try:
+            async with self._write() as conn:
+                if await conn.scalar(sa.select(domains.c.id).where(domains.c.name == dname)):
+                    raise Conflict(f"domain {dname} exists", "name")
+                await conn.execute(domains.insert().values(name=dname, created_at=time.time(),
+                                                           **values))
+                await self._audit(conn, actor, "domain.create", dname, values)
+        except IntegrityError:
+            raise Conflict(f"domain {dname} exists", "name") from None
+        d = await self.get_domain(dname)
+        assert d is not None
+        return d
+
+    async def update_domain(self, name: str, *, actor: str = "admin", **fields: Any) -> Domain:
+        dname = v.domain_name(name)
+        current = await self.get_domain(dname)
+        if current is None:
+            raise NotFound(f"no domain {dname}", "name")
+        values = await self._domain_values(dname, fields, current)
+        async with self._write() as conn:
+            await conn.execute(domains.update().where(domains.c.id == current.id).values(**values))
+            await self._audit(conn, actor, "domain.update", dname, fields)
+        d = await self.get_domain(dname)
+        assert d is not None
+        return d
+
+    async def delete_domain(self, name: str, *, actor: str = "admin",
+                            cascade: bool = False) -> list[Mailbox]:
+        """Delete a domain; with `cascade` also its mailboxes (returned, so their Maildirs can
+        be removed), else refuse while it has any."""
+        dname = v.domain_name(name)
+        async with self._write() as conn:
+            did = await conn.scalar(sa.select(domains.c.id).where(domains.c.name == dname))
+            if did is None:
+                raise NotFound(f"no domain {dname}", "name")
+            boxes = await self._mailboxes(conn, mailboxes.c.domain_id == did)
+            if boxes and not cascade:
+                raise Conflict(f"domain {dname} still has {len(boxes)} mailbox(es)", "name")
+            await conn.execute(domains.delete().where(domains.c.id == did))
+            await self._audit(conn, actor, "domain.delete", dname,
+                              {"mailboxes": [b.name for b in boxes]})
+        return boxes
+
+    # ---------------------------------------------------------------- mailbox writes
+    async def _check_names(self, conn: AsyncConnection, domain_id: int, names: Iterable[str],
+                           mailbox_id: int | None) -> None:
+        for n in names:
+            mb = await conn.scalar(sa.select(mailboxes.c.id).where(
+                mailboxes.c.domain_id == domain_id, mailboxes.c.name == n))
+            if mb is not None and mb != mailbox_id:
+                raise Conflict(f"{n!r} is already a mailbox of this domain", "aliases")
+            al = await conn.scalar(sa.select(aliases.c.mailbox_id).where(
+                aliases.c.domain_id == domain_id, aliases.c.name == n))
+            if al is not None and al != mailbox_id:
+                raise Conflict(f"{n!r} is already an alias in this domain", "aliases")
+
+    async def _mailbox_values(self, name: str, domain: str, fields: Mapping[str, Any],
+                              current: Mailbox | None) -> dict[str, Any]:
+        unknown = set(fields) - set(_MAILBOX_FIELDS)
+        if unknown:
+            field = sorted(unknown)[0]
+            raise Invalid(field, "a mailbox's name and domain cannot change"
+                          if field in ("name", "domain", "address") else f"{field} cannot be set")
+        own = f"{name}@{domain}"
+        cur: dict[str, Any] = ({"aliases": current.aliases, "max_size": current.max_size,
+                                "copies_to": current.copies_to, "no_save": current.no_save,
+                                "enabled": current.enabled} if current else {})
+        cur.update({k: val for k, val in fields.items() if val is not None and k != "password"})
+        out: dict[str, Any] = {
+            "aliases": v.alias_names(cur.get("aliases", ()), name),
+            "max_size": v.max_size(cur.get("max_size")),
+            "copies_to": v.copy_targets(cur.get("copies_to", ()), domain, own),
+        }
+        for f in ("no_save", "enabled"):
+            val = cur.get(f, f == "enabled")
+            if not isinstance(val, bool):
+                raise Invalid(f, "must be true or false")
+            out[f] = val
+        if out["no_save"] and not out["copies_to"]:
+            raise Invalid("no_save", "do-not-save needs at least one copies-to address")
+        pw = fields.get("password")
+        if pw is not None:
+            if not isinstance(pw, str):
+                raise Invalid("password", "must be a string")
+            try:
+                passwords.check_password(pw)
+            except ValueError as e:
+                raise Invalid("password", str(e)) from None
+            out["password_hash"] = await asyncio.to_thread(passwords.hash_password, pw)
+        return out
+
+    async def _save_lists(self, conn: AsyncConnection, mailbox_id: int, domain_id: int,
+                          values: Mapping[str, Any]) -> None:
+        await conn.execute(aliases.delete().where(aliases.c.mailbox_id == mailbox_id))
+        await conn.execute(copies.delete().where(copies.c.mailbox_id == mailbox_id))
+        for a in values["aliases"]:
+            await conn.execute(aliases.insert().values(mailbox_id=mailbox_id, domain_id=domain_id,
+                                                       name=a))
+        for i, c in enumerate(values["copies_to"]):
+            await conn.execute(copies.insert().values(mailbox_id=mailbox_id, address=c,
+                                                      position=i))
+
+    async def create_mailbox(self, address: str, *, actor: str = "admin",
+                             **fields: Any) -> Mailbox:
+        name, dname = _split(address)
+        domain = await self.get_domain(dname)
+        if domain is None:
+            raise Invalid("domain", f"no mail domain {dname}")
+        values = await self._mailbox_values(name, dname, fields, None)
+        try:
+            async with self._write() as conn:
+                await self._check_names(conn, domain.id, [name, *values["aliases"]], None)
+                res = await conn.execute(mailboxes.insert().values(
+                    domain_id=domain.id, name=name, password_hash=values.get("password_hash", ""),
+                    max_size=values["max_size"], no_save=values["no_save"],
+                    enabled=values["enabled"], created_at=time.time()))
+                mid = res.inserted_primary_key[0]
+                await self._save_lists(conn, mid, domain.id, values)
+                await self._audit(conn, actor, "mailbox.create", f"{name}@{dname}",
+                                  {k: val for k, val in values.items() if k != "password_hash"})
+        except IntegrityError:
+            raise Conflict(f"{name}@{dname} exists", "name") from None
+        mb = await self.get_mailbox(f"{name}@{dname}")
+        assert mb is not None
+        return mb
+
+    async def update_mailbox(self, address: str, *, actor: str = "admin",
+                             **fields: Any) -> Mailbox:
+        current = await self.get_mailbox(address)
+        if current is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        values = await self._mailbox_values(current.name, current.domain, fields, current)
+        async with self._write() as conn:
+            did = await conn.scalar(sa.select(mailboxes.c.domain_id).where(
+                mailboxes.c.id == current.id))
+            await self._check_names(conn, did, values["aliases"], current.id)
+            row = {k: values[k] for k in ("max_size", "no_save", "enabled")}
+            if "password_hash" in values:
+                row["password_hash"] = values["password_hash"]
+            await conn.execute(mailboxes.update().where(mailboxes.c.id == current.id).values(**row))
+            await self._save_lists(conn, current.id, did, values)
+            changed = {k: ("***" if k == "password" else val) for k, val in fields.items()}
+            await self._audit(conn, actor, "mailbox.update", current.address, changed)
+        mb = await self.get_mailbox(current.address)
+        assert mb is not None
+        return mb
+
+    async def delete_mailbox(self, address: str, *, actor: str = "admin") -> Mailbox:
+        current = await self.get_mailbox(address)
+        if current is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        async with self._write() as conn:
+            await conn.execute(mailboxes.delete().where(mailboxes.c.id == current.id))
+            await self._audit(conn, actor, "mailbox.delete", current.address)
+        return current
+
+    async def audit(self, actor: str, action: str, target: str,
+                    detail: Mapping[str, Any] | None = None) -> None:
+        """Record an action done outside the store (clear contents, log-in-as)."""
+        async with self._write() as conn:
+            await self._audit(conn, actor, action, target, detail)
+
+    # ---------------------------------------------------------------- autoresponder
+    async def set_autoresponder(self, address: str, *, actor: str = "admin",
+                                **fields: Any) -> Autoresponder:
+        """Create or change a mailbox's autoresponder; only the given fields change.
+        `attachment`: an Attachment, or False to remove it."""
+        mb = await self.get_mailbox(address)
+        if mb is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        allowed = {"enabled", "from_", "subject", "message", "start", "end", "interval_days",
+                   "attachment"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise Invalid(sorted(unknown)[0], "unknown autoresponder field")
+        cur = await self.get_autoresponder(mb.id) or Autoresponder(mailbox_id=mb.id)
+        row: dict[str, Any] = {}
+        if fields.get("enabled") is not None:
+            if not isinstance(fields["enabled"], bool):
+                raise Invalid("enabled", "must be true or false")
+            row["enabled"] = fields["enabled"]
+        if fields.get("from_") is not None:
+            row["from_addr"] = v.from_header(fields["from_"])
+        if fields.get("subject") is not None:
+            row["subject"] = v.header_text(fields["subject"], "subject", v.MAX_SUBJECT)
+        if fields.get("message") is not None:
+            row["message"] = v.message_text(fields["message"])
+        start = v.date_or_none(fields["start"], "start") if "start" in fields else cur.start
+        end = v.date_or_none(fields["end"], "end") if "end" in fields else cur.end
+        if start and end and start > end:
+            raise Invalid("end", "end date is before start date")
+        row["start_date"], row["end_date"] = start, end
+        if "interval_days" in fields:
+            iv = fields["interval_days"]
+            if iv is not None and (not isinstance(iv, int) or isinstance(iv, bool) or iv < 1
+                                   or iv > 365):
+                raise Invalid("interval_days", "must be a whole number of days from 1 to 365")
+            row["interval_days"] = iv
+        att = fields.get("attachment")
+        if att is False:
+            row.update(attachment_name=None, attachment_type=None, attachment_data=None)
+        elif isinstance(att, Attachment):
+            row.update(attachment_name=v.filename(att.filename),
+                       attachment_type=v.header_text(att.content_type, "attachment", 255),
+                       attachment_data=att.data)
+        elif att is not None:
+            raise Invalid("attachment", "must be a file")
+        async with self._write() as conn:
+            exists = await conn.scalar(sa.select(autoresponders.c.mailbox_id).where(
+                autoresponders.c.mailbox_id == mb.id))
+            if exists is None:
+                await conn.execute(autoresponders.insert().values(mailbox_id=mb.id, **row))
+            else:
+                await conn.execute(autoresponders.update().where(
+                    autoresponders.c.mailbox_id == mb.id).values(**row))
+            detail = {k: val for k, val in row.items() if k != "attachment_data"}
+            await self._audit(conn, actor, "autoresponder.set", mb.address, detail)
+        ar = await self.get_autoresponder(mb.id)
+        assert ar is not None
+        return ar
+
+    async def claim_autoreply(self, mailbox_id: int, sender: str, response_key: str,
+                              now: dt.datetime | float, interval: dt.timedelta | float) -> bool:
+        """Atomically claim the right to answer `sender` now: False when this response went to
+        this sender within `interval`. The IMMEDIATE write lock makes it race-safe."""
+        ts = now.timestamp() if isinstance(now, dt.datetime) else float(now)
+        secs = interval.total_seconds() if isinstance(interval, dt.timedelta) else float(interval)
+        key = (autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
+               autoreply_log.c.response_key == response_key)
+        async with self._write() as conn:
+            last = await conn.scalar(sa.select(autoreply_log.c.sent_at).where(*key))
+            if last is not None and ts - last < secs:
+                return False
+            if last is None:
+                await conn.execute(autoreply_log.insert().values(
+                    mailbox_id=mailbox_id, sender=sender, response_key=response_key, sent_at=ts))
+            else:
+                await conn.execute(autoreply_log.update().where(*key).values(sent_at=ts))
+        return True
+
+    async def release_autoreply(self, mailbox_id: int, sender: str, response_key: str) -> None:
+        """Undo a claim whose reply could not be sent."""
+        async with self._write() as conn:
+            await conn.execute(autoreply_log.delete().where(
+                autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
+                autoreply_log.c.response_key == response_key))
+
+    # ---------------------------------------------------------------- log-in-as tokens
+    async def create_token(self, address: str, *, actor: str = "admin",
+                           ttl: float = 300.0) -> str:
+        """A single-use token that lets an admin log in as the mail user."""
+        mb = await self.get_mailbox(address)
+        if mb is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        async with self._write() as conn:
+            await conn.execute(tokens.insert().values(
+                token_hash=hashlib.sha256(token.encode()).hexdigest(), mailbox_id=mb.id,
+                actor=actor[:64], created_at=now, expires_at=now + ttl))
+            await self._audit(conn, actor, "mailbox.login_as", mb.address, {"ttl": ttl})
+        return token
+
+    async def consume_token(self, token: str) -> Mailbox | None:
+        """The mailbox a valid, unexpired, unused token is for; the token is spent."""
+        h = hashlib.sha256(token.encode()).hexdigest()
+        async with self._write() as conn:
+            row = (await conn.execute(sa.select(tokens).where(tokens.c.token_hash == h))).first()
+            if row is None or row.used or row.expires_at < time.time():
+                return None
+            await conn.execute(tokens.update().where(tokens.c.token_hash == h).values(used=True))
+            found = await self._mailboxes(conn, mailboxes.c.id == row.mailbox_id)
+        return found[0] if found else None

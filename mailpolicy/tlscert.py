@@ -1,0 +1,48 @@
+"""TLS certificate checks for a mail domain: files exist, key matches, certificate covers it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+
+class CertificateError(ValueError):
+    """The certificate or key is unusable for the domain; the message says why."""
+
+
+def _covers(pattern: str, name: str) -> bool:
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return name.count(".") >= pattern.count(".") and name.split(".", 1)[1] == pattern[2:]
+    return pattern == name
+
+
+def check_certificate(cert_path: str, key_path: str, domain: str) -> None:
+    """Raise CertificateError unless both files load, match, and the cert names `domain`
+    (or `mail.`/`*.` of it) in its subjectAltName."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except OSError as e:
+        raise CertificateError(f"cannot read certificate {cert_path}: {e.strerror}") from None
+    except ValueError:
+        raise CertificateError(f"{cert_path} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except OSError as e:
+        raise CertificateError(f"cannot read key {key_path}: {e.strerror}") from None
+    except (ValueError, TypeError):
+        raise CertificateError(f"{key_path} is not an unencrypted PEM private key") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if key.public_key().public_bytes(enc, pub) != cert.public_key().public_bytes(enc, pub):
+        raise CertificateError("the key does not match the certificate")
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    wanted = (domain, f"mail.{domain}")
+    if not any(_covers(str(p), w) for p in names for w in wanted):
+        raise CertificateError(f"the certificate does not cover {domain} (names: {names})")
