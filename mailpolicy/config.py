@@ -54,7 +54,7 @@ def _dec_hook(type_: type, obj: Any) -> Any:
         try:
             return Size(parse_size(obj))
         except ValueError as e:
-            raise msgspec.ValidationError(str(e)) from None
+            raise ValueError(str(e)) from None
     raise NotImplementedError
 
 
@@ -239,7 +239,8 @@ def _validate(cfg: Config) -> None:
 
         ZoneInfo(cfg.autoreply.timezone)
     except Exception:
-        raise ConfigError(f"autoreply.timezone: unknown time zone {cfg.autoreply.timezone!r}")
+        raise ConfigError(
+            f"autoreply.timezone: unknown time zone {cfg.autoreply.timezone!r}") from None
     import ipaddress
 
     for i, ip in enumerate(cfg.outbound.ip_pool):

@@ -32,7 +32,7 @@ def hash_password(password: str, scheme: str = "ARGON2ID") -> str:
         h = sha512_crypt.using(rounds=5000).hash(password)
     else:
         raise ValueError(f"unsupported scheme {scheme!r}")
-    return "{%s}%s" % (scheme, h)
+    return f"{{{scheme}}}{h}"
 
 
 def verify_password(password: str, stored: str) -> bool:

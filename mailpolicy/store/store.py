@@ -22,9 +22,17 @@ from ..outbound import least_used
 from . import validate as v
 from .engine import make_engine, migrate
 from .errors import Conflict, Invalid, NotFound
-from .schema import aliases, audit_log, autoreply_log, autoresponders, copies, domains
+from .schema import (
+    aliases,
+    audit_log,
+    autoreply_log,
+    autoresponders,
+    copies,
+    domains,
+    mailboxes,
+    tokens,
+)
 from .schema import ip_pool as ip_pool_t
-from .schema import mailboxes, tokens
 
 _DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmarc",
                   "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key")
@@ -176,11 +184,27 @@ class Store:
                                       .group_by(domains.c.outbound_ip))
             return {r[0]: r[1] for r in rows}
 
-    async def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_audit(self, limit: int = 100, target: str | None = None,
+                         ) -> list[dict[str, Any]]:
+        """Audit rows, newest first: id, at (ISO 8601, UTC), actor, action, target, detail."""
+        q = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if target is not None:
+            q = q.where(audit_log.c.target == target)
         async with self._read() as conn:
-            rows = await conn.execute(sa.select(audit_log).order_by(audit_log.c.id.desc())
-                                      .limit(limit))
-            return [dict(r._mapping) for r in rows]
+            rows = (await conn.execute(q)).all()
+        return [{**r._mapping, "at": dt.datetime.fromtimestamp(r.at, dt.UTC).isoformat()}
+                for r in rows]
+
+    async def active_autoresponders(self, domain: str | None = None) -> set[int]:
+        """Ids of mailboxes whose autoresponder is enabled and has a message."""
+        q = (sa.select(autoresponders.c.mailbox_id)
+             .join(mailboxes, mailboxes.c.id == autoresponders.c.mailbox_id)
+             .join(domains, domains.c.id == mailboxes.c.domain_id)
+             .where(autoresponders.c.enabled == sa.true(), autoresponders.c.message != ""))
+        if domain:
+            q = q.where(domains.c.name == domain)
+        async with self._read() as conn:
+            return {r[0] for r in await conn.execute(q)}
 
     # ---------------------------------------------------------------- domain writes
     async def _domain_values(self, name: str, fields: Mapping[str, Any],

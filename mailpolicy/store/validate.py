@@ -67,7 +67,8 @@ def redirect_to(action: DefaultAction, value: object, domain: str) -> str:
             raise Invalid("redirect_to", "a domain cannot redirect to itself")
         return target
     if v:
-        raise Invalid("redirect_to", f"redirect_to is only used with redirect actions, not {action}")
+        raise Invalid("redirect_to",
+                      f"redirect_to is only used with redirect actions, not {action}")
     return ""
 
 

@@ -1,0 +1,219 @@
+"""The SQL store on a real SQLite file: validation, atomicity, audit, race-safe claims."""
+
+import asyncio
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mailpolicy.directory import Kind, resolve
+from mailpolicy.model import Attachment
+from mailpolicy.passwords import verify_password
+from mailpolicy.store import Conflict, Invalid, NotFound, Store
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/mp.db",
+                         ip_pool=("192.0.2.1", "192.0.2.2"))
+    await s.create_domain("example.test", owner="bob")
+    yield s
+    await s.close()
+
+
+async def snapshot(s):
+    return (await s.list_domains(), await s.list_mailboxes(), len(await s.list_audit(1000)))
+
+
+async def test_mailbox_round_trip_and_password_hash(store):
+    mb = await store.create_mailbox("Alice@Example.test", password="s3cret", aliases="al ally",
+                                    max_size="500M", copies_to=["bob", "x@ext.test"])
+    assert mb.address == "alice@example.test"
+    assert mb.aliases == ("al", "ally") and mb.max_size == 500 * 1024**2
+    assert mb.copies_to == ("bob@example.test", "x@ext.test")
+    assert mb.password_hash.startswith("{ARGON2ID}$argon2id$")
+    assert verify_password("s3cret", mb.password_hash)
+    assert not verify_password("x", mb.password_hash)
+    r = await resolve(store, "ally+tag@EXAMPLE.test")
+    assert r.kind is Kind.MAILBOX and r.mailbox.id == mb.id and r.via_alias
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"address": "bad..name@example.test"}, "name"),
+    ({"address": "../etc@example.test"}, "name"),
+    ({"address": "nul\x00@example.test"}, "name"),
+    ({"address": "x" * 65 + "@example.test"}, "name"),
+    ({"address": "x@nodomain.test"}, "domain"),
+    ({"address": "y@example.test", "aliases": ["alice"]}, "aliases"),
+    ({"address": "y@example.test", "aliases": ["bad name"]}, "aliases"),
+    ({"address": "y@example.test", "aliases": ["y"]}, "aliases"),
+    ({"address": "y@example.test", "no_save": True}, "no_save"),
+    ({"address": "y@example.test", "max_size": "lots"}, "max_size"),
+    ({"address": "y@example.test", "copies_to": ["y@example.test"]}, "copies_to"),
+    ({"address": "y@example.test", "password": "a\nb"}, "password"),
+])
+async def test_bad_mailbox_input_names_the_field_and_changes_nothing(store, kwargs, field):
+    await store.create_mailbox("alice@example.test")
+    before = await snapshot(store)
+    with pytest.raises((Invalid, Conflict)) as e:
+        await store.create_mailbox(**kwargs)
+    assert e.value.field == field
+    assert await snapshot(store) == before
+
+
+async def test_alias_unique_among_mailboxes_and_aliases(store):
+    await store.create_mailbox("alice@example.test", aliases=["info"])
+    with pytest.raises(Conflict):
+        await store.create_mailbox("info@example.test")
+    with pytest.raises(Conflict):
+        await store.create_mailbox("bob@example.test", aliases=["info"])
+
+
+async def test_name_and_domain_cannot_change(store):
+    await store.create_mailbox("alice@example.test")
+    for f in ("name", "domain"):
+        with pytest.raises(Invalid) as e:
+            await store.update_mailbox("alice@example.test", **{f: "x"})
+        assert e.value.field == f
+
+
+async def test_update_keeps_unmentioned_fields(store):
+    await store.create_mailbox("alice@example.test", aliases=["al"], copies_to=["x@ext.test"],
+                               password="pw")
+    mb = await store.update_mailbox("alice@example.test", no_save=True, max_size="1G")
+    assert mb.aliases == ("al",) and mb.no_save and mb.max_size == 1024**3
+    assert verify_password("pw", mb.password_hash)
+    with pytest.raises(Invalid):
+        await store.update_mailbox("alice@example.test", copies_to=[])
+
+
+async def test_outbound_ip_auto_picks_the_least_used(store):
+    d2 = await store.create_domain("b.test", outbound_ip="auto")
+    d3 = await store.create_domain("c.test")
+    assert {d2.outbound_ip} | {(await store.get_domain("example.test")).outbound_ip} == {
+        "192.0.2.1", "192.0.2.2"}
+    assert d3.outbound_ip in ("192.0.2.1", "192.0.2.2")
+    with pytest.raises(Invalid) as e:
+        await store.create_domain("d.test", outbound_ip="203.0.113.9")
+    assert e.value.field == "outbound_ip"
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"default_action": "bounce"}, "default_action"),
+    ({"default_action": "redirect"}, "redirect_to"),
+    ({"default_action": "redirect", "redirect_to": "not an address"}, "redirect_to"),
+    ({"default_action": "redirect-domain", "redirect_to": "new.test"}, "redirect_to"),
+    ({"default_action": "reject", "redirect_to": "x@y.test"}, "redirect_to"),
+    ({"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}, "tls_cert"),
+    ({"tls_cert": "/nonexistent.pem"}, "tls_key"),
+    ({"owner": "bad owner\n"}, "owner"),
+])
+async def test_bad_domain_input(store, kwargs, field):
+    before = await snapshot(store)
+    with pytest.raises(Invalid) as e:
+        await store.create_domain("new.test", **kwargs)
+    assert e.value.field == field
+    assert await snapshot(store) == before
+
+
+def make_cert(tmp_path, name):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+            .sign(key, hashes.SHA256()))
+    c, k = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return str(c), str(k)
+
+
+async def test_tls_certificate_must_match_key_and_cover_domain(store, tmp_path):
+    cert, key = make_cert(tmp_path, "mail.new.test")
+    d = await store.create_domain("new.test", tls_cert=cert, tls_key=key)
+    assert d.tls_cert == cert
+    other_cert, other_key = make_cert(tmp_path, "other.test")
+    with pytest.raises(Invalid, match="does not cover"):
+        await store.create_domain("x.test", tls_cert=other_cert, tls_key=other_key)
+    with pytest.raises(Invalid, match="does not match"):
+        await store.update_domain("new.test", tls_cert=cert, tls_key=other_key)
+
+
+async def test_delete_domain_refuses_with_mailboxes_unless_cascade(store):
+    await store.create_mailbox("alice@example.test")
+    with pytest.raises(Conflict):
+        await store.delete_domain("example.test")
+    gone = await store.delete_domain("example.test", cascade=True)
+    assert [m.name for m in gone] == ["alice"]
+    assert await store.list_mailboxes() == []
+    with pytest.raises(NotFound):
+        await store.delete_domain("example.test")
+
+
+async def test_every_change_is_audited(store):
+    await store.create_mailbox("alice@example.test", password="pw")
+    await store.update_mailbox("alice@example.test", password="pw2", actor="carol")
+    rows = await store.list_audit(10)
+    assert [r["action"] for r in rows[:3]] == ["mailbox.update", "mailbox.create",
+                                               "domain.create"]
+    assert rows[0]["actor"] == "carol" and "pw2" not in rows[0]["detail"]
+
+
+async def test_autoresponder_fields_and_header_injection(store):
+    await store.create_mailbox("alice@example.test")
+    ar = await store.set_autoresponder("alice@example.test", enabled=True, message="Away",
+                                       from_="Alice <alice@example.test>", subject="Out",
+                                       start="2026-01-01", end="2026-01-31",
+                                       attachment=Attachment("cv.pdf", "application/pdf", b"%PDF"))
+    assert ar.active and ar.start == dt.date(2026, 1, 1) and ar.attachment.data == b"%PDF"
+    ar = await store.set_autoresponder("alice@example.test", message="")
+    assert not ar.active and ar.attachment is not None and ar.subject == "Out"
+    for kwargs, field in [({"subject": "x\r\nBcc: evil@x.test"}, "subject"),
+                          ({"from_": "A <a@b.test>\nX: y"}, "from"),
+                          ({"start": "2026-02-01", "end": "2026-01-01"}, "end"),
+                          ({"attachment": Attachment("../x", "text/plain", b"")}, "attachment")]:
+        with pytest.raises(Invalid) as e:
+            await store.set_autoresponder("alice@example.test", **kwargs)
+        assert e.value.field == field
+    ar = await store.set_autoresponder("alice@example.test", attachment=False)
+    assert ar.attachment is None
+
+
+async def test_claim_autoreply_is_race_safe_and_interval_bound(store):
+    mb = await store.create_mailbox("alice@example.test")
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    week = dt.timedelta(days=7)
+    results = await asyncio.gather(*[store.claim_autoreply(mb.id, "s@x.test", "k", now, week)
+                                     for _ in range(8)])
+    assert sorted(results) == [False] * 7 + [True]
+    assert not await store.claim_autoreply(mb.id, "s@x.test", "k", now + dt.timedelta(days=6), week)
+    assert await store.claim_autoreply(mb.id, "s@x.test", "k2", now, week)
+    assert await store.claim_autoreply(mb.id, "s@x.test", "k", now + dt.timedelta(days=8), week)
+    await store.release_autoreply(mb.id, "s@x.test", "k")
+    assert await store.claim_autoreply(mb.id, "s@x.test", "k", now + dt.timedelta(days=8), week)
+
+
+async def test_login_tokens_are_single_use(store):
+    await store.create_mailbox("alice@example.test")
+    token = await store.create_token("alice@example.test", ttl=60)
+    assert (await store.consume_token(token)).address == "alice@example.test"
+    assert await store.consume_token(token) is None
+    expired = await store.create_token("alice@example.test", ttl=-1)
+    assert await store.consume_token(expired) is None
+
+
+async def test_reopen_keeps_data_and_migrations_are_idempotent(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/mp.db"
+    s = await Store.open(url)
+    await s.create_domain("example.test")
+    await s.close()
+    s = await Store.open(url)
+    assert [d.name for d in await s.list_domains()] == ["example.test"]
+    await s.close()
