@@ -68,8 +68,8 @@ def split_address(address: str) -> tuple[str, str]:
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain:
         raise AddressError(f"not an address: {address!r}")
-    if len(addr) > MAX_ADDRESS * 4 or _FORBIDDEN.search(local.strip('"')) and not (
-            local.startswith('"') and local.endswith('"')):
+    if len(addr) > MAX_ADDRESS * 4 or (_FORBIDDEN.search(local.strip('"')) and not (
+            local.startswith('"') and local.endswith('"'))):
         raise AddressError(f"invalid address: {address!r}")
     return local, domain
 
