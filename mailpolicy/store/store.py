@@ -499,15 +499,20 @@ class Store:
         secs = interval.total_seconds() if isinstance(interval, dt.timedelta) else float(interval)
         key = (autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
                autoreply_log.c.response_key == response_key)
-        async with self._write() as conn:
-            last = await conn.scalar(sa.select(autoreply_log.c.sent_at).where(*key))
-            if last is not None and ts - last < secs:
-                return False
-            if last is None:
-                await conn.execute(autoreply_log.insert().values(
-                    mailbox_id=mailbox_id, sender=sender, response_key=response_key, sent_at=ts))
-            else:
-                await conn.execute(autoreply_log.update().where(*key).values(sent_at=ts))
+        try:
+            async with self._write() as conn:
+                last = await conn.scalar(sa.select(autoreply_log.c.sent_at).where(*key)
+                                         .with_for_update())
+                if last is not None and ts - last < secs:
+                    return False
+                if last is None:
+                    await conn.execute(autoreply_log.insert().values(
+                        mailbox_id=mailbox_id, sender=sender, response_key=response_key,
+                        sent_at=ts))
+                else:
+                    await conn.execute(autoreply_log.update().where(*key).values(sent_at=ts))
+        except IntegrityError:  # a concurrent claim inserted first (PostgreSQL)
+            return False
         return True
 
     async def release_autoreply(self, mailbox_id: int, sender: str, response_key: str) -> None:

@@ -1,7 +1,16 @@
-"""The SQL store on a real SQLite file: validation, atomicity, audit, race-safe claims."""
+"""The SQL store on SQLite and on a real PostgreSQL (one conformance suite for both):
+validation, atomicity, audit, race-safe claims."""
 
 import asyncio
 import datetime as dt
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -13,11 +22,53 @@ from mailpolicy.model import Attachment
 from mailpolicy.passwords import verify_password
 from mailpolicy.store import Conflict, Invalid, NotFound, Store
 
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
-@pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/mp.db",
-                         ip_pool=("192.0.2.1", "192.0.2.2"))
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """A private PostgreSQL on loopback (the store's scale-out backend), when installed."""
+    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL not installed (apt-get install postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="mp-pg-"))  # readable by the postgres user
+    os.chmod(base, 0o777)
+    data = base / "data"
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "mp"],
+                   check=True, capture_output=True, timeout=120)
+    proc = subprocess.Popen([*user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+                             "-k", str(base), "-h", "127.0.0.1", "-F"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                         capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "PostgreSQL did not start"
+        time.sleep(0.2)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def createdb(port: int) -> str:
+    db = f"t{uuid.uuid4().hex[:12]}"
+    subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mp", db],
+                   check=True, timeout=60)
+    return db
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/mp.db"
+    else:
+        port = request.getfixturevalue("pg_server")
+        db = await asyncio.to_thread(createdb, port)
+        url = f"postgresql+asyncpg://mp@127.0.0.1:{port}/{db}"
+    s = await Store.open(url, ip_pool=("192.0.2.1", "192.0.2.2"))
     await s.create_domain("example.test", owner="bob")
     yield s
     await s.close()
