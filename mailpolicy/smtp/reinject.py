@@ -1,0 +1,169 @@
+"""Reinjection to the next hop (the 10026 smtpd) with aiosmtplib: 250 only after its 250."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiosmtplib
+import structlog
+
+from ..replies import Reply
+from . import xforward as xf
+from .pipeline import Transaction
+
+log = structlog.get_logger("mailpolicy.filter")
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\s*")
+_CTRL = re.compile(r"[\x00-\x20\x7f<>]")
+
+
+class Refused(Exception):
+    """The next hop answered something other than success at `stage`."""
+
+    def __init__(self, stage: str, code: int, text: str) -> None:
+        super().__init__(f"{stage}: {code} {text}")
+        self.stage, self.code, self.text = stage, code, text
+
+
+def refusal_reply(stage: str, code: int, text: str, mode: str) -> Reply:
+    """Map a next-hop refusal to our answer. 4xx stays 4xx. A 5xx is relayed only in
+    before-queue mode, or after-queue for a final-dot refusal (content rejected for good,
+    FILTER_README's "550 content rejected"); MAIL/RCPT/XFORWARD refusals in after-queue mode
+    mean a misconfigured next hop: 4xx, so Postfix keeps the mail."""
+    text = " ".join(text.split())
+    m = _ENHANCED.match(text)
+    detail = text[m.end():] if m else text
+    dsn = ".".join(m.groups()) if m else f"{code // 100}.0.0"
+    permanent = code >= 500
+    if permanent and mode != "before-queue" and stage != "DATA":
+        code, dsn = 451, "4" + dsn[1:]
+    return Reply(code, dsn, f"next hop {stage}: {detail}"[:400])
+
+
+def _addr(address: str) -> bytes:
+    if _CTRL.search(address.replace(" ", "")) or "\r" in address or "\n" in address:
+        raise ValueError(f"unsafe envelope address {address!r}")
+    return f"<{address}>".encode()
+
+
+class NextHop:
+    """One reusable SMTP connection to the next hop, for one filter session."""
+
+    def __init__(self, host: str, port: int, timeout: float, local_hostname: str,
+                 mode: str = "after-queue") -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.local_hostname = local_hostname
+        self.mode = mode
+        self._smtp: aiosmtplib.SMTP | None = None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout,
+                               local_hostname=self.local_hostname, start_tls=False)
+        await smtp.connect()
+        if not smtp.supports_esmtp:
+            await smtp.ehlo()
+        self._smtp = smtp
+        return smtp
+
+    def close(self) -> None:
+        """Drop the connection (no QUIT)."""
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    async def quit(self) -> None:
+        """Say QUIT politely (bounded) and drop the connection."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            async with asyncio.timeout(min(self.timeout, 5.0)):
+                await smtp.quit()
+        except Exception:
+            smtp.close()
+
+    async def send(self, tx: Transaction) -> Reply:
+        """Send every envelope of the transaction; a Reply for the whole message."""
+        message = tx.message_bytes()
+        envelopes = tx.envelopes()
+        done: list[str] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                for sender, rcpts in envelopes:
+                    reused = self._smtp is not None and self._smtp.is_connected
+                    try:
+                        smtp = self._smtp if reused else await self._connect()
+                        assert smtp is not None
+                        text = await self._transaction(smtp, tx, sender, rcpts, message)
+                    except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as e:
+                        if not reused:
+                            raise
+                        log.info("reinject.reconnect", id=tx.id, error=str(e))
+                        self.close()
+                        text = await self._transaction(await self._connect(), tx, sender,
+                                                       rcpts, message)
+                    done.append(text)
+        except Refused as e:
+            await self._reset()
+            reply = refusal_reply(e.stage, e.code, e.text, self.mode)
+            log.warning("reinject.refused", id=tx.id, queue_id=tx.queue_id, stage=e.stage,
+                        next_hop_reply=f"{e.code} {e.text}", answer=str(reply),
+                        partial="earlier envelopes delivered: a retry duplicates them"
+                        if done else "")
+            return reply
+        except TimeoutError:
+            self.close()
+            log.warning("reinject.timeout", id=tx.id, queue_id=tx.queue_id,
+                        seconds=self.timeout)
+            return Reply(451, "4.4.2", "Next hop timed out, try again later")
+        except (OSError, aiosmtplib.SMTPException) as e:
+            self.close()
+            log.warning("reinject.unavailable", id=tx.id, queue_id=tx.queue_id, error=str(e))
+            return Reply(451, "4.4.1", "Next hop unavailable, try again later")
+        return Reply(250, "2.0.0", "Ok: " + "; ".join(done)[:400])
+
+    async def _reset(self) -> None:
+        if self._smtp is None:
+            return
+        try:
+            async with asyncio.timeout(min(self.timeout, 5.0)):
+                await self._smtp.rset()
+        except Exception:
+            self.close()
+
+    async def _transaction(self, smtp: aiosmtplib.SMTP, tx: Transaction, sender: str,
+                           rcpts: list[str], message: bytes) -> str:
+        allowed = xf.announced(smtp.esmtp_extensions.get("xforward"))
+        for line in xf.commands(tx.xforward, allowed):
+            verb, _, rest = line.partition(" ")
+            resp = await smtp.execute_command(verb.encode(), rest.encode())
+            if resp.code != 250:
+                raise Refused("XFORWARD", resp.code, resp.message)
+        opts = [b"SIZE=%d" % len(message)] if smtp.supports_extension("size") else []
+        utf8 = "SMTPUTF8" in tx.mail_options
+        for o in tx.mail_options:
+            if o.startswith("BODY=") and smtp.supports_extension("8bitmime"):
+                opts.append(o.encode("ascii"))
+        if utf8:
+            if not smtp.supports_extension("smtputf8"):
+                raise Refused("MAIL", 451, "4.6.7 next hop does not offer SMTPUTF8")
+            opts.append(b"SMTPUTF8")
+        resp = await smtp.execute_command(b"MAIL", b"FROM:" + _addr(sender), *opts)
+        if resp.code != 250:
+            raise Refused("MAIL", resp.code, resp.message)
+        refused: list[tuple[int, str, str]] = []
+        for rcpt in rcpts:
+            resp = await smtp.execute_command(b"RCPT", b"TO:" + _addr(rcpt))
+            if resp.code not in (250, 251):
+                refused.append((resp.code, resp.message, rcpt))
+        if refused:  # nothing delivered yet: refuse the whole message, no partial delivery
+            temporary = [r for r in refused if r[0] < 500]
+            code, text, rcpt = (temporary or refused)[0]
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise Refused("RCPT", code, f"{' '.join(text.split())} <{rcpt}>{more}")
+        try:
+            resp = await smtp.data(message)
+        except aiosmtplib.SMTPDataError as e:
+            raise Refused("DATA", e.code, e.message) from None
+        return resp.message

@@ -1,0 +1,179 @@
+"""The content filter through real Postfix and Dovecot: aliases, copies, default actions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from harness import Stack, free_port, make_message
+
+from mailpolicy.smtp.srs import Srs
+
+EXT = "remote-mx.e2e.test"  # an "external" domain: Postfix routes it to the sink below
+
+
+@dataclass
+class RemoteMX:
+    """A sink standing in for a remote MX (Postfix reaches it through transport_maps)."""
+
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                              envelope.original_content))
+        return "250 2.0.0 Ok: remote"
+
+    def wait(self, rcpt: str, timeout: float = 30) -> tuple[str, list[str], bytes]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for m in self.messages:
+                if rcpt in m[1]:
+                    return m
+            time.sleep(0.1)
+        raise AssertionError(f"nothing for {rcpt} at the remote MX: {self.messages!r}")
+
+
+@dataclass
+class World:
+    stack: Stack
+    remote: RemoteMX
+
+
+@pytest.fixture(scope="module")
+def world(stack_factory: Callable[..., Stack]) -> Iterator[World]:
+    remote = RemoteMX()
+    port = free_port()
+    ctl = Controller(remote, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        stack = stack_factory(main_cf={
+            "transport_maps": f"inline:{{ {{ {EXT} = smtp:[127.0.0.1]:{port} }} }}"})
+        yield World(stack, remote)
+    finally:
+        ctl.stop()
+
+
+def _domain() -> str:
+    return f"f{uuid.uuid4().hex[:10]}.e2e.test"
+
+
+def _send(stack: Stack, rcpt: str, subject: str, sender: str = "sender@outside.example") -> None:
+    assert stack.send(sender, rcpt, make_message(sender, rcpt, subject)) == {}
+
+
+async def test_alias_and_copies_to_local_and_external(world: World) -> None:
+    stack, d = world.stack, _domain()
+    async with stack.store() as store:
+        await store.create_domain(d)
+        await store.create_mailbox(f"bob@{d}", aliases=["info"],
+                                   copies_to=["dave", f"bob-copy@{EXT}"])
+        await store.create_mailbox(f"dave@{d}")
+    await stack.settle()
+    subject = f"alias {uuid.uuid4().hex}"
+    _send(stack, f"info@{d}", subject)
+    [bob] = stack.wait_maildir(f"bob@{d}", 1)
+    [dave] = stack.wait_maildir(f"dave@{d}", 1)
+    assert subject.encode() in bob.read_bytes() and subject.encode() in dave.read_bytes()
+    sender, rcpts, data = world.remote.wait(f"bob-copy@{EXT}")
+    assert rcpts == [f"bob-copy@{EXT}"] and subject.encode() in data
+    assert sender.startswith("SRS0=")  # SPF-safe envelope sender for the external copy
+    assert Srs.from_config(stack.cfg).reverse(sender) == "sender@outside.example"
+    stack.wait_queue_empty()
+
+
+async def test_do_not_save_only_the_copy_arrives(world: World) -> None:
+    stack, d = world.stack, _domain()
+    async with stack.store() as store:
+        await store.create_domain(d)
+        await store.create_mailbox(f"away@{d}", copies_to=[f"away-copy@{EXT}", "keeper"],
+                                   no_save=True)
+        await store.create_mailbox(f"keeper@{d}")
+    await stack.settle()
+    _send(stack, f"away@{d}", "do not save")
+    world.remote.wait(f"away-copy@{EXT}")
+    stack.wait_maildir(f"keeper@{d}", 1)
+    stack.wait_queue_empty()
+    assert stack.messages(f"away@{d}") == []
+
+
+async def test_discard_domain_delivers_nothing_and_bounces_nothing(world: World) -> None:
+    stack, d = world.stack, _domain()
+    async with stack.store() as store:
+        await store.create_domain(d, default_action="discard")
+        await store.create_mailbox(f"real@{d}")
+    await stack.settle()
+    tag = uuid.uuid4().hex
+    _send(stack, f"nobody-{tag}@{d}", "discard me")
+    stack.wait_queue_empty()
+    assert not (stack.cfg.maildir_root / d / f"nobody-{tag}").exists()
+    assert stack.messages(f"real@{d}") == []
+    assert "status=bounced" not in stack.postfix.log()
+
+
+async def test_redirect_and_redirect_domain(world: World) -> None:
+    stack, target, red, rdom = world.stack, _domain(), _domain(), _domain()
+    async with stack.store() as store:
+        await store.create_domain(target)
+        await store.create_mailbox(f"boss@{target}")
+        await store.create_mailbox(f"carol@{target}", aliases=["sales"])
+        await store.create_domain(red, default_action="redirect", redirect_to=f"boss@{target}")
+        await store.create_domain(rdom, default_action="redirect-domain", redirect_to=target)
+    await stack.settle()
+    _send(stack, f"anyone@{red}", "to the boss")
+    _send(stack, f"sales@{rdom}", "same local part, alias there")
+    stack.wait_maildir(f"boss@{target}", 1)
+    stack.wait_maildir(f"carol@{target}", 1)
+    stack.wait_queue_empty()
+
+
+async def test_two_mailbox_forwarding_loop_ends(world: World) -> None:
+    stack, d = world.stack, _domain()
+    async with stack.store() as store:
+        await store.create_domain(d)
+        await store.create_mailbox(f"ping@{d}", copies_to=["pong"])
+        await store.create_mailbox(f"pong@{d}", copies_to=["ping"])
+    await stack.settle()
+    _send(stack, f"ping@{d}", "loop")
+    stack.wait_maildir(f"ping@{d}", 1)
+    stack.wait_maildir(f"pong@{d}", 1)
+    stack.wait_queue_empty()
+    await asyncio.sleep(1)
+    assert len(stack.messages(f"ping@{d}")) == 1 and len(stack.messages(f"pong@{d}")) == 1
+
+
+async def test_xforward_reaches_the_filter(world: World) -> None:
+    stack, d = world.stack, _domain()
+    async with stack.store() as store:
+        await store.create_domain(d)
+        await store.create_mailbox(f"x@{d}")
+    await stack.settle()
+    _send(stack, f"x@{d}", "xforward")
+    [msg] = stack.wait_maildir(f"x@{d}", 1)
+    assert b"X-Mailpolicy-Trace: by " in msg.read_bytes()
+    # the filter saw the original client's identity (XFORWARD HELO), not only its own peer
+    lines = [ln for ln in stack.mailpolicy.logfile.read_text(errors="replace").splitlines()
+             if "filter.message" in ln and f"x@{d}" in ln]
+    assert lines and "helo='client.e2e.test'" in lines[0] and "client='127.0.0.1'" in lines[0]
+
+
+def test_before_queue_mode_delivers_and_answers_in_session(
+        stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory(filter_mode="before-queue")
+    d = _domain()
+
+    async def provision() -> None:
+        async with stack.store() as store:
+            await store.create_domain(d)
+            await store.create_mailbox(f"bob@{d}", aliases=["info"])
+
+    asyncio.run(provision())
+    time.sleep(1)
+    _send(stack, f"info@{d}", "before queue")
+    stack.wait_maildir(f"bob@{d}", 1)
+    stack.wait_queue_empty()
