@@ -1,0 +1,99 @@
+"""Send an auto-reply via the reinjection next hop, once per sender and interval (store claim)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+import aiosmtplib
+import structlog
+
+from ..addresses import normalize_address
+from ..config import Config
+from ..model import Autoresponder, Mailbox
+
+log = structlog.get_logger("mailpolicy.autoreply")
+
+BACKOFF_SECONDS = (0.5, 1.0, 2.0)  # between attempts; the last value repeats
+MAX_ATTEMPT_SECONDS = 10.0  # per attempt (connect to QUIT), whatever reinject.timeout_seconds says
+
+
+class PermanentFailure(Exception):
+    """The next hop refused the reply with a 5xx: retrying will not help."""
+
+
+def interval_for(cfg: Config, ar: Autoresponder) -> dt.timedelta:
+    """The per-mailbox interval, else the configured default; never under one day."""
+    days = ar.interval_days if ar.interval_days is not None else cfg.autoreply.interval_days
+    return dt.timedelta(days=max(1, days))
+
+
+def dedup_sender(sender: str) -> str:
+    """The sender as the store compares it: exact local part, domain case-folded (IDNA)."""
+    return normalize_address(sender)
+
+
+async def send_once(cfg: Config, recipient: str, data: bytes, seconds: float) -> None:
+    """One SMTP transaction: MAIL FROM:<>, RCPT TO:<recipient>, DATA. Raises on failure
+    (PermanentFailure for a 5xx)."""
+    smtp = aiosmtplib.SMTP(hostname=cfg.reinject.host, port=cfg.reinject.port,
+                           timeout=seconds, start_tls=False, local_hostname=cfg.hostname)
+    options: list[str] = [] if recipient.isascii() else ["SMTPUTF8"]
+    try:
+        async with smtp:
+            await smtp.sendmail("", [recipient], data, mail_options=options)
+    except aiosmtplib.SMTPNotSupported as e:  # e.g. SMTPUTF8 needed but not offered
+        raise PermanentFailure(str(e)) from e
+    except aiosmtplib.SMTPRecipientsRefused as e:
+        codes = [r.code for r in e.recipients]
+        if codes and all(500 <= c < 600 for c in codes):
+            raise PermanentFailure(str(e)) from e
+        raise
+    except aiosmtplib.SMTPResponseException as e:
+        if 500 <= e.code < 600:
+            raise PermanentFailure(f"{e.code} {e.message}") from e
+        raise
+
+
+async def send_with_retries(cfg: Config, recipient: str, data: bytes,
+                            ctx: dict[str, Any]) -> bool:
+    """Try up to cfg.autoreply.send_attempts times with a short backoff; True when sent."""
+    attempts = max(1, cfg.autoreply.send_attempts)
+    seconds = min(cfg.reinject.timeout_seconds, MAX_ATTEMPT_SECONDS)
+    for attempt in range(1, attempts + 1):
+        try:
+            async with asyncio.timeout(seconds):  # the whole attempt, not just each command
+                await send_once(cfg, recipient, data, seconds)
+            return True
+        except PermanentFailure as e:
+            log.warning("autoreply.refused", attempt=attempt, error=str(e), **ctx)
+            return False
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+            log.warning("autoreply.send_failed", attempt=attempt, attempts=attempts,
+                        error=f"{type(e).__name__}: {e}", **ctx)
+        if attempt < attempts:
+            await asyncio.sleep(BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)])
+    return False
+
+
+async def claim_and_send(cfg: Config, store: Any, mailbox: Mailbox, ar: Autoresponder, *,
+                         sender: str, key: str, data: bytes, ctx: dict[str, Any]) -> str:
+    """Claim (mailbox, sender, key) in the store, send, and release the claim when the send
+    failed. Returns the outcome: `sent`, `already-replied` or `failed`."""
+    who = dedup_sender(sender)
+    claimed = await store.claim_autoreply(mailbox.id, who, key, time.time(),
+                                          interval_for(cfg, ar).total_seconds())
+    if not claimed:
+        return "already-replied"
+    sent = False
+    try:
+        sent = await send_with_retries(cfg, sender, data, ctx)
+    finally:
+        if not sent:
+            try:
+                await store.release_autoreply(mailbox.id, who, key)
+            except Exception as e:  # the claim then just expires after the interval
+                log.error("autoreply.release_failed", error=f"{type(e).__name__}: {e}", **ctx)
+    return "sent" if sent else "failed"

@@ -1,0 +1,169 @@
+"""Store parts for the autoresponder (settings, race-safe reply claims) and log-in-as tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ..model import Attachment, Autoresponder, Mailbox
+from . import validate as v
+from .errors import Invalid, NotFound
+from .schema import autoreply_log, autoresponders, domains, mailboxes, tokens
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+class AutoresponderMixin:
+    """Autoresponder settings and the once-per-interval reply claims."""
+
+    async def get_autoresponder(self: Store, mailbox_id: int) -> Autoresponder | None:
+        async with self._read() as conn:
+            r = (await conn.execute(sa.select(autoresponders).where(
+                autoresponders.c.mailbox_id == mailbox_id))).first()
+        if r is None:
+            return None
+        att = (Attachment(r.attachment_name, r.attachment_type or "application/octet-stream",
+                          r.attachment_data) if r.attachment_name and r.attachment_data is not None
+               else None)
+        return Autoresponder(mailbox_id=r.mailbox_id, enabled=bool(r.enabled), from_=r.from_addr,
+                             subject=r.subject, message=r.message, start=r.start_date,
+                             end=r.end_date, interval_days=r.interval_days, attachment=att)
+
+    async def active_autoresponders(self: Store, domain: str | None = None) -> set[int]:
+        """Ids of mailboxes whose autoresponder is enabled and has a message."""
+        q = (sa.select(autoresponders.c.mailbox_id)
+             .join(mailboxes, mailboxes.c.id == autoresponders.c.mailbox_id)
+             .join(domains, domains.c.id == mailboxes.c.domain_id)
+             .where(autoresponders.c.enabled == sa.true(), autoresponders.c.message != ""))
+        if domain:
+            q = q.where(domains.c.name == domain)
+        async with self._read() as conn:
+            return {r[0] for r in await conn.execute(q)}
+
+    async def set_autoresponder(self: Store, address: str, *, actor: str = "admin",
+                                **fields: Any) -> Autoresponder:
+        """Create or change a mailbox's autoresponder; only the given fields change.
+        `attachment`: an Attachment, or False to remove it."""
+        mb = await self.get_mailbox(address)
+        if mb is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        allowed = {"enabled", "from_", "subject", "message", "start", "end", "interval_days",
+                   "attachment"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise Invalid(sorted(unknown)[0], "unknown autoresponder field")
+        cur = await self.get_autoresponder(mb.id) or Autoresponder(mailbox_id=mb.id)
+        row: dict[str, Any] = {}
+        if fields.get("enabled") is not None:
+            if not isinstance(fields["enabled"], bool):
+                raise Invalid("enabled", "must be true or false")
+            row["enabled"] = fields["enabled"]
+        if fields.get("from_") is not None:
+            row["from_addr"] = v.from_header(fields["from_"])
+        if fields.get("subject") is not None:
+            row["subject"] = v.header_text(fields["subject"], "subject", v.MAX_SUBJECT)
+        if fields.get("message") is not None:
+            row["message"] = v.message_text(fields["message"])
+        start = v.date_or_none(fields["start"], "start") if "start" in fields else cur.start
+        end = v.date_or_none(fields["end"], "end") if "end" in fields else cur.end
+        if start and end and start > end:
+            raise Invalid("end", "end date is before start date")
+        row["start_date"], row["end_date"] = start, end
+        if "interval_days" in fields:
+            iv = fields["interval_days"]
+            if iv is not None and (not isinstance(iv, int) or isinstance(iv, bool) or iv < 1
+                                   or iv > 365):
+                raise Invalid("interval_days", "must be a whole number of days from 1 to 365")
+            row["interval_days"] = iv
+        att = fields.get("attachment")
+        if att is False:
+            row.update(attachment_name=None, attachment_type=None, attachment_data=None)
+        elif isinstance(att, Attachment):
+            row.update(attachment_name=v.filename(att.filename),
+                       attachment_type=v.header_text(att.content_type, "attachment", 255),
+                       attachment_data=att.data)
+        elif att is not None:
+            raise Invalid("attachment", "must be a file")
+        async with self._write() as conn:
+            exists = await conn.scalar(sa.select(autoresponders.c.mailbox_id).where(
+                autoresponders.c.mailbox_id == mb.id))
+            if exists is None:
+                await conn.execute(autoresponders.insert().values(mailbox_id=mb.id, **row))
+            else:
+                await conn.execute(autoresponders.update().where(
+                    autoresponders.c.mailbox_id == mb.id).values(**row))
+            detail = {k: val for k, val in row.items() if k != "attachment_data"}
+            await self._audit(conn, actor, "autoresponder.set", mb.address, detail)
+        ar = await self.get_autoresponder(mb.id)
+        assert ar is not None
+        return ar
+
+    async def claim_autoreply(self: Store, mailbox_id: int, sender: str, response_key: str,
+                              now: dt.datetime | float, interval: dt.timedelta | float) -> bool:
+        """Atomically claim the right to answer `sender` now: False when this response went to
+        this sender within `interval`. The IMMEDIATE write lock makes it race-safe."""
+        ts = now.timestamp() if isinstance(now, dt.datetime) else float(now)
+        secs = interval.total_seconds() if isinstance(interval, dt.timedelta) else float(interval)
+        key = (autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
+               autoreply_log.c.response_key == response_key)
+        try:
+            async with self._write() as conn:
+                last = await conn.scalar(sa.select(autoreply_log.c.sent_at).where(*key)
+                                         .with_for_update())
+                if last is not None and ts - last < secs:
+                    return False
+                if last is None:
+                    await conn.execute(autoreply_log.insert().values(
+                        mailbox_id=mailbox_id, sender=sender, response_key=response_key,
+                        sent_at=ts))
+                else:
+                    await conn.execute(autoreply_log.update().where(*key).values(sent_at=ts))
+        except IntegrityError:  # a concurrent claim inserted first (PostgreSQL)
+            return False
+        return True
+
+    async def release_autoreply(self: Store, mailbox_id: int, sender: str,
+                                response_key: str) -> None:
+        """Undo a claim whose reply could not be sent."""
+        async with self._write() as conn:
+            await conn.execute(autoreply_log.delete().where(
+                autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
+                autoreply_log.c.response_key == response_key))
+
+
+
+class TokenMixin:
+    """Single-use "log in as the mail user" tokens (only their SHA-256 is stored)."""
+
+    async def create_token(self: Store, address: str, *, actor: str = "admin",
+                           ttl: float = 300.0) -> str:
+        """A single-use token that lets an admin log in as the mail user."""
+        mb = await self.get_mailbox(address)
+        if mb is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        async with self._write() as conn:
+            await conn.execute(tokens.insert().values(
+                token_hash=hashlib.sha256(token.encode()).hexdigest(), mailbox_id=mb.id,
+                actor=actor[:64], created_at=now, expires_at=now + ttl))
+            await self._audit(conn, actor, "mailbox.login_as", mb.address, {"ttl": ttl})
+        return token
+
+    async def consume_token(self: Store, token: str) -> Mailbox | None:
+        """The mailbox a valid, unexpired, unused token is for; the token is spent."""
+        h = hashlib.sha256(token.encode()).hexdigest()
+        async with self._write() as conn:
+            row = (await conn.execute(sa.select(tokens).where(tokens.c.token_hash == h))).first()
+            if row is None or row.used or row.expires_at < time.time():
+                return None
+            await conn.execute(tokens.update().where(tokens.c.token_hash == h).values(used=True))
+            found = await self._mailboxes(conn, mailboxes.c.id == row.mailbox_id)
+        return found[0] if found else None

@@ -1,0 +1,113 @@
+"""The autoresponder through real Postfix: one reply with attachment, envelope <>, no repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from harness import Stack, free_port, make_message
+
+from mailpolicy.model import Attachment
+
+EXT = "remote-ar.e2e.test"  # the outside senders' domain: Postfix routes it to the sink
+
+
+@dataclass
+class RemoteMX:
+    """A sink standing in for the outside senders' MX."""
+
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                              envelope.original_content))
+        return "250 2.0.0 Ok: remote"
+
+    def for_rcpt(self, rcpt: str) -> list[tuple[str, list[str], bytes]]:
+        return [m for m in self.messages if rcpt in m[1]]
+
+    def wait(self, rcpt: str, timeout: float = 30) -> tuple[str, list[str], bytes]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if found := self.for_rcpt(rcpt):
+                return found[0]
+            time.sleep(0.1)
+        raise AssertionError(f"nothing for {rcpt} at the remote MX: {self.messages!r}")
+
+
+@dataclass
+class World:
+    stack: Stack
+    remote: RemoteMX
+
+
+@pytest.fixture(scope="module")
+def world(stack_factory: Callable[..., Stack]) -> Iterator[World]:
+    remote = RemoteMX()
+    port = free_port()
+    ctl = Controller(remote, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        stack = stack_factory(main_cf={
+            "transport_maps": f"inline:{{ {{ {EXT} = smtp:[127.0.0.1]:{port} }} }}"})
+        yield World(stack, remote)
+    finally:
+        ctl.stop()
+
+
+async def _setup(stack: Stack, pdf: bytes) -> str:
+    d = f"ar{uuid.uuid4().hex[:10]}.e2e.test"
+    async with stack.store() as store:
+        await store.create_domain(d)
+        await store.create_mailbox(f"bob@{d}")
+        await store.set_autoresponder(f"bob@{d}", enabled=True, subject="Out of office",
+                                      message="Bob is away until Monday. Grüße",
+                                      attachment=Attachment("away.pdf", "application/pdf", pdf))
+    await stack.settle()
+    return f"bob@{d}"
+
+
+async def test_one_reply_with_attachment_then_none(world: World) -> None:
+    stack, remote = world.stack, world.remote
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 20
+    bob = await _setup(stack, pdf)
+    alice, carol = f"alice.{uuid.uuid4().hex[:6]}@{EXT}", f"carol.{uuid.uuid4().hex[:6]}@{EXT}"
+
+    first = make_message(alice, bob, "first")
+    assert stack.send(alice, bob, first) == {}
+    mail_from, rcpts, data = remote.wait(alice)
+    assert mail_from == "<>" and rcpts == [alice]
+    reply = message_from_bytes(data, policy=policy.default)
+    assert reply["To"] == alice and reply["From"] == bob
+    assert reply["Subject"] == "Out of office"
+    assert reply["Auto-Submitted"] == "auto-replied"
+    assert reply["Precedence"] == "bulk" and reply["X-Auto-Response-Suppress"] == "All"
+    msgid = message_from_bytes(first)["Message-ID"]
+    assert reply["In-Reply-To"] == msgid and reply["References"] == msgid
+    assert reply.get_content_type() == "multipart/mixed"
+    text, att = list(reply.iter_parts())
+    assert "Bob is away until Monday. Grüße" in text.get_content()
+    assert (att.get_filename(), att.get_content_type(), att.get_content()) == (
+        "away.pdf", "application/pdf", pdf)
+
+    # the same sender again within the interval, and a list message from another sender
+    assert stack.send(alice, bob, make_message(alice, bob, "second")) == {}
+    assert stack.send(carol, bob, make_message(carol, bob, "list", extra_headers={
+        "Precedence": "list"})) == {}
+    stack.wait_maildir(bob, 3)
+    # a control message: once its reply arrived, the earlier ones had their chance
+    dave = f"dave.{uuid.uuid4().hex[:6]}@{EXT}"
+    assert stack.send(dave, bob, make_message(dave, bob, "control")) == {}
+    remote.wait(dave)
+    stack.wait_queue_empty()
+    await asyncio.sleep(1.0)
+    assert len(remote.for_rcpt(alice)) == 1, stack.diagnose()
+    assert remote.for_rcpt(carol) == [], stack.diagnose()
+    assert len(remote.for_rcpt(dave)) == 1
