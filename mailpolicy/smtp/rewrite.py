@@ -39,6 +39,7 @@ class Plan:
     external: set[str] = field(default_factory=set)
     forwarded_for: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    forward_only: list[Mailbox] = field(default_factory=list)  # do-not-save, reached by copies
 
 
 # ------------------------------------------------------------------ header facts (pure)
@@ -167,6 +168,8 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
             plan.events.append(Event("deliver", target, "do-not-save but no copy has a "
                                                         "destination: kept locally"))
             add(target)
+        elif not mb.saves_locally:
+            plan.forward_only.append(mb)  # never reaches LMTP: autoreply from the filter
         return True
 
     for rcpt in rcpts:
@@ -272,6 +275,7 @@ class RewriteStep:
                  detail=e.detail)
         tx.rcpt_tos = plan.recipients
         tx.notes["forwarded_external"] = plan.external
+        tx.notes["forward_only"] = plan.forward_only
         tx.add_header(TRACE_HEADER, trace_value(self.hostname, tx.id, plan.forwarded_for))
         if not plan.recipients:
             return Reply(250, "2.0.0", "Ok: no deliverable recipient, message dropped")

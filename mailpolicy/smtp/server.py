@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
+from .. import autoreply
 from ..config import Config, split_hostport
 from ..directory import Directory
 from ..replies import BARE_LF, TEMP_FAILURE, Reply
@@ -28,6 +29,8 @@ _HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?:\s|$)")
 _DEFAULT_DSN = {500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
                 530: "5.7.0", 552: "5.3.4", 553: "5.1.3", 555: "5.5.4"}
 
+
+AUTOREPLY_DEADLINE = 15.0  # seconds an autoreply may add to the answer for its message
 
 def has_bare_newline(content: bytes) -> bool:
     """True when the message has a LF not preceded by CR, or a CR not followed by LF."""
@@ -64,6 +67,7 @@ class Filter:
 
     def __init__(self, cfg: Config, store: Directory) -> None:
         self.cfg = cfg
+        self.store = store
         self.hostname = cfg.hostname
         self.directory = CachedDirectory(store)
         self.srs = Srs.from_config(cfg)
@@ -188,6 +192,18 @@ class _Handler:
             lines.append(xf.KEYWORD)
         return [responses[0], *(f"250-{x}" for x in lines[:-1]), f"250 {lines[-1]}"]
 
+    async def autoreply(self, tx: Transaction, sender: str, content: bytes) -> None:
+        """Autoreplies for do-not-save mailboxes (their mail never reaches LMTP), bounded so
+        the answer to Postfix is never held long. autoreply never raises."""
+        flt = self.server.filter
+        for mb in tx.notes["forward_only"]:
+            try:
+                await asyncio.wait_for(
+                    autoreply.on_forward_only(flt.cfg, flt.store, mb, sender, content),
+                    AUTOREPLY_DEADLINE)
+            except TimeoutError:
+                log.warning("filter.autoreply_timeout", id=tx.id, mailbox=mb.address)
+
     async def handle_exception(self, error: Exception) -> str:
         log.error("filter.session_error", error=repr(error), exc_info=error)
         return str(TEMP_FAILURE)
@@ -209,6 +225,8 @@ class _Handler:
                 reply = await self.server.steps.run(tx)
             if flt.mode == "before-queue":  # one message per connection
                 await self.server.next_hop_conn.quit()
+        if reply.ok and tx.notes.get("forward_only"):
+            await self.autoreply(tx, sender, content)
         log.info("filter.message", id=tx.id, queue_id=tx.queue_id,
                  client=tx.client_address or "-", helo=tx.client_helo or "-", sender=sender,
                  rcpts=",".join(tx.original_rcpts), to=",".join(tx.rcpt_tos) or "-",

@@ -500,3 +500,19 @@ async def test_bare_lf_refused_and_size_limit(env: Env) -> None:
     assert (await r.readline()).startswith(b"221")
     w.close()
     assert env.sink.messages == []
+
+
+async def test_do_not_save_mailbox_autoreplies_from_the_filter(env: Env) -> None:
+    """A forward-only mailbox never reaches LMTP, so the filter answers for it: one reply with
+    a null envelope sender to the original sender, once per interval."""
+    await env.store.set_autoresponder("gone@ours.test", enabled=True, message="Away",
+                                      subject="Away")
+    msg = MSG.replace(b"To: bob@ours.test", b"To: gone@ours.test")
+    for _ in range(2):
+        code, _ = await send(env.port, ["gone@ours.test"], msg)
+        assert code == 250
+    replies = [m for m in env.sink.messages if m.mail_from in ("", "<>")]
+    forwarded = [m for m in env.sink.messages if m.mail_from not in ("", "<>")]
+    assert len(forwarded) == 2 and all(m.rcpt_tos == ["away@remote.test"] for m in forwarded)
+    assert len(replies) == 1 and replies[0].rcpt_tos == ["alice@sender.test"]
+    assert b"Auto-Submitted: auto-replied" in replies[0].content
