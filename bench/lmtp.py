@@ -1,0 +1,217 @@
+"""Benchmark: mailpolicy LMTP vs Dovecot LMTP (mail_fsync=always), same messages, one run.
+
+    .venv/bin/python bench/lmtp.py [--count 500] [--reps 3] [--conc 1,8,32] [--sizes 2048,102400]
+
+Each point sends `count` messages with Postfix's `smtp-source -L` (one recipient, sessions kept
+open) to each server in turn, `reps` times, and reports the median msgs/s and the ratio
+mailpolicy/Dovecot. Every delivered message is counted in the Maildir afterwards. Needs
+/usr/sbin/smtp-source (postfix) and /usr/sbin/dovecot with the lmtp service (dovecot-lmtpd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+DOVECOT = "/usr/sbin/dovecot"
+DOMAIN = "bench.test"
+
+MAILPOLICY_SERVER = """
+import asyncio, json, sys
+from mailpolicy import config, logs
+from mailpolicy.store import Store
+from mailpolicy.lmtp import server
+
+async def main():
+    cfg = config.from_dict(json.loads(sys.argv[1]))
+    logs.setup(cfg)
+    store = await Store.open(cfg.store_url)
+    await server.start(cfg, store)
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+DOVECOT_CONF = """
+instance_name = mpbench-{pid}
+base_dir = {work}/dovecot-run
+state_dir = {work}/dovecot-state
+log_path = {work}/dovecot.log
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+mail_location = maildir:{work}/dovecot-mail/%d/%n/Maildir
+mail_fsync = always
+mail_uid = {uid}
+mail_gid = {gid}
+first_valid_uid = {uid}
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={work}/dovecot-mail/%d/%n allow_all_users=yes
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                if s.recv(100).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not listen on port {port}")
+
+
+def start_dovecot(work: Path) -> tuple[subprocess.Popen, int]:
+    user = pwd.getpwnam("mail")
+    port = free_port()
+    mail = work / "dovecot-mail"
+    mail.mkdir()
+    os.chown(mail, user.pw_uid, user.pw_gid)
+    conf = work / "dovecot.conf"
+    conf.write_text(DOVECOT_CONF.format(pid=os.getpid(), work=work, uid=user.pw_uid,
+                                        gid=user.pw_gid, port=port))
+    check = subprocess.run([DOVECOT, "-c", str(conf), "-n"], capture_output=True, text=True)
+    if check.returncode:
+        raise SystemExit(f"dovecot config refused: {check.stderr}")
+    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port, proc, "dovecot")
+    return proc, port
+
+
+async def _prepare_store(data: dict, names: list[str]) -> None:
+    sys.path.insert(0, str(ROOT))
+    from mailpolicy import config
+    from mailpolicy.store import Store
+
+    store = await Store.open(config.from_dict(data).store_url)
+    await store.create_domain(DOMAIN)
+    for n in names:
+        await store.create_mailbox(f"{n}@{DOMAIN}")
+    await store.close()
+
+
+def start_mailpolicy(work: Path, names: list[str]) -> tuple[subprocess.Popen, int, Path]:
+    port = free_port()
+    data = {"paths": {"state_dir": str(work / "mp")},
+            "listen": {"lmtp": f"127.0.0.1:{port}"},
+            "limits": {"message_size_limit": 52428800}, "log": {"level": "info"}}
+    asyncio.run(_prepare_store(data, names))
+    log = open(work / "mailpolicy.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", MAILPOLICY_SERVER, json.dumps(data)],
+                            stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"READY":
+        raise SystemExit("mailpolicy LMTP did not start; see " + str(work / "mailpolicy.log"))
+    wait_port(port, proc, "mailpolicy")
+    return proc, port, work / "mp" / "mail"
+
+
+def count_new(maildir_root: Path, name: str) -> int:
+    new = maildir_root / DOMAIN / name / "Maildir" / "new"
+    return len(os.listdir(new)) if new.is_dir() else 0
+
+
+def run_point(port: int, name: str, size: int, conc: int, count: int) -> float:
+    cmd = [SMTP_SOURCE, "-L", "-4", "-d", "-s", str(conc), "-m", str(count), "-l", str(size),
+           "-f", f"sender@{DOMAIN}", "-t", f"{name}@{DOMAIN}", "-M", "bench.client",
+           f"127.0.0.1:{port}"]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - t0
+    if res.returncode:
+        raise SystemExit(f"smtp-source failed: {res.stdout} {res.stderr}")
+    return count / elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--count", type=int, default=500)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--conc", default="1,8,32")
+    ap.add_argument("--sizes", default="2048,102400")
+    args = ap.parse_args()
+    for tool in (SMTP_SOURCE, DOVECOT):
+        if not os.access(tool, os.X_OK):
+            raise SystemExit(f"{tool} is missing: apt-get install postfix dovecot-lmtpd")
+    concs = [int(c) for c in args.conc.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    points = [(s, c) for s in sizes for c in concs]
+    names = [f"u{s}c{c}r{r}" for s, c in points for r in range(args.reps)]
+    work = Path(tempfile.mkdtemp(prefix="mpbench-"))
+    work.chmod(0o711)  # Dovecot delivers as user mail below it
+    procs: list[subprocess.Popen] = []
+    try:
+        dproc, dport = start_dovecot(work)
+        procs.append(dproc)
+        mproc, mport, mroot = start_mailpolicy(work, names)
+        procs.append(mproc)
+        droot = work / "dovecot-mail"
+        print(f"{args.count} msgs per run, median of {args.reps}; cores: {os.cpu_count()}")
+        print(f"{'size':>7} {'conc':>4} {'dovecot msg/s':>14} {'mailpolicy msg/s':>17} "
+              f"{'ratio':>6}")
+        for size, conc in points:
+            d_rates, m_rates = [], []
+            for r in range(args.reps):
+                name = f"u{size}c{conc}r{r}"
+                d_rates.append(run_point(dport, name, size, conc, args.count))
+                m_rates.append(run_point(mport, name, size, conc, args.count))
+                for root, label in ((droot, "dovecot"), (mroot, "mailpolicy")):
+                    got = count_new(root, name)
+                    if got != args.count:
+                        raise SystemExit(f"{label}: {got} of {args.count} messages stored")
+            d, m = statistics.median(d_rates), statistics.median(m_rates)
+            print(f"{size:>7} {conc:>4} {d:>14.0f} {m:>17.0f} {m / d:>6.2f}", flush=True)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if os.environ.get("KEEP"):
+            print("kept", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

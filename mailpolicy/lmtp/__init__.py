@@ -1,0 +1,1 @@
+"""LMTP delivery agent: per-recipient replies, quota, durable Maildir++ delivery."""

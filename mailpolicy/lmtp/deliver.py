@@ -1,0 +1,141 @@
+"""Per-recipient LMTP decisions (at RCPT) and the blocking Maildir delivery (after DATA)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from .. import replies
+from ..config import Config
+from ..directory import Kind, Resolution
+from ..model import DefaultAction, Mailbox
+from ..quota.usage import add_usage, current_usage
+from ..replies import Reply
+from .maildir import JUNK, maildir_for, write_message
+
+log = structlog.get_logger("mailpolicy.lmtp")
+
+QUARANTINE_HEADER = b"x-mailpolicy-quarantine"
+HEADER_SCAN_MAX = 256 * 1024  # never look further than this for the end of the header block
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an accepted recipient goes. `mailbox` None: accepted and discarded (the domain's
+    default action); `maildir` None: accepted, not stored (do-not-save)."""
+
+    rcpt: str
+    mailbox: Mailbox | None
+    maildir: Path | None
+
+    @property
+    def key(self) -> tuple[int, str] | None:
+        """Identity for de-duplicating one mailbox named twice in a transaction."""
+        return None if self.mailbox is None else (self.mailbox.id, self.mailbox.address)
+
+
+def _for(rcpt: str, reply: Reply) -> Reply:
+    return Reply(reply.code, reply.dsn, f"<{rcpt}> {reply.text}")
+
+
+def quota_reply(cfg: Config) -> Reply:
+    return replies.MAILBOX_FULL if cfg.policy.quota_code == 552 else replies.MAILBOX_FULL_TEMP
+
+
+def rcpt_decision(cfg: Config, rcpt: str, res: Resolution) -> Target | Reply:
+    """What RCPT TO:<rcpt> means for local delivery: a Target, or the refusal to give.
+    Mailboxes and aliases deliver; a disabled mailbox is 550 5.2.1; an unknown address of a
+    `discard` domain is accepted and dropped; a redirect that ends in a local mailbox delivers
+    there; anything else is 550 5.1.1 (the filter normally handled those before us)."""
+    if res.kind is Kind.UNKNOWN and res.action is DefaultAction.DISCARD:
+        return Target(rcpt, None, None)
+    final = res.final
+    if final.kind is not Kind.MAILBOX or final.mailbox is None or final.loop:
+        return _for(rcpt, replies.UNKNOWN_USER)
+    mailbox = final.mailbox
+    if not mailbox.enabled:
+        return _for(rcpt, replies.DISABLED)
+    if mailbox.no_save:
+        return Target(rcpt, mailbox, None)
+    return Target(rcpt, mailbox, maildir_for(cfg.maildir_root, mailbox.domain, mailbox.name))
+
+
+def over_quota(used: int, size: int, limit: int | None) -> bool:
+    """Whether `size` more bytes would take the mailbox past `limit` (None = unlimited)."""
+    return limit is not None and used + size > limit
+
+
+def rcpt_quota_check(cfg: Config, target: Target, declared_size: int) -> Reply | None:
+    """RCPT-time pre-check (blocking): refuse when the mailbox is already full or the size
+    announced with MAIL FROM SIZE= would not fit."""
+    mailbox = target.mailbox
+    if mailbox is None or target.maildir is None or mailbox.max_size is None:
+        return None
+    used, _ = current_usage(target.maildir, mailbox.max_size)
+    if used >= mailbox.max_size or over_quota(used, declared_size, mailbox.max_size):
+        return _for(target.rcpt, quota_reply(cfg))
+    return None
+
+
+def header_block(message: bytes | bytearray) -> bytes:
+    """The header block of an LF-normalised message (without the blank line)."""
+    end = message.find(b"\n\n", 0, HEADER_SCAN_MAX)
+    if message[:1] == b"\n":
+        return b""
+    return bytes(message[: end if end >= 0 else min(len(message), HEADER_SCAN_MAX)])
+
+
+def quarantine_verdict(message: bytes | bytearray) -> str | None:
+    """The value of the filter's `X-Mailpolicy-Quarantine:` header, None when absent."""
+    block = header_block(message)
+    lower = block.lower()
+    if QUARANTINE_HEADER not in lower:
+        return None
+    lines = block.split(b"\n")
+    for i, line in enumerate(lines):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == QUARANTINE_HEADER:
+            for cont in lines[i + 1:]:
+                if cont[:1] not in (b" ", b"\t"):
+                    break
+                value += b" " + cont.strip()
+            return value.strip().decode("utf-8", "replace") or "quarantine"
+    return None
+
+
+def trace_headers(sender: str, mailbox: Mailbox) -> bytes:
+    """`Return-Path:` and `Delivered-To:` for one recipient's copy."""
+    sender = "" if sender in ("", "<>") else sender
+    return (f"Return-Path: <{sender}>\nDelivered-To: {mailbox.address}\n"
+            .encode("utf-8", "surrogateescape"))
+
+
+def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytearray,
+                quarantine: bool) -> Reply:
+    """Deliver one recipient's copy (blocking; run in a thread): quota check, durable write,
+    `maildirsize` update. Never raises: errors become replies via replies.from_exception.
+    The reply does not name the recipient (the caller adds it per RCPT)."""
+    mailbox = target.mailbox
+    try:
+        if mailbox is None or target.maildir is None:
+            return replies.DELIVERED
+        head = trace_headers(sender, mailbox)
+        size = len(head) + len(message)
+        if mailbox.max_size is not None:
+            used, _ = current_usage(target.maildir, mailbox.max_size)
+            if over_quota(used, size, mailbox.max_size):
+                return quota_reply(cfg)
+        folder = JUNK if quarantine else ""
+        path = write_message(target.maildir, (head, message), folder)
+        add_usage(target.maildir, size, 1)
+        log.info("lmtp.delivered", mailbox=mailbox.address, size=size, folder=folder or "INBOX",
+                 file=path.name)
+        return replies.DELIVERED
+    except Exception as e:
+        reply = replies.from_exception(e)
+        log.warning("lmtp.delivery_failed", rcpt=target.rcpt, reply=str(reply), error=repr(e))
+        return reply

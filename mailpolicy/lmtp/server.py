@@ -1,0 +1,385 @@
+"""LMTP server (RFC 2033): aiosmtpd subclass with streaming DATA and per-recipient replies."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import os
+import re
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import Envelope, Session
+
+from .. import replies
+from ..config import Config, split_hostport
+from ..directory import Directory, resolve
+from ..replies import Reply
+from .deliver import Target, deliver_one, quarantine_verdict, rcpt_decision, rcpt_quota_check
+from .stream import TERMINATOR, DataDecoder
+
+log = structlog.get_logger("mailpolicy.lmtp")
+
+READ_LIMIT = 64 * 1024  # StreamReader limit: how much DATA one read step may buffer
+TIMEOUT = 300.0
+CACHE_TTL = 2.0  # seconds a directory answer or the autoresponder set is reused
+IO_THREADS_MAX = 64  # file I/O threads (fsync waits in parallel, like Dovecot's processes)
+SOCKET_MODE = 0o660
+_HAS_DSN = re.compile(rb"^[245]\d\d [245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_DEFAULT_DSN = {221: "2.0.0", 250: "2.0.0", 252: "2.5.0", 421: "4.3.0", 451: "4.3.0",
+                500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
+                550: "5.0.0", 552: "5.3.4", 553: "5.1.3", 554: "5.0.0", 555: "5.5.4"}
+
+# a plain <dot-atom@domain> path (UTF-8 allowed): parsed without the email header parser
+_PLAIN_PATH = re.compile(r"<([\w!#$%&'*+/=?^`{|}~.-]+@[\w.-]+)>(.*)\Z", re.S)
+
+AutoreplyHook = Callable[..., Awaitable[Any]]
+
+
+def with_dsn(line: bytes) -> bytes:
+    """Add an enhanced status code (RFC 2034) to a final reply line that lacks one."""
+    if (len(line) < 4 or line[3:4] != b" " or line[:1] not in b"245" or line[:3] == b"220"
+            or _HAS_DSN.match(line)):
+        return line  # RFC 2034: not on the greeting, LHLO lines or 3xx
+    try:
+        code = int(line[:3])
+    except ValueError:
+        return line
+    dsn = _DEFAULT_DSN.get(code, f"{code // 100}.0.0")
+    return line[:4] + dsn.encode() + b" " + line[4:]
+
+
+def cached_directory(store: Any) -> Directory:
+    """The policy service's read-through cache over the store (cleared by every store write),
+    or the store itself when that cache is unavailable."""
+    try:
+        from ..policy.cache import CachedDirectory
+    except ImportError:
+        return store  # type: ignore[no-any-return]
+    return CachedDirectory(store, ttl=CACHE_TTL)  # type: ignore[no-any-return]
+
+
+def autoreply_hook() -> AutoreplyHook | None:
+    """`mailpolicy.autoreply.on_delivered` when that module provides it."""
+    try:
+        from .. import autoreply
+    except Exception:  # ImportError, or a broken module: never affects delivery
+        log.warning("lmtp.autoreply_unavailable", exc_info=True)
+        return None
+    hook = getattr(autoreply, "on_delivered", None)
+    return hook if callable(hook) else None
+
+
+async def read_data(reader: asyncio.StreamReader, limit: int,
+                    tick: Callable[[], None]) -> DataDecoder:
+    """Read DATA up to the terminating dot line in large steps (never past it, so pipelined
+    commands stay in the reader)."""
+    decoder = DataDecoder(limit=limit)
+    while True:
+        try:
+            chunk = await reader.readuntil(TERMINATOR)
+            maybe_end = True
+        except asyncio.LimitOverrunError as e:
+            chunk = await reader.read(e.consumed)
+            maybe_end = False
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("connection closed during DATA") from None
+        tick()
+        if decoder.feed(chunk, maybe_end):
+            return decoder
+
+
+class LMTPEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[Target] = []
+        self.declared_size = 0
+
+
+class LMTPHandler:
+    """aiosmtpd hooks: MAIL, RCPT (resolve + decision + quota pre-check) and DATA delivery."""
+
+    def __init__(self, cfg: Config, store: Any, directory: Directory | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.directory: Directory = directory or cached_directory(store)
+        self.autoreply = autoreply_hook()
+        self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(4, min(IO_THREADS_MAX, cfg.limits.max_concurrency)),
+            thread_name_prefix="lmtp-io")
+        self._active: tuple[object, float, set[int] | None] = (None, 0.0, None)
+        self.connections: set[LMTPServer] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # session tasks, until they are done
+
+    async def handle_MAIL(self, server: LMTPServer, session: Session, envelope: LMTPEnvelope,
+                          address: str, mail_options: list[str]) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        for opt in mail_options:
+            if opt.startswith("SIZE=") and opt[5:].isdigit():
+                envelope.declared_size = int(opt[5:])
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server: LMTPServer, session: Session, envelope: LMTPEnvelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        try:
+            res = await resolve(self.directory, address)
+            decision = rcpt_decision(self.cfg, address, res)
+            if isinstance(decision, Reply):
+                log.info("lmtp.rcpt_refused", rcpt=address, reply=str(decision))
+                return str(decision)
+            if decision.maildir is not None and decision.mailbox is not None \
+                    and decision.mailbox.max_size is not None:
+                full = await self.run_io(rcpt_quota_check, self.cfg, decision,
+                                         envelope.declared_size)
+                if full is not None:
+                    log.info("lmtp.rcpt_refused", rcpt=address, reply=str(full))
+                    return str(full)
+        except Exception as e:
+            reply = replies.from_exception(e)
+            log.warning("lmtp.rcpt_error", rcpt=address, reply=str(reply), error=repr(e))
+            return f"{reply.code} {reply.dsn} <{address}> {reply.text}"
+        envelope.rcpt_tos.append(address)
+        envelope.targets.append(decision)
+        return "250 2.1.5 Ok"
+
+    async def run_io(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking file I/O in the LMTP I/O threads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(func, *args))
+
+    async def active_autoresponders(self) -> set[int] | None:
+        """Ids of mailboxes with an enabled autoresponder (cached like directory answers;
+        any store write clears it); None when the store cannot say (then ask for each)."""
+        query = getattr(self.store, "active_autoresponders", None)
+        if query is None:
+            return None
+        version = getattr(self.store, "version", None)
+        cached_version, expires, ids = self._active
+        if ids is not None and cached_version == version and expires > time.monotonic():
+            return ids
+        ids = set(await query())
+        if getattr(self.store, "version", None) == version:
+            self._active = (version, time.monotonic() + CACHE_TTL, ids)
+        return ids
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("lmtp.session_error", error=repr(error))
+        return str(replies.TEMP_FAILURE)
+
+    async def deliver_all(self, envelope: LMTPEnvelope, message: bytearray) -> list[Reply]:
+        """Deliver to every accepted recipient (one copy per distinct mailbox, in parallel
+        threads) and return one reply per RCPT, in RCPT order."""
+        quarantine = quarantine_verdict(message) is not None
+        sender = envelope.mail_from or ""
+        unique: dict[object, Target] = {}
+        for t in envelope.targets:
+            unique.setdefault(t.key if t.key is not None else id(t), t)
+        keys = list(unique)
+        results = await asyncio.gather(*(
+            self.run_io(deliver_one, self.cfg, unique[k], sender, message, quarantine)
+            for k in keys))
+        by_key = dict(zip(keys, results, strict=True))
+        return [by_key[t.key if t.key is not None else id(t)] for t in envelope.targets]
+
+    async def after_delivery(self, envelope: LMTPEnvelope, message: bytearray,
+                             result: list[Reply]) -> None:
+        """The autoresponder hook, for each distinct mailbox that got 250 and has an enabled
+        autoresponder; never raises."""
+        if self.autoreply is None:
+            return
+        try:
+            active = await self.active_autoresponders()
+        except Exception as e:
+            log.warning("lmtp.autoreply_lookup_failed", error=repr(e))
+            active = None
+        done: set[object] = set()
+        data: bytes | None = None
+        for t, r in zip(envelope.targets, result, strict=True):
+            if t.mailbox is None or not r.ok or t.key in done:
+                continue
+            if active is not None and t.mailbox.id not in active:
+                continue
+            done.add(t.key)
+            if data is None:
+                data = bytes(message)
+            try:
+                await self.autoreply(self.cfg, self.store, t.mailbox, envelope.mail_from or "",
+                                     data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("lmtp.autoreply_failed", mailbox=t.mailbox.address, error=repr(e))
+
+
+class LMTPServer(LMTP):
+    """One LMTP connection. DATA is read in large chunks into one LF-normalised buffer and
+    answered with one reply per accepted recipient, in order (also for 552 and bare LF)."""
+
+    line_length_limit = READ_LIMIT
+    event_handler: LMTPHandler
+
+    def __init__(self, handler: LMTPHandler, cfg: Config, hostname: str) -> None:
+        super().__init__(handler, hostname=hostname, ident="mailpolicy LMTP",
+                         data_size_limit=int(cfg.limits.message_size_limit),
+                         enable_SMTPUTF8=True, decode_data=False, timeout=TIMEOUT)
+        self.command_size_limits = collections.defaultdict(
+            lambda: self.command_size_limit, {"MAIL": 1024, "RCPT": 1024})
+
+    def _create_envelope(self) -> LMTPEnvelope:
+        return LMTPEnvelope()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        m = _PLAIN_PATH.match(arg.lstrip()) if arg else None
+        if m is not None:
+            return m.group(1), m.group(2)
+        return super()._getaddr(arg)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.event_handler.connections.add(self)
+        task = self._handler_coroutine
+        if task is not None and not task.done():
+            tasks = self.event_handler.tasks
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.event_handler.connections.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status: str | bytes) -> None:  # type: ignore[override]
+        line = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
+        self._writer.write(with_dsn(line) + b"\r\n")
+        await self._writer.drain()
+
+    async def check_helo_needed(self, helo: str = "LHLO") -> bool:
+        assert self.session is not None
+        if not self.session.host_name:
+            await self.push("503 5.5.1 Error: send LHLO first")
+            return True
+        return False
+
+    async def smtp_LHLO(self, arg: str) -> None:
+        if not arg:
+            await self.push("501 5.5.4 Syntax: LHLO hostname")
+            return
+        self._set_rset_state()
+        assert self.session is not None
+        self.session.extended_smtp = True
+        self.session.host_name = arg
+        lines = [self.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8",
+                 f"SIZE {self.data_size_limit}"]
+        text = "".join(f"250{' ' if i == len(lines) - 1 else '-'}{x}\r\n"
+                       for i, x in enumerate(lines))
+        self._writer.write(text.encode())
+        await self._writer.drain()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, LMTPEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        handler = self.event_handler
+        async with handler.slots:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            data = await read_data(self._reader, self.data_size_limit or 0,
+                                               self._reset_timeout)
+            n = len(envelope.rcpt_tos)
+            if data.too_big:
+                result = [replies.TOO_BIG] * n
+            elif data.bare:
+                result = [replies.BARE_LF] * n
+            else:
+                result = await handler.deliver_all(envelope, data.message)
+            self._writer.write(b"".join(
+                f"{r.code} {r.dsn} <{rcpt}> {r.text}\r\n".encode("utf-8", "surrogateescape")
+                for r, rcpt in zip(result, envelope.rcpt_tos, strict=True)))
+            await self._writer.drain()
+        self._set_post_data_state()
+        if not (data.too_big or data.bare):
+            await handler.after_delivery(envelope, data.message, result)
+
+
+class Listener(asyncio.AbstractServer):
+    """An asyncio server whose close() also ends its open LMTP sessions and whose
+    wait_closed() waits until their tasks are done (Python 3.11's does neither), so the
+    store can be closed safely afterwards."""
+
+    def __init__(self, server: asyncio.Server, handler: LMTPHandler) -> None:
+        self.server = server
+        self.handler = handler
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(self.server.sockets)
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in list(self.handler.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+
+    async def wait_closed(self) -> None:
+        await self.server.wait_closed()
+        if self.handler.tasks:
+            await asyncio.wait(list(self.handler.tasks))
+        self.handler.executor.shutdown(wait=False)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.server.get_loop()
+
+    def is_serving(self) -> bool:
+        return self.server.is_serving()
+
+    async def start_serving(self) -> None:
+        await self.server.start_serving()
+
+    async def serve_forever(self) -> None:
+        await self.server.serve_forever()
+
+
+async def start(cfg: Config, store: Any) -> list[asyncio.AbstractServer]:
+    """Bind cfg.listen.lmtp (TCP) and cfg.listen.lmtp_socket (Unix, if set); serving."""
+    loop = asyncio.get_running_loop()
+    handler = LMTPHandler(cfg, store)
+    hostname = cfg.hostname
+
+    def factory() -> LMTPServer:
+        return LMTPServer(handler, cfg, hostname)
+
+    host, port = split_hostport(cfg.listen.lmtp, "listen.lmtp")
+    servers: list[asyncio.AbstractServer] = [
+        Listener(await loop.create_server(factory, host, port, reuse_address=True), handler)]
+    if cfg.listen.lmtp_socket:
+        path = Path(cfg.listen.lmtp_socket)
+        if not path.is_absolute():
+            path = Path(cfg.base_dir or os.getcwd()) / path
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()
+        try:
+            unix = await loop.create_unix_server(factory, str(path))
+        except BaseException:
+            for s in servers:
+                s.close()
+            raise
+        os.chmod(path, SOCKET_MODE)
+        servers.append(Listener(unix, handler))
+    log.info("lmtp.listening", tcp=cfg.listen.lmtp, unix=cfg.listen.lmtp_socket or None)
+    return servers

@@ -1,0 +1,248 @@
+"""Maildir++ quota usage: the `maildirsize` file (read, append, rescan) as Courier and Dovecot do.
+
+Format (Courier README.maildirquota, Dovecot quota=maildir): the first line holds the limits,
+`<bytes>S[,<count>C]` (`0S` = no limit), every further line a `<bytes> <count>` delta. The file
+is recalculated from the folders (INBOX and every `.Folder`, their new/ and cur/, sizes from
+`,S=` in the file name or stat) when it is missing, broken, 5120 bytes or larger, when the
+known limit differs from the header, or when it says "over quota" but has more than one delta
+line or is older than 15 minutes. All functions here block: call them with asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MAILDIRSIZE = "maildirsize"
+MAX_FILE_SIZE = 5120
+STALE_SECONDS = 15 * 60
+FILE_MODE = 0o600
+
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Maildir++ limits; 0 means unlimited."""
+
+    bytes: int = 0
+    count: int = 0
+
+    def header(self) -> str:
+        parts = []
+        if self.bytes or not self.count:  # Dovecot writes "0S" rather than an empty line
+            parts.append(f"{self.bytes}S")
+        if self.count:
+            parts.append(f"{self.count}C")
+        return ",".join(parts)
+
+    def exceeded_by(self, used_bytes: int, used_count: int) -> bool:
+        return bool((self.bytes and used_bytes > self.bytes)
+                    or (self.count and used_count > self.count))
+
+
+def parse_limits(line: str) -> Limits | None:
+    """`10000000S,1000C` -> Limits; None when the line is not a valid limits line."""
+    b = c = 0
+    for item in line.split(","):
+        item = item.strip()
+        if len(item) < 2 or not item[:-1].isdigit():
+            return None
+        value, kind = int(item[:-1]), item[-1]
+        if kind == "S":
+            b = value
+        elif kind == "C":
+            c = value
+        else:
+            return None
+    return Limits(b, c)
+
+
+def folders(maildir: Path) -> list[Path]:
+    """INBOX (the Maildir itself) and every Maildir++ sub-folder (`.Name` directories)."""
+    result = [maildir]
+    try:
+        with os.scandir(maildir) as it:
+            for e in it:
+                n = e.name
+                if n.startswith(".") and n not in (".", "..") and not n.startswith(".."):
+                    if e.is_dir(follow_symlinks=False):
+                        result.append(Path(e.path))
+    except FileNotFoundError:
+        pass
+    return sorted(result)
+
+
+def size_from_name(name: str) -> int | None:
+    """The `,S=<size>` of a Maildir++ file name, None when absent or malformed."""
+    i = name.find(",S=")
+    if i < 0:
+        return None
+    j = i + 3
+    k = j
+    while k < len(name) and name[k].isdigit():
+        k += 1
+    if k == j or (k < len(name) and name[k] not in ":,"):
+        return None
+    return int(name[j:k])
+
+
+def sum_dir(directory: Path) -> tuple[int, int]:
+    """Bytes and count of the messages in one new/ or cur/ directory (as Dovecot sums them)."""
+    total = count = 0
+    try:
+        it = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0, 0
+    with it:
+        for e in it:
+            n = e.name
+            if n.startswith(".") and (n == "." or n.startswith("..")):
+                continue
+            size = size_from_name(n)
+            if size is None:
+                try:
+                    size = e.stat(follow_symlinks=True).st_size
+                except FileNotFoundError:
+                    continue
+            total += size
+            count += 1
+    return total, count
+
+
+def _mtimes(dirs: list[Path]) -> list[int]:
+    out = []
+    for d in dirs:
+        try:
+            out.append(os.stat(d).st_mtime_ns)
+        except OSError:
+            out.append(-1)
+    return out
+
+
+def rescan(maildir: Path, limits: Limits) -> tuple[int, int]:
+    """Recount every folder and, unless a folder changed meanwhile, replace `maildirsize`
+    atomically with a header and one summary line. Returns (bytes, count)."""
+    maildir = Path(maildir)
+    dirs = [f / sub for f in folders(maildir) for sub in ("new", "cur")]
+    before = _mtimes(dirs)
+    total = count = 0
+    for d in dirs:
+        b, c = sum_dir(d)
+        total += b
+        count += c
+    if _mtimes(dirs) == before and maildir.is_dir():
+        _write_file(maildir, f"{limits.header()}\n{total} {count}\n")
+    return total, count
+
+
+def _write_file(maildir: Path, text: str) -> None:
+    tmpdir = maildir / "tmp"
+    if not tmpdir.is_dir():
+        tmpdir = maildir
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+    tmp = tmpdir / f"{int(time.time())}.{os.getpid()}Q{next(_counter)}_NeWmAiLdIrSiZe.{host}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, maildir / MAILDIRSIZE)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def _read(maildir: Path) -> tuple[bytes, float] | None:
+    try:
+        fd = os.open(maildir / MAILDIRSIZE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, MAX_FILE_SIZE + 1)
+        mtime = os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    return data, mtime
+
+
+def read_limits(maildir: Path) -> Limits | None:
+    """The limits in the header of `maildirsize`, None when missing or unreadable."""
+    got = _read(Path(maildir))
+    if got is None:
+        return None
+    first = got[0].split(b"\n", 1)[0].decode("ascii", "replace")
+    return parse_limits(first)
+
+
+def _parse(data: bytes, mtime: float, limit: int | None,
+           ) -> tuple[Limits | None, tuple[int, int] | None]:
+    """(header limits, totals) where totals is None when the file must be recalculated."""
+    if len(data) >= MAX_FILE_SIZE or b"\x00" in data:
+        return None, None
+    end = data.rfind(b"\n")  # ignore an unterminated last line (an append in progress)
+    if end < 0:
+        return None, None
+    lines = data[:end].decode("ascii", "replace").split("\n")
+    header = parse_limits(lines[0])
+    if header is None:
+        return None, None
+    if limit is not None and header != Limits(limit, 0):
+        return header, None
+    total = count = 0
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) != 2:
+            return header, None
+        try:
+            total += int(fields[0])
+            count += int(fields[1])
+        except ValueError:
+            return header, None
+    if total < 0 or count < 0 or len(lines) < 2:
+        return header, None
+    if header.exceeded_by(total, count) and (
+            len(lines) - 1 > 1 or mtime < time.time() - STALE_SECONDS):
+        return header, None
+    return header, (total, count)
+
+
+def current_usage(maildir: Path, limit: int | None = None) -> tuple[int, int]:
+    """(bytes, messages) used by the Maildir, from `maildirsize`, recalculated when needed.
+    `limit`: the byte limit we enforce (0 = unlimited), written into the header; None keeps
+    whatever limits the file has. A missing Maildir uses nothing and creates nothing."""
+    maildir = Path(maildir)
+    got = _read(maildir)
+    header: Limits | None = None
+    if got is not None:
+        header, totals = _parse(got[0], got[1], limit)
+        if totals is not None:
+            return totals
+    elif not maildir.is_dir():
+        return 0, 0
+    limits = Limits(limit, 0) if limit is not None else (header or Limits())
+    return rescan(maildir, limits)
+
+
+def add_usage(maildir: Path, size: int, count: int = 1) -> None:
+    """Append a `<bytes> <count>` line (O_APPEND, one write) if `maildirsize` exists; when it
+    does not, the next current_usage() recalculates it anyway."""
+    try:
+        fd = os.open(Path(maildir) / MAILDIRSIZE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.write(fd, f"{size} {count}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def reset(maildir: Path) -> tuple[int, int]:
+    """Recalculate `maildirsize` now, keeping the limits in its header."""
+    maildir = Path(maildir)
+    return rescan(maildir, read_limits(maildir) or Limits())
