@@ -1,0 +1,132 @@
+"""Pure generator of the Dovecot fragment: Maildirs, SQL passdb/userdb on our store, quota."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+SQL_CONF_NAME = "dovecot-sql-mailpolicy.conf.ext"
+CONF_NAME = "90-mailpolicy.conf"
+DEFAULT_SQL_CONF = f"/etc/dovecot/{SQL_CONF_NAME}"
+SQLITE_PREFIXES = ("sqlite+aiosqlite:///", "sqlite+pysqlite:///", "sqlite:///")
+
+
+@dataclass(frozen=True, slots=True)
+class DovecotUser:
+    """Who Dovecot's mail and auth-worker processes run as: the owner of the Maildirs and
+    of the store file (mailpolicy's own user in a deployment, root in the tests)."""
+
+    user: str = "mailpolicy"
+    group: str = "mailpolicy"
+    first_valid_uid: int = 100  # Debian's system users start at 100
+
+
+def sqlite_path(cfg: Config) -> Path:
+    """The SQLite file behind cfg.store_url (Dovecot's sqlite driver reads it directly)."""
+    url = cfg.store_url
+    for prefix in SQLITE_PREFIXES:
+        if url.startswith(prefix):
+            return Path(url[len(prefix):].split("?", 1)[0])
+    raise ValueError(f"store.url: Dovecot's SQL config is generated for SQLite only, got {url!r}")
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _dovecot_value(text: str) -> str:
+    if any(c in text for c in "\n\r\0"):
+        raise ValueError(f"not usable in a Dovecot config: {text!r}")
+    return text
+
+
+_FROM = ("FROM mailboxes m JOIN domains d ON d.id = m.domain_id \\\n"
+         "  WHERE m.name = '%n' AND d.name = '%d' AND m.enabled = 1")
+
+
+def sql_conf(cfg: Config) -> str:
+    """dovecot-sql.conf.ext: passdb and userdb queries on mailpolicy's tables."""
+    db = _dovecot_value(str(sqlite_path(cfg)))
+    root = _dovecot_value(str(cfg.maildir_root))
+    return f"""\
+# Dovecot SQL passdb/userdb on mailpolicy's store (generated from mailpolicy's config).
+# Needs the dovecot-sqlite package. Read-only: mailpolicy alone writes these tables.
+driver = sqlite
+connect = {db}
+
+# password_hash already carries its scheme ({{ARGON2ID}}..., {{BLF-CRYPT}}..., {{SHA512-CRYPT}}...);
+# this is only the fallback for a hash without a prefix.
+default_pass_scheme = ARGON2ID
+
+# A mailbox logs in with its full address; a disabled mailbox or one without a password cannot.
+password_query = SELECT m.name || '@' || d.name AS user, m.password_hash AS password \\
+  {_FROM} AND m.password_hash <> ''
+
+# home = {{root}}/{{domain}}/{{name}}; the Maildir is home/Maildir (mail_location).
+# quota_rule from mailboxes.max_size in bytes (NULL = unlimited): the same number mailpolicy's
+# LMTP server and policy service enforce, counted the Maildir++ way (maildirsize).
+user_query = SELECT {_sql_literal(root + "/")} || d.name || '/' || m.name AS home, \\
+  CASE WHEN m.max_size IS NULL THEN '*:storage=0' \\
+       ELSE '*:bytes=' || m.max_size END AS quota_rule \\
+  {_FROM}
+
+# For `doveadm ... -A`.
+iterate_query = SELECT m.name || '@' || d.name AS user \\
+  FROM mailboxes m JOIN domains d ON d.id = m.domain_id WHERE m.enabled = 1
+"""
+
+
+def dovecot_conf(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,
+                 owner: DovecotUser = DovecotUser()) -> str:
+    """The conf.d fragment (e.g. /etc/dovecot/conf.d/90-mailpolicy.conf)."""
+    root = _dovecot_value(str(cfg.maildir_root))
+    return f"""\
+# Dovecot reads the Maildirs mailpolicy's LMTP server writes and authenticates mailboxes
+# against mailpolicy's store (generated from mailpolicy's config).
+# Maildir++ layout: INBOX in Maildir/, folders as Maildir/.Name (e.g. .Junk).
+mail_location = maildir:{root}/%d/%n/Maildir:LAYOUT=maildir++
+
+# Maildirs belong to the user mailpolicy runs as.
+mail_uid = {owner.user}
+mail_gid = {owner.group}
+first_valid_uid = {owner.first_valid_uid}
+first_valid_gid = {owner.first_valid_uid}
+
+# Log in with the full address, case-insensitively (mailpolicy stores lowercase names).
+auth_username_format = %Lu
+
+passdb {{
+  driver = sql
+  args = {sql_conf_path}
+}}
+userdb {{
+  driver = sql
+  args = {sql_conf_path}
+}}
+
+# The auth worker opens the SQLite file (and its -wal/-shm files): run it as their owner.
+service auth-worker {{
+  user = {owner.user}
+}}
+
+# Maildir++ quota: Dovecot and mailpolicy both keep Maildir/maildirsize and count the same
+# bytes (the ,S=<size> in the file names). The limit comes from the userdb (quota_rule).
+mail_plugins = $mail_plugins quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
+plugin {{
+  quota = maildir:User quota
+}}
+"""
+
+
+def render(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,
+           owner: DovecotUser = DovecotUser()) -> dict[str, str]:
+    """Both files by name: {CONF_NAME: the conf.d fragment, SQL_CONF_NAME: the SQL queries}."""
+    return {
+        CONF_NAME: dovecot_conf(cfg, sql_conf_path=sql_conf_path, owner=owner),
+        SQL_CONF_NAME: sql_conf(cfg),
+    }

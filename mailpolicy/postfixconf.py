@@ -1,0 +1,238 @@
+"""Pure generator of the Postfix main.cf and master.cf fragments that wire Postfix to mailpolicy."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+
+from .config import Config, split_hostport
+from .outbound import transport_name
+
+FILTER_TRANSPORT = "mailpolicy-filter"
+LMTP_TRANSPORT = "mailpolicy-lmtp"
+FILTER_MAXPROC = 20  # Postfix's default per-destination concurrency; the 10026 smtpd allows 100
+POSTFIX_MAILBOX_SIZE_DEFAULT = 51200000  # Postfix's mailbox_size_limit/virtual_mailbox_limit
+POLICY_TIMEOUT_FLOOR = 5  # seconds; Postfix's own default (100s) would stall every client
+
+DEFAULT_ACTION_TEXT = "451 4.3.5 Recipient policy service unavailable, try again later"
+
+# What each main.cf parameter is for (rendered as comments in the text form).
+_MAIN_COMMENTS = {
+    "smtpd_relay_restrictions": "relay control: only our own networks (and SASL users) relay",
+    "smtpd_recipient_restrictions": (
+        "the policy service first, so it also sees clients from mynetworks; it never answers OK"),
+    "smtpd_policy_service_timeout": "short: mailpolicy answers within policy.deadline_seconds",
+    "smtpd_policy_service_default_action": "when mailpolicy is unreachable: defer, never accept",
+    "virtual_mailbox_domains": "our domains, from mailpolicy's store (socketmap)",
+    "virtual_mailbox_maps": "every address Postfix should accept: mailboxes, aliases, catch-alls",
+    "sender_dependent_default_transport_maps": "outbound smtp transport bound to the domain's IP",
+    "virtual_transport": "final delivery into Maildir by mailpolicy's LMTP server",
+    "content_filter": "every queued message passes mailpolicy's filter (FILTER_README sandwich)",
+    "receive_override_options": "address mappings happen after the filter (on the 10026 smtpd)",
+    "smtpd_proxy_filter": "before-queue mode: the filter answers inside the client's session",
+    "message_size_limit": "limits.message_size_limit (the filter and LMTP use the same number)",
+    "mailbox_size_limit": "must not be below message_size_limit (Postfix refuses to start)",
+    "virtual_mailbox_limit": "must not be below message_size_limit (Postfix refuses to start)",
+    f"{FILTER_TRANSPORT}_destination_concurrency_limit": "as many as the filter's maxproc",
+}
+
+
+def _inet(hostport: str, key: str) -> str:
+    """`host:port` in Postfix inet syntax (`[::1]:port` for IPv6)."""
+    host, port = split_hostport(hostport, key)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _nexthop(hostport: str, key: str) -> str:
+    """`[host]:port`: a next hop without MX lookup."""
+    host, port = split_hostport(hostport, key)
+    return f"[{host}]:{port}"
+
+
+def _socketmap(cfg: Config, name: str) -> str:
+    return f"socketmap:inet:{_inet(cfg.listen.socketmap, 'listen.socketmap')}:{name}"
+
+
+def _policy_timeout(cfg: Config) -> int:
+    return max(POLICY_TIMEOUT_FLOOR, int(cfg.policy.deadline_seconds * 3 + 0.999))
+
+
+def _filter_done_timeout(cfg: Config) -> int:
+    # Longer than the filter's own reinjection deadline, so the filter always answers first
+    # (a timeout here makes Postfix deliver the message twice).
+    return max(600, int(cfg.reinject.timeout_seconds * 2 + 60))
+
+
+def _reinject_is_v6(cfg: Config) -> bool:
+    try:
+        return ipaddress.ip_address(cfg.reinject.host).version == 6
+    except ValueError:
+        return False
+
+
+def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
+    """The main.cf parameters mailpolicy needs, in a stable order."""
+    del outbound_ips  # the transports are master.cf entries; main.cf needs no per-IP setting
+    policy = f"inet:{_inet(cfg.listen.policy, 'listen.policy')}"
+    size = int(cfg.limits.message_size_limit)
+    out: dict[str, str] = {
+        "smtpd_relay_restrictions": (
+            "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"),
+        "smtpd_recipient_restrictions": (
+            f"check_policy_service {policy}, permit_mynetworks, permit_sasl_authenticated, "
+            "reject_unauth_destination"),
+        "smtpd_policy_service_timeout": f"{_policy_timeout(cfg)}s",
+        "smtpd_policy_service_default_action": DEFAULT_ACTION_TEXT,
+        "virtual_mailbox_domains": _socketmap(cfg, "domains"),
+        "virtual_mailbox_maps": _socketmap(cfg, "mailboxes"),
+        "sender_dependent_default_transport_maps": _socketmap(cfg, "sender-transport"),
+        "virtual_transport": f"{LMTP_TRANSPORT}:inet:{_inet(cfg.listen.lmtp, 'listen.lmtp')}",
+    }
+    filt = _nexthop(cfg.listen.filter, "listen.filter")
+    if cfg.filter.mode == "before-queue":
+        out["smtpd_proxy_filter"] = _inet(cfg.listen.filter, "listen.filter")
+    else:
+        out["content_filter"] = f"{FILTER_TRANSPORT}:{filt}"
+        out["receive_override_options"] = "no_address_mappings"
+    out["message_size_limit"] = str(size)
+    out["mailbox_size_limit"] = str(max(size, POSTFIX_MAILBOX_SIZE_DEFAULT))
+    out["virtual_mailbox_limit"] = str(max(size, POSTFIX_MAILBOX_SIZE_DEFAULT))
+    if cfg.filter.mode != "before-queue":
+        out[f"{FILTER_TRANSPORT}_destination_concurrency_limit"] = str(_filter_maxproc(cfg))
+    return out
+
+
+def _filter_maxproc(cfg: Config) -> int:
+    return max(1, min(FILTER_MAXPROC, cfg.limits.max_concurrency))
+
+
+def _entry(head: str, options: list[str]) -> str:
+    return "\n".join([head, *(f"  -o {o}" for o in options)])
+
+
+def _row(service: str, kind: str, private: str, maxproc: str, command: str) -> str:
+    # service type private unpriv chroot wakeup maxproc command (chroot off: no copied files)
+    return f"{service:<18} {kind:<5} {private:<3} -   n   -   {maxproc:<4} {command}"
+
+
+def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
+    """The master.cf entries mailpolicy needs (one string per entry, with its -o lines)."""
+    v6 = _reinject_is_v6(cfg)
+    nets = "[::1]/128" if v6 else "127.0.0.0/8"
+    reinject = f"[{cfg.reinject.host}]:{cfg.reinject.port}" if v6 else (
+        f"{cfg.reinject.host}:{cfg.reinject.port}")
+    entries = [
+        _entry(_row(reinject, "inet", "n", "-", "smtpd"), [
+            "syslog_name=postfix/mailpolicy-reinject",
+            "content_filter=",
+            "smtpd_proxy_filter=",
+            "receive_override_options=no_unknown_recipient_checks,no_header_body_checks,"
+            "no_milters",
+            "smtpd_helo_restrictions=",
+            "smtpd_client_restrictions=",
+            "smtpd_sender_restrictions=",
+            "smtpd_relay_restrictions=",
+            "smtpd_recipient_restrictions=permit_mynetworks,reject",
+            "smtpd_data_restrictions=",
+            "smtpd_end_of_data_restrictions=",
+            f"mynetworks={nets}",
+            f"smtpd_authorized_xforward_hosts={nets}",
+            "smtpd_delay_reject=no",
+            "smtpd_error_sleep_time=0",
+            "smtpd_soft_error_limit=1001",
+            "smtpd_hard_error_limit=1000",
+            "smtpd_client_connection_count_limit=0",
+            "smtpd_client_connection_rate_limit=0",
+            "smtpd_milters=",
+            "local_header_rewrite_clients=",
+            "smtpd_sasl_auth_enable=no",
+            "smtpd_tls_security_level=none",
+        ]),
+    ]
+    # flags=X: mailpolicy's LMTP server delivers finally ("delivered", not "relayed", in DSNs;
+    # replaces the obsolete lmtp_assume_final). It adds Return-Path/Delivered-To itself.
+    # No -o lines here: they would follow flags=X, and daemon options must come first.
+    entries.append(_row(LMTP_TRANSPORT, "unix", "-", "-", "lmtp flags=X"))
+    if cfg.filter.mode != "before-queue":
+        entries.append(_entry(
+            _row(FILTER_TRANSPORT, "unix", "-", str(_filter_maxproc(cfg)), "smtp"), [
+                "syslog_name=postfix/mailpolicy-filter",
+                "smtp_send_xforward_command=yes",
+                f"smtp_data_done_timeout={_filter_done_timeout(cfg)}s",
+                "disable_dns_lookups=yes",
+                "disable_mime_output_conversion=yes",
+                "smtp_generic_maps=",
+                "smtp_header_checks=",
+                "smtp_tls_security_level=none",
+            ]))
+    for ip in outbound_ips:
+        name = transport_name(ip)
+        bind = "smtp_bind_address6" if ipaddress.ip_address(ip).version == 6 else (
+            "smtp_bind_address")
+        entries.append(_entry(_row(name, "unix", "-", "-", "smtp"), [
+            f"syslog_name=postfix/{name}",
+            f"{bind}={ip}",
+        ]))
+    return entries
+
+
+_HEADER = """\
+# Generated by `mailpolicy postfix-config` from mailpolicy's config.
+# Filter mode: {mode}. Outbound IP pool: {pool}."""
+
+_MAIN_INTRO = """\
+# ---- main.cf: add these lines (or `postconf -e` each one) ----
+# smtpd_recipient_restrictions asks mailpolicy's policy service about every recipient:
+# unknown mailboxes get a 550 at RCPT time (no bounce, no backscatter), full mailboxes 552."""
+
+_MASTER_INTRO = """\
+# ---- master.cf: append these entries ----
+# chroot is off ("n") for every entry: the services talk to mailpolicy over loopback TCP."""
+
+_MASTER_COMMENTS = {
+    "reinject": "# reinjection smtpd: the filter hands every message back here "
+                "(no content_filter here, or mail loops)",
+    FILTER_TRANSPORT: "# transport to mailpolicy's content filter (passes the client's identity "
+                      "with XFORWARD)",
+    LMTP_TRANSPORT: "# LMTP client to mailpolicy's delivery agent (virtual_transport)",
+    "mpout": "# outbound smtp bound to one address of the IP pool "
+             "(chosen per sender domain by sender-transport)",
+}
+
+
+def _header(cfg: Config, ips: tuple[str, ...]) -> str:
+    return _HEADER.format(mode=cfg.filter.mode, pool=", ".join(ips) or "(none)")
+
+
+def render_main(cfg: Config, outbound_ips: Iterable[str]) -> str:
+    """The commented main.cf block (config/postfix/main.cf.fragment)."""
+    ips = tuple(outbound_ips)
+    lines = [_header(cfg, ips), "", _MAIN_INTRO]
+    for key, value in main_cf(cfg, ips).items():
+        comment = _MAIN_COMMENTS.get(key)
+        if comment:
+            lines.append(f"# {comment}")
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def render_master(cfg: Config, outbound_ips: Iterable[str]) -> str:
+    """The commented master.cf block (config/postfix/master.cf.fragment)."""
+    ips = tuple(outbound_ips)
+    lines = [_header(cfg, ips), "", _MASTER_INTRO]
+    for entry in master_cf(cfg, ips):
+        service = entry.split(None, 1)[0]
+        kind = ("mpout" if service.startswith("mpout-") else
+                service if service in _MASTER_COMMENTS else "reinject")
+        lines += [_MASTER_COMMENTS[kind], entry]
+    return "\n".join(lines) + "\n"
+
+
+def render(cfg: Config, outbound_ips: Iterable[str], as_json: bool) -> str:
+    """Commented main.cf + master.cf text, or JSON {"main_cf": {...}, "master_cf": [...]}."""
+    ips = tuple(outbound_ips)
+    if as_json:
+        return json.dumps({"main_cf": main_cf(cfg, ips), "master_cf": master_cf(cfg, ips)},
+                          indent=2) + "\n"
+    return render_main(cfg, ips) + "\n" + render_master(cfg, ips)

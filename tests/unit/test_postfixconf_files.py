@@ -1,0 +1,44 @@
+"""config/postfix/*.fragment are exactly what postfix-config renders for the default config.
+
+Regenerate them after changing mailpolicy/postfixconf.py:
+    .venv/bin/python tests/unit/test_postfixconf_files.py --write
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mailpolicy import config, postfixconf
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_POOL = ("127.0.0.1",)  # what outbound.pool() gives on a host with no other address
+
+
+def expected() -> dict[Path, str]:
+    cfg = config.from_dict({})
+    return {
+        REPO / "config/postfix/main.cf.fragment": postfixconf.render_main(cfg, EXAMPLE_POOL),
+        REPO / "config/postfix/master.cf.fragment": postfixconf.render_master(cfg, EXAMPLE_POOL),
+    }
+
+
+def test_example_fragments_equal_render_of_the_default_config() -> None:
+    for path, text in expected().items():
+        assert path.read_text() == text, (
+            f"{path.relative_to(REPO)} drifted from postfixconf; regenerate with "
+            f"`.venv/bin/python tests/unit/test_postfixconf_files.py --write`")
+
+
+def test_text_render_is_the_two_fragments() -> None:
+    cfg = config.from_dict({})
+    main, master = expected().values()
+    assert postfixconf.render(cfg, EXAMPLE_POOL, as_json=False) == main + "\n" + master
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        for path, text in expected().items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(REPO)}")
