@@ -287,16 +287,17 @@ class Store(AutoresponderMixin, TokenMixin):
 
     # ---------------------------------------------------------------- mailbox writes
     async def _check_names(self, conn: AsyncConnection, domain_id: int, names: Iterable[str],
-                           mailbox_id: int | None) -> None:
+                           mailbox_id: int | None, field: str = "aliases") -> None:
+        """Names must be unique among the domain's mailboxes and aliases."""
         for n in names:
             mb = await conn.scalar(sa.select(mailboxes.c.id).where(
                 mailboxes.c.domain_id == domain_id, mailboxes.c.name == n))
             if mb is not None and mb != mailbox_id:
-                raise Conflict(f"{n!r} is already a mailbox of this domain", "aliases")
+                raise Conflict(f"{n!r} is already a mailbox of this domain", field)
             al = await conn.scalar(sa.select(aliases.c.mailbox_id).where(
                 aliases.c.domain_id == domain_id, aliases.c.name == n))
             if al is not None and al != mailbox_id:
-                raise Conflict(f"{n!r} is already an alias in this domain", "aliases")
+                raise Conflict(f"{n!r} is already an alias in this domain", field)
 
     async def _mailbox_values(self, name: str, domain: str, fields: Mapping[str, Any],
                               current: Mailbox | None) -> dict[str, Any]:
@@ -353,7 +354,8 @@ class Store(AutoresponderMixin, TokenMixin):
         values = await self._mailbox_values(name, dname, fields, None)
         try:
             async with self._write() as conn:
-                await self._check_names(conn, domain.id, [name, *values["aliases"]], None)
+                await self._check_names(conn, domain.id, [name], None, "name")
+                await self._check_names(conn, domain.id, values["aliases"], None)
                 res = await conn.execute(mailboxes.insert().values(
                     domain_id=domain.id, name=name, password_hash=values.get("password_hash", ""),
                     max_size=values["max_size"], no_save=values["no_save"],
