@@ -1,0 +1,154 @@
+"""Read-through cache of directory lookups for the SMTP-time services (policy, socketmap)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from ..directory import Directory, Resolution, resolve
+from ..model import Domain, Mailbox
+
+DEFAULT_TTL = 2.0  # seconds a lookup (hit or miss) is reused when nothing tells us of writes
+WATCHED_TTL = 30.0  # ... when the store's files are watched too (a backstop only)
+STAMP_INTERVAL = 0.1  # seconds between two looks at the store's files
+DEFAULT_MAX_ENTRIES = 200_000
+_MISSING = object()
+
+# The loop time by which the I/O of the request being answered must be done (None: no limit).
+# Set per request by the policy service; a context variable, so every connection's task has
+# its own. Only real I/O pays for a timer: answers from the cache need none.
+IO_DEADLINE: ContextVar[float | None] = ContextVar("IO_DEADLINE", default=None)
+
+
+async def within_deadline(aw: Awaitable[Any]) -> Any:
+    """Await `aw`, raising TimeoutError at IO_DEADLINE."""
+    deadline = IO_DEADLINE.get()
+    if deadline is None:
+        return await aw
+    async with asyncio.timeout_at(deadline):
+        return await aw
+
+
+def file_stamp(paths: Sequence[Path]) -> Callable[[], object]:
+    """A cheap "did anyone write?" probe: inode, size and mtime of each file (a SQLite database
+    and its -wal file change on every commit, whichever process makes it)."""
+
+    def stamp() -> object:
+        out: list[tuple[int, int, int] | None] = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except OSError:
+                out.append(None)
+                continue
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    return stamp
+
+
+def sqlite_files(url: str) -> list[Path] | None:
+    """The database and WAL file of a SQLite store URL; None for other databases."""
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    db = Path(parsed.database)
+    return [db, db.with_name(db.name + "-wal")]
+
+
+class CachedDirectory:
+    """A `Directory` over the store that remembers answers (also "no such thing") for `ttl`
+    seconds. Everything is forgotten at once when the store's `version` (bumped by every write
+    in this process) or the optional `stamp()` (e.g. the SQLite files, for writers in other
+    processes; looked at every STAMP_INTERVAL seconds at most) changes, so the TTL is only a
+    backstop. Bounded: the oldest entries go first."""
+
+    def __init__(self, store: Directory, ttl: float = DEFAULT_TTL,
+                 max_entries: int = DEFAULT_MAX_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic,
+                 stamp: Callable[[], object] | None = None) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self.stamp = stamp
+        self._stamp_value: object = stamp() if stamp else None
+        self._stamped_at = clock()
+        self._entries: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._version = self._store_version()
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def for_store(cls, store: Directory, url: str) -> CachedDirectory:
+        """The cache the services use: SQLite files watched when the store is SQLite."""
+        files = sqlite_files(url)
+        if files is None:
+            return cls(store)
+        return cls(store, ttl=WATCHED_TTL, stamp=file_stamp(files))
+
+    def _store_version(self) -> object:
+        if self.stamp is not None:
+            now = self.clock()
+            if now - self._stamped_at >= STAMP_INTERVAL:
+                self._stamped_at = now
+                self._stamp_value = self.stamp()
+        return (getattr(self.store, "version", None), self._stamp_value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _get(self, key: tuple[Any, ...]) -> Any:
+        version = self._store_version()
+        if version != self._version:
+            self._version = version
+            self._entries.clear()
+            return _MISSING
+        entry = self._entries.get(key)
+        if entry is None:
+            return _MISSING
+        expires, value = entry
+        if expires < self.clock():
+            del self._entries[key]
+            return _MISSING
+        return value
+
+    def _put(self, key: tuple[Any, ...], value: Any, version: object) -> None:
+        if version != self._store_version() or self.ttl <= 0:
+            return  # a write happened while we asked: do not keep a possibly stale answer
+        entries = self._entries
+        if len(entries) >= self.max_entries:
+            for old in list(entries)[: max(1, self.max_entries // 10)]:
+                del entries[old]
+        entries[key] = (self.clock() + self.ttl, value)
+
+    async def _cached(self, key: tuple[Any, ...], fetch: Callable[[], Awaitable[Any]]) -> Any:
+        value = self._get(key)
+        if value is _MISSING:
+            self.misses += 1
+            version = self._store_version()
+            value = await within_deadline(fetch())
+            self._put(key, value, version)
+        else:
+            self.hits += 1
+        return value
+
+    async def get_domain(self, name: str) -> Domain | None:
+        return await self._cached(("d", name),  # type: ignore[no-any-return]
+                                  lambda: self.store.get_domain(name))
+
+    async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
+        return await self._cached(("m", domain, local),  # type: ignore[no-any-return]
+                                  lambda: self.store.find_mailbox(domain, local))
+
+    async def resolve(self, address: str) -> Resolution:
+        """resolve() of the address exactly as given, remembered like the lookups under it."""
+        return await self._cached(("r", address),  # type: ignore[no-any-return]
+                                  lambda: resolve(self, address))

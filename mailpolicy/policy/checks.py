@@ -1,0 +1,117 @@
+"""Policy decisions at RCPT: small named rules over resolve(), evaluated in order."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..config import Policy
+from ..directory import Kind, Resolution
+from ..model import DefaultAction, Mailbox
+from ..replies import DISABLED, MAILBOX_FULL, MAILBOX_FULL_TEMP
+from .protocol import Request
+
+DUNNO = "DUNNO"  # "no opinion": never OK, which would skip the restrictions after us
+# Postfix itself puts "<addr>: Recipient address rejected: " before the text of a 4xx/5xx
+# action at RCPT, so the actions carry only the code, the DSN and the reason.
+POSTFIX_PREFIX = "Recipient address rejected:"
+
+UsageFn = Callable[[Mailbox], Awaitable[int]]  # bytes stored in the mailbox now
+Resolver = Callable[[str], Awaitable[Resolution]]  # resolve() over the directory (maybe cached)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # the access(5) action sent back to Postfix
+    rule: str  # the name of the rule that decided
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    request: Request
+    resolution: Resolution
+    policy: Policy
+    used: int | None = None  # bytes in the mailbox, read only when a quota applies
+
+    @property
+    def recipient(self) -> str:
+        return self.request.recipient
+
+
+Rule = Callable[[Context], str | None]  # an action, or None: not decisive, ask the next rule
+
+
+def not_ours(ctx: Context) -> str | None:
+    """Addresses outside our domains (and unparsable ones) are Postfix's business."""
+    return DUNNO if ctx.resolution.kind in (Kind.FOREIGN, Kind.INVALID) else None
+
+
+def unknown_reject(ctx: Context) -> str | None:
+    """No such mailbox in a `reject` domain: 550 5.1.1 at RCPT, so nothing ever bounces. The
+    client sees `550 5.1.1 <addr>: Recipient address rejected: mailbox does not exist`."""
+    r = ctx.resolution
+    if r.kind is Kind.UNKNOWN and r.action is DefaultAction.REJECT:
+        text = ctx.policy.reject_text.strip()
+        if text.startswith(POSTFIX_PREFIX):  # said in full in the config: do not say it twice
+            text = text[len(POSTFIX_PREFIX):].strip()
+        return f"550 5.1.1 {text}"
+    return None
+
+
+def unknown_accept(ctx: Context) -> str | None:
+    """discard / redirect / redirect-domain: accepted; the content filter acts per recipient."""
+    return DUNNO if ctx.resolution.kind is Kind.UNKNOWN else None
+
+
+def disabled(ctx: Context) -> str | None:
+    mailbox = ctx.resolution.mailbox
+    if mailbox is not None and not mailbox.enabled:
+        return f"{DISABLED.code} {DISABLED.dsn} {DISABLED.text}"
+    return None
+
+
+def quota(ctx: Context) -> str | None:
+    """Full already, or MAIL FROM SIZE= would not fit; only for mailboxes that store mail."""
+    mailbox = ctx.resolution.mailbox
+    used = ctx.used
+    if mailbox is None or mailbox.max_size is None or used is None:
+        return None
+    if used >= mailbox.max_size or used + ctx.request.size > mailbox.max_size:
+        reply = MAILBOX_FULL_TEMP if ctx.policy.quota_code == 452 else MAILBOX_FULL
+        return f"{reply.code} {reply.dsn} {reply.text}"
+    return None
+
+
+def default(ctx: Context) -> str | None:
+    return DUNNO
+
+
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("not-ours", not_ours),
+    ("unknown-reject", unknown_reject),
+    ("unknown-accept", unknown_accept),
+    ("disabled", disabled),
+    ("quota", quota),
+    ("default", default),
+)
+
+
+async def decide(request: Request, resolver: Resolver, usage: UsageFn, policy: Policy,
+                 ) -> Decision:
+    """The first decisive rule wins. Only RCPT requests with a recipient are looked at."""
+    if request.protocol_state != "RCPT":
+        return Decision(DUNNO, "not-rcpt")
+    if not request.recipient:
+        return Decision(DUNNO, "no-recipient")
+    resolution = await resolver(request.recipient)
+    mailbox = resolution.mailbox
+    used = None
+    if (mailbox is not None and mailbox.enabled and mailbox.max_size is not None
+            and mailbox.saves_locally):
+        used = await usage(mailbox)
+    ctx = Context(request, resolution, policy, used)
+    for name, rule in RULES:
+        action = rule(ctx)
+        if action is not None:
+            return Decision(action, name)
+    return Decision(DUNNO, "default")  # pragma: no cover - `default` always decides

@@ -1,0 +1,142 @@
+"""Postfix SMTPD policy delegation wire format: pure bytes → requests and actions → bytes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_MAX_REQUEST = 64 * 1024  # bytes of one request (all its lines)
+REQUEST_TYPE = "smtpd_access_policy"
+
+
+class ProtocolError(ValueError):
+    """The peer sent something that is not a policy request: log it and disconnect, no reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One policy request: its attributes (unknown ones kept, duplicates: the last wins)."""
+
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.attrs.get(name, default)
+
+    @property
+    def protocol_state(self) -> str:
+        return self.attrs.get("protocol_state", "").upper()
+
+    @property
+    def recipient(self) -> str:
+        return self.attrs.get("recipient", "")
+
+    @property
+    def sender(self) -> str:
+        return self.attrs.get("sender", "")
+
+    @property
+    def queue_id(self) -> str:
+        return self.attrs.get("queue_id", "")
+
+    @property
+    def instance(self) -> str:
+        return self.attrs.get("instance", "")
+
+    @property
+    def client(self) -> str:
+        name = self.attrs.get("client_name", "")
+        addr = self.attrs.get("client_address", "")
+        return f"{name}[{addr}]" if name or addr else ""
+
+    @property
+    def size(self) -> int:
+        """MAIL FROM SIZE= (0 when absent or not a number)."""
+        value = self.attrs.get("size", "")
+        return int(value) if value.isascii() and value.isdigit() else 0
+
+
+class Parser:
+    """Incremental parser: feed it bytes in any chunking, get complete requests back.
+
+    A malformed request sets `error` (a ProtocolError); the requests completed before it are
+    still returned, nothing after it ever is, and the connection must then be closed without
+    a reply to the bad request."""
+
+    def __init__(self, max_request: int = DEFAULT_MAX_REQUEST) -> None:
+        self.max_request = max_request
+        self._buf = bytearray()
+        self._scan = 0  # where to resume looking for the end of the pending request
+        self.error: ProtocolError | None = None
+
+    @property
+    def idle(self) -> bool:
+        """True when no partial request is pending (a close here loses nothing)."""
+        return not self._buf
+
+    def feed(self, data: bytes) -> list[Request]:
+        out: list[Request] = []
+        if self.error is not None:
+            return out
+        try:
+            self._feed(data, out)
+        except ProtocolError as e:
+            self.error = e
+            self._buf.clear()
+        return out
+
+    def _feed(self, data: bytes, out: list[Request]) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        while start < len(buf):
+            if buf[start] == 0x0A or buf.startswith(b"\r\n", start):
+                raise ProtocolError("empty request")
+            m = _END.search(buf, max(start, self._scan))
+            if m is None:
+                break
+            if m.end() - start > self.max_request:
+                raise ProtocolError(f"request longer than {self.max_request} bytes")
+            out.append(_request(bytes(buf[start:m.start()])))
+            start = self._scan = m.end()
+        del buf[:start]
+        self._scan = max(0, len(buf) - 2)  # an end marker may begin in the last two bytes
+        if len(buf) > self.max_request:
+            raise ProtocolError(f"request longer than {self.max_request} bytes")
+
+
+_END = re.compile(rb"\n\r?\n")  # the empty line that ends a request (CR tolerated)
+
+
+def _request(block: bytes) -> Request:
+    """The attribute lines of one request (without the final newline) -> Request."""
+    text = block.decode("utf-8", "surrogateescape")
+    if "\0" in text:
+        raise ProtocolError("NUL in request")
+    lines = text.split("\n")
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        if any("\r" in line for line in lines):
+            raise ProtocolError("CR inside an attribute line")
+    attrs: dict[str, str] = {}
+    for line in lines:
+        name, eq, value = line.partition("=")
+        if not eq or not name:
+            raise ProtocolError(f"malformed attribute line: {line[:80]!r}")
+        attrs[name] = value
+    if attrs.get("request") != REQUEST_TYPE:
+        raise ProtocolError(
+            f"not an {REQUEST_TYPE} request (request={attrs.get('request', '')[:80]!r})")
+    return Request(attrs)
+
+
+def encode_action(action: str) -> bytes:
+    """`action=<action>` and the empty line; newlines in the action are flattened to spaces."""
+    clean = action.replace("\r", " ").replace("\n", " ").replace("\0", " ").strip() or "DUNNO"
+    return b"action=" + clean.encode("utf-8", "surrogateescape") + b"\n\n"
+
+
+def encode_request(attrs: Mapping[str, str]) -> bytes:
+    """A request as Postfix sends it (for tests and the benchmark client)."""
+    lines = [f"{k}={v}\n" for k, v in attrs.items()]
+    return ("".join(lines) + "\n").encode("utf-8", "surrogateescape")

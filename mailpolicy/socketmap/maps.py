@@ -1,0 +1,68 @@
+"""The socketmap tables, one function per map, all answering through resolve()."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ..addresses import AddressError, normalize_domain, split_address
+from ..directory import Directory, Kind, resolve
+from ..outbound import transport_name
+from .protocol import NOTFOUND, Query, Reply, ok, temp
+
+MapFn = Callable[[Directory, str], Awaitable[Reply]]
+
+
+async def domains(directory: Directory, key: str) -> Reply:
+    """virtual_mailbox_domains: OK for our domains. Postfix sends a bare domain name; parent
+    domain probes (`.example.com`) and anything with `@` are not ours."""
+    if "@" in key:
+        return NOTFOUND
+    try:
+        name = normalize_domain(key)
+    except AddressError:
+        return NOTFOUND
+    domain = await directory.get_domain(name)
+    return ok(domain.name) if domain is not None else NOTFOUND
+
+
+async def mailboxes(directory: Directory, key: str) -> Reply:
+    """virtual_mailbox_maps: OK for every address Postfix should accept at RCPT (mailboxes,
+    aliases, `+ext` of those, and unknowns of domains whose default action takes the mail).
+    Socketmap gets full addresses only; a bare domain or `@domain` is never a mailbox."""
+    if "@" not in key or key.startswith("@"):
+        return NOTFOUND
+    r = await resolve(directory, key)
+    if not r.accepted_at_rcpt:
+        return NOTFOUND
+    if r.kind is Kind.MAILBOX and r.mailbox is not None:
+        return ok(r.mailbox.address)
+    return ok(r.address)
+
+
+async def sender_transport(directory: Directory, key: str) -> Reply:
+    """sender_dependent_default_transport_maps: the smtp transport bound to the outbound IP of
+    the sender's domain (`mpout-…:`); NOTFOUND for the null sender and other domains."""
+    try:
+        _local, raw_domain = split_address(key)
+        name = normalize_domain(raw_domain)
+    except AddressError:
+        return NOTFOUND
+    domain = await directory.get_domain(name)
+    if domain is None or not domain.outbound_ip:
+        return NOTFOUND
+    return ok(f"{transport_name(domain.outbound_ip)}:")
+
+
+MAPS: dict[str, MapFn] = {
+    "domains": domains,
+    "mailboxes": mailboxes,
+    "sender-transport": sender_transport,
+}
+
+
+async def lookup(directory: Directory, query: Query) -> Reply:
+    """Answer one query; an unknown map name is a TEMP (a config error must not bounce mail)."""
+    fn = MAPS.get(query.name)
+    if fn is None:
+        return temp(f"no such map: {query.name}")
+    return await fn(directory, query.key)

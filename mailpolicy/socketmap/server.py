@@ -1,0 +1,92 @@
+"""Thin asyncio socketmap server: netstring queries in, OK/NOTFOUND/TEMP replies out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from ..config import Config, split_hostport
+from ..directory import Directory
+from ..policy.cache import IO_DEADLINE, CachedDirectory
+from ..policy.server import IdleTimer
+from .maps import lookup
+from .protocol import Parser, ProtocolError, Reply, parse_query, temp
+
+log = structlog.get_logger("mailpolicy.socketmap")
+
+READ_SIZE = 64 * 1024
+IDLE_TIMEOUT = 120.0  # Postfix drops idle socketmap connections after 10 s itself
+DEADLINE = 10.0  # seconds for one lookup; Postfix waits 100 s
+
+
+class SocketmapService:
+    """Answers socketmap queries on persistent connections; any error is a TEMP reply."""
+
+    def __init__(self, directory: Directory, max_request: int,
+                 deadline: float = DEADLINE) -> None:
+        if not isinstance(directory, CachedDirectory):
+            directory = CachedDirectory(directory, ttl=0)  # uncached, but with the deadline
+        self.directory = directory
+        self.max_request = max_request
+        self.deadline = deadline
+
+    async def answer(self, payload: bytes) -> Reply:
+        try:
+            query = parse_query(payload)
+        except ProtocolError as e:
+            log.warning("bad socketmap query", error=str(e))
+            return temp("malformed query")
+        token = IO_DEADLINE.set(asyncio.get_running_loop().time() + self.deadline)
+        try:
+            reply = await lookup(self.directory, query)
+        except Exception as e:
+            log.warning("socketmap lookup failed", map=query.name, key=query.key,
+                        error="timeout" if isinstance(e, TimeoutError) else repr(e))
+            return temp("lookup failed")
+        finally:
+            IO_DEADLINE.reset(token)
+        log.debug("socketmap lookup", map=query.name, key=query.key, status=reply.status,
+                  data=reply.data)
+        return reply
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = Parser(self.max_request)
+        peer = writer.get_extra_info("peername")
+        idle = IdleTimer(IDLE_TIMEOUT, writer.transport.abort)
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                idle.touch()
+                if not data:
+                    break
+                payloads = parser.feed(data)
+                for payload in payloads:
+                    writer.write((await self.answer(payload)).encode())
+                if parser.error is not None:
+                    log.warning("socketmap framing error, disconnecting", peer=peer,
+                                error=str(parser.error))
+                    writer.write(temp("malformed netstring").encode())
+                    await writer.drain()
+                    break
+                if payloads:
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        except Exception:
+            log.exception("socketmap connection failed", peer=peer)
+        finally:
+            idle.cancel()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
+    """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
+    service = SocketmapService(CachedDirectory.for_store(store, cfg.store_url),
+                               int(cfg.limits.socketmap_request_max))
+    host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
+    server = await asyncio.start_server(service.handle, host, port, reuse_address=True)
+    return [server]

@@ -1,0 +1,109 @@
+"""The read-through directory cache: hits, negative answers, TTL, store version, bound."""
+
+from __future__ import annotations
+
+from mailpolicy.model import Domain, Mailbox
+from mailpolicy.policy.cache import CachedDirectory
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.domains = {"example.com": Domain("example.com")}
+        self.boxes = {("example.com", "info"): (Mailbox("info", "example.com"), False)}
+        self.calls = 0
+        self.version = 0
+
+    async def get_domain(self, name: str) -> Domain | None:
+        self.calls += 1
+        return self.domains.get(name)
+
+    async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
+        self.calls += 1
+        return self.boxes.get((domain, local))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_hits_and_negative_answers_are_cached():
+    store = Counting()
+    cache = CachedDirectory(store, ttl=5, clock=Clock())
+    for _ in range(3):
+        assert (await cache.get_domain("example.com")).name == "example.com"
+        assert await cache.get_domain("other.example") is None
+        assert (await cache.find_mailbox("example.com", "info"))[0].name == "info"
+        assert await cache.find_mailbox("example.com", "nobody") is None
+    assert store.calls == 4
+    assert cache.hits == 8 and cache.misses == 4
+
+
+async def test_ttl_expires():
+    store, clock = Counting(), Clock()
+    cache = CachedDirectory(store, ttl=5, clock=clock)
+    await cache.get_domain("example.com")
+    clock.now += 4.9
+    await cache.get_domain("example.com")
+    assert store.calls == 1
+    clock.now += 0.2
+    await cache.get_domain("example.com")
+    assert store.calls == 2
+
+
+async def test_store_version_change_clears_everything():
+    store = Counting()
+    cache = CachedDirectory(store, ttl=1000, clock=Clock())
+    assert await cache.find_mailbox("example.com", "new") is None
+    store.boxes[("example.com", "new")] = (Mailbox("new", "example.com"), False)
+    store.version += 1  # what the Store does on every write
+    assert (await cache.find_mailbox("example.com", "new"))[0].name == "new"
+
+
+async def test_answer_fetched_across_a_write_is_not_kept():
+    class Racy(Counting):
+        async def get_domain(self, name: str) -> Domain | None:
+            self.version += 1  # a write lands while the read is in flight
+            return await super().get_domain(name)
+
+    store = Racy()
+    cache = CachedDirectory(store, ttl=1000, clock=Clock())
+    await cache.get_domain("example.com")
+    await cache.get_domain("example.com")
+    assert store.calls == 2
+
+
+async def test_bounded():
+    store = Counting()
+    cache = CachedDirectory(store, ttl=1000, max_entries=100, clock=Clock())
+    for i in range(1000):
+        await cache.find_mailbox("example.com", f"u{i}")
+    assert len(cache._entries) <= 100
+
+
+async def test_stamp_change_clears_everything_but_only_looked_at_every_interval():
+    store, clock = Counting(), Clock()
+    stamp = {"v": 1}
+    cache = CachedDirectory(store, ttl=1000, clock=clock, stamp=lambda: stamp["v"])
+    assert await cache.find_mailbox("example.com", "new") is None
+    store.boxes[("example.com", "new")] = (Mailbox("new", "example.com"), False)
+    stamp["v"] = 2  # another process wrote to the database
+    assert await cache.find_mailbox("example.com", "new") is None  # not looked yet
+    clock.now += 0.2
+    assert (await cache.find_mailbox("example.com", "new"))[0].name == "new"
+
+
+def test_sqlite_files(tmp_path):
+    from mailpolicy.policy.cache import file_stamp, sqlite_files
+
+    assert sqlite_files("postgresql+asyncpg://u@h/db") is None
+    assert sqlite_files("sqlite+aiosqlite:///:memory:") is None
+    files = sqlite_files(f"sqlite+aiosqlite:///{tmp_path}/mp.db")
+    assert files == [tmp_path / "mp.db", tmp_path / "mp.db-wal"]
+    stamp = file_stamp(files)
+    before = stamp()
+    (tmp_path / "mp.db").write_bytes(b"x")
+    assert stamp() != before
