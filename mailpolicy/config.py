@@ -110,6 +110,7 @@ class Limits(_Section):
     socketmap_request_max: Size = Size(100 * 1024)
     attachment_max: Size = Size(5 * 1024**2)
     max_concurrency: int = 64
+    lmtp_workers: int = 0  # LMTP processes: 0 = one per CPU core, 1 = in the main process
 
 
 class Policy(_Section):
@@ -153,6 +154,8 @@ class Dmarc(_Section):
     tsig_name: str = ""
     tsig_secret: str = ""
     tsig_algorithm: str = "hmac-sha256"
+    check_deadline_seconds: float = 25.0  # whole SPF+DKIM+DMARC check; past it = temperror
+    verify_processes: int = 0  # DKIM verification worker processes; 0 = a thread per check
 
 
 class Autoreply(_Section):
@@ -230,10 +233,19 @@ def _validate(cfg: Config) -> None:
             split_hostport(ns, f"dns.nameservers[{i}]")
     if cfg.filter.max_passes < 1:
         raise ConfigError("filter.max_passes: must be at least 1")
+    if cfg.limits.lmtp_workers < 0:
+        raise ConfigError("limits.lmtp_workers: must be 0 (one per CPU core) or more")
     if cfg.autoreply.interval_days < 1:
         raise ConfigError("autoreply.interval_days: must be at least 1")
     if cfg.dmarc.update_server:
         split_hostport(cfg.dmarc.update_server, "dmarc.update_server")
+    for i, net in enumerate(cfg.dmarc.trusted_forwarders):
+        import ipaddress
+
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"dmarc.trusted_forwarders[{i}]: not a network: {net!r}") from None
     try:
         from zoneinfo import ZoneInfo
 

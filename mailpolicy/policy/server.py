@@ -11,12 +11,12 @@ from pathlib import Path
 
 import structlog
 
+from ..cache import IO_DEADLINE, CachedDirectory, within_deadline
 from ..config import Config, Policy, split_hostport
 from ..directory import Directory
 from ..lmtp.maildir import maildir_for
 from ..model import Mailbox
 from ..quota.usage import MAILDIRSIZE, current_usage
-from .cache import IO_DEADLINE, CachedDirectory, within_deadline
 from .checks import Decision, Resolver, UsageFn, decide
 from .protocol import Parser, Request, encode_action
 

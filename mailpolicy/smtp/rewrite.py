@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from ..directory import Directory, Kind, Resolution, resolve
-from ..model import DefaultAction, Domain, Mailbox
+from ..model import DefaultAction, Mailbox
 from ..replies import LOOP, Reply
 from .pipeline import Header, Transaction
 
@@ -202,40 +201,6 @@ async def collect(directory: Directory, rcpts: Sequence[str],
         if final.kind is Kind.MAILBOX and final.mailbox is not None and final.mailbox.enabled:
             queue.extend(c for c in copy_targets(final.mailbox) if c not in out)
     return out
-
-
-class CachedDirectory:
-    """A small read cache over the store for the filter (entries live `ttl` seconds and are
-    dropped when the store's write counter moves)."""
-
-    def __init__(self, directory: Directory, ttl: float = 5.0, size: int = 10000) -> None:
-        self.directory = directory
-        self.ttl = ttl
-        self.size = size
-        self._cache: dict[tuple[str, str, str], tuple[float, object]] = {}
-        self._version: object = None
-
-    async def _get(self, key: tuple[str, str, str], fetch):  # type: ignore[no-untyped-def]
-        version = getattr(self.directory, "version", None)
-        if version != self._version:
-            self._cache.clear()
-            self._version = version
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        value = await fetch()
-        if len(self._cache) >= self.size:
-            self._cache.clear()
-        self._cache[key] = (now, value)
-        return value
-
-    async def get_domain(self, name: str) -> Domain | None:
-        return await self._get(("d", name, ""), lambda: self.directory.get_domain(name))
-
-    async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
-        return await self._get(("m", domain, local),
-                               lambda: self.directory.find_mailbox(domain, local))
 
 
 class HopStep:

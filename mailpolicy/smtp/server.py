@@ -13,13 +13,14 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
 from .. import autoreply
+from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory
 from ..replies import BARE_LF, TEMP_FAILURE, Reply
 from . import xforward as xf
 from .pipeline import Pipeline, Step, Transaction
 from .reinject import NextHop
-from .rewrite import CachedDirectory, HopStep, RewriteStep
+from .rewrite import HopStep, RewriteStep
 from .srs import Srs, SrsReverseStep, SrsStep
 
 log = structlog.get_logger("mailpolicy.filter")
@@ -69,7 +70,7 @@ class Filter:
         self.cfg = cfg
         self.store = store
         self.hostname = cfg.hostname
-        self.directory = CachedDirectory(store)
+        self.directory = CachedDirectory.for_store(store, cfg.store_url)
         self.srs = Srs.from_config(cfg)
         self.mode = cfg.filter.mode
         self.networks = [ipaddress.ip_network(n, strict=False)

@@ -7,9 +7,9 @@ import contextlib
 
 import structlog
 
+from ..cache import IO_DEADLINE, CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory
-from ..policy.cache import IO_DEADLINE, CachedDirectory
 from ..policy.server import IdleTimer
 from .maps import lookup
 from .protocol import Parser, ProtocolError, Reply, parse_query, temp

@@ -114,7 +114,7 @@ class AutoresponderMixin:
         key = (autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
                autoreply_log.c.response_key == response_key)
         try:
-            async with self._write() as conn:
+            async with self._write(directory=False) as conn:
                 last = await conn.scalar(sa.select(autoreply_log.c.sent_at).where(*key)
                                          .with_for_update())
                 if last is not None and ts - last < secs:
@@ -132,7 +132,7 @@ class AutoresponderMixin:
     async def release_autoreply(self: Store, mailbox_id: int, sender: str,
                                 response_key: str) -> None:
         """Undo a claim whose reply could not be sent."""
-        async with self._write() as conn:
+        async with self._write(directory=False) as conn:
             await conn.execute(autoreply_log.delete().where(
                 autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
                 autoreply_log.c.response_key == response_key))
@@ -150,7 +150,7 @@ class TokenMixin:
             raise NotFound(f"no mailbox {address}", "address")
         token = secrets.token_urlsafe(32)
         now = time.time()
-        async with self._write() as conn:
+        async with self._write(directory=False) as conn:
             await conn.execute(tokens.insert().values(
                 token_hash=hashlib.sha256(token.encode()).hexdigest(), mailbox_id=mb.id,
                 actor=actor[:64], created_at=now, expires_at=now + ttl))
@@ -160,7 +160,7 @@ class TokenMixin:
     async def consume_token(self: Store, token: str) -> Mailbox | None:
         """The mailbox a valid, unexpired, unused token is for; the token is spent."""
         h = hashlib.sha256(token.encode()).hexdigest()
-        async with self._write() as conn:
+        async with self._write(directory=False) as conn:
             row = (await conn.execute(sa.select(tokens).where(tokens.c.token_hash == h))).first()
             if row is None or row.used or row.expires_at < time.time():
                 return None

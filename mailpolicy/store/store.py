@@ -20,6 +20,7 @@ from ..outbound import least_used
 from . import validate as v
 from .engine import make_engine, migrate
 from .errors import Conflict, Invalid, NotFound
+from .fastread import SqliteReader, domain_from, mailbox_from
 from .mailstate import AutoresponderMixin, TokenMixin
 from .schema import (
     aliases,
@@ -35,14 +36,6 @@ _DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmar
 _MAILBOX_FIELDS = ("password", "aliases", "max_size", "copies_to", "no_save", "enabled")
 
 
-def _domain(row: sa.Row) -> Domain:
-    return Domain(id=row.id, name=row.name, owner=row.owner, outbound_ip=row.outbound_ip,
-                  default_action=DefaultAction(row.default_action), redirect_to=row.redirect_to,
-                  dmarc=bool(row.dmarc), dmarc_policy=row.dmarc_policy, dmarc_rua=row.dmarc_rua,
-                  dmarc_adkim=row.dmarc_adkim, dmarc_aspf=row.dmarc_aspf, tls_cert=row.tls_cert,
-                  tls_key=row.tls_key)
-
-
 def _split(address: str) -> tuple[str, str]:
     local, at, domain = address.strip().rpartition("@")
     if not at:
@@ -53,10 +46,12 @@ def _split(address: str) -> tuple[str, str]:
 class Store(AutoresponderMixin, TokenMixin):
     """SQL-backed directory. Reads never lock; every write is one audited transaction."""
 
-    def __init__(self, engine: AsyncEngine, ip_pool: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    def __init__(self, engine: AsyncEngine, ip_pool: tuple[str, ...] = ("127.0.0.1",),
+                 reader: SqliteReader | None = None) -> None:
         self.engine = engine
         self.ip_pool = ip_pool
-        self.version = 0  # bumped on every committed write (cache invalidation)
+        self.reader = reader  # SQLite: the fast path for per-recipient lookups
+        self.version = 0  # bumped by every committed directory write (cache invalidation)
 
     @classmethod
     async def open(cls, url: str, *, ip_pool: Iterable[str] | None = None,
@@ -64,7 +59,8 @@ class Store(AutoresponderMixin, TokenMixin):
         """Open (and migrate) the store at `url`."""
         engine = make_engine(url, busy_timeout_ms)
         await migrate(engine)
-        store = cls(engine, tuple(ip_pool) if ip_pool else ("127.0.0.1",))
+        store = cls(engine, tuple(ip_pool) if ip_pool else ("127.0.0.1",),
+                    SqliteReader.for_url(url, busy_timeout_ms))
         async with store._write() as conn:
             for ip in store.ip_pool:
                 exists = await conn.scalar(sa.select(ip_pool_t.c.address).where(
@@ -74,6 +70,8 @@ class Store(AutoresponderMixin, TokenMixin):
         return store
 
     async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
         await self.engine.dispose()
 
     # ---------------------------------------------------------------- transactions
@@ -83,12 +81,15 @@ class Store(AutoresponderMixin, TokenMixin):
             yield conn
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
+    async def _write(self, directory: bool = True) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; `directory` writes (not claims, tokens, audit) move
+        `version` so caches of lookups start afresh."""
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(write=True)
             async with conn.begin():
                 yield conn
-        self.version += 1
+        if directory:
+            self.version += 1
 
     async def _audit(self, conn: AsyncConnection, actor: str, action: str, target: str,
                      detail: Mapping[str, Any] | None = None) -> None:
@@ -98,14 +99,16 @@ class Store(AutoresponderMixin, TokenMixin):
 
     # ---------------------------------------------------------------- reads
     async def get_domain(self, name: str) -> Domain | None:
+        if self.reader is not None:
+            return self.reader.get_domain(name)
         async with self._read() as conn:
             row = (await conn.execute(sa.select(domains).where(domains.c.name == name))).first()
-        return _domain(row) if row else None
+        return domain_from(row._mapping) if row else None
 
     async def list_domains(self) -> list[Domain]:
         async with self._read() as conn:
             rows = (await conn.execute(sa.select(domains).order_by(domains.c.name))).all()
-        return [_domain(r) for r in rows]
+        return [domain_from(r._mapping) for r in rows]
 
     async def _mailboxes(self, conn: AsyncConnection, where: Any) -> list[Mailbox]:
         q = (sa.select(mailboxes, domains.c.name.label("domain_name"))
@@ -127,12 +130,13 @@ class Store(AutoresponderMixin, TokenMixin):
                                         .where(copies.c.mailbox_id.in_(part))
                                         .order_by(copies.c.position)):
                 cp[r.mailbox_id].append(r.address)
-        return [Mailbox(id=r.id, name=r.name, domain=r.domain_name, password_hash=r.password_hash,
-                        aliases=tuple(al[r.id]), max_size=r.max_size, copies_to=tuple(cp[r.id]),
-                        no_save=bool(r.no_save), enabled=bool(r.enabled)) for r in rows]
+        return [mailbox_from(r._mapping, r.domain_name, tuple(al[r.id]), tuple(cp[r.id]))
+                for r in rows]
 
     async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
         """The mailbox named `local` in `domain`, else the one with that alias."""
+        if self.reader is not None:
+            return self.reader.find_mailbox(domain, local)
         async with self._read() as conn:
             found = await self._mailboxes(conn, sa.and_(domains.c.name == domain,
                                                         mailboxes.c.name == local))
@@ -403,5 +407,5 @@ class Store(AutoresponderMixin, TokenMixin):
     async def audit(self, actor: str, action: str, target: str,
                     detail: Mapping[str, Any] | None = None) -> None:
         """Record an action done outside the store (clear contents, log-in-as)."""
-        async with self._write() as conn:
+        async with self._write(directory=False) as conn:
             await self._audit(conn, actor, action, target, detail)

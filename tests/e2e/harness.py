@@ -32,7 +32,7 @@ BINARIES = ("/usr/sbin/postfix", "/usr/sbin/postconf", "/usr/sbin/postqueue", "/
 DOVECOT_SQLITE = Path("/usr/lib/dovecot/modules/libdriver_sqlite.so")
 INSTALL_HINT = ("install them with `sudo scripts/install-system-deps.sh` (or `apt-get install "
                 "postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite`)")
-CACHE_SETTLE = 2.2  # the policy/socketmap cache TTL (policy/cache.py DEFAULT_TTL) + margin
+CACHE_SETTLE = 2.2  # the policy/socketmap cache TTL (mailpolicy/cache.py DEFAULT_TTL) + margin
 
 
 def missing_binaries() -> list[str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mailpolicy.cache import CachedDirectory
 from mailpolicy.model import Domain, Mailbox
-from mailpolicy.policy.cache import CachedDirectory
 
 
 class Counting:
@@ -97,7 +97,7 @@ async def test_stamp_change_clears_everything_but_only_looked_at_every_interval(
 
 
 def test_sqlite_files(tmp_path):
-    from mailpolicy.policy.cache import file_stamp, sqlite_files
+    from mailpolicy.cache import file_stamp, sqlite_files
 
     assert sqlite_files("postgresql+asyncpg://u@h/db") is None
     assert sqlite_files("sqlite+aiosqlite:///:memory:") is None

@@ -1,4 +1,4 @@
-"""Read-through cache of directory lookups for the SMTP-time services (policy, socketmap)."""
+"""Read-through cache of directory lookups for the services that ask per message or request."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from ..directory import Directory, Resolution, resolve
-from ..model import Domain, Mailbox
+from .directory import Directory, Resolution, resolve
+from .model import Domain, Mailbox
 
 DEFAULT_TTL = 2.0  # seconds a lookup (hit or miss) is reused when nothing tells us of writes
 WATCHED_TTL = 30.0  # ... when the store's files are watched too (a backstop only)

@@ -1,0 +1,76 @@
+"""Authentication-Results (RFC 8601) via authres: build ours, spot incoming ones claiming our id."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import authres
+import authres.dmarc
+
+from mailpolicy.auth.dkim import DkimResult
+from mailpolicy.auth.dmarc import DmarcResult
+from mailpolicy.auth.spf import SpfResult
+
+HEADER = "Authentication-Results"
+_ID_RE = re.compile(r"^\s*(?:\([^)]*\)\s*)*([^\s;()]+)")
+_SAFE = re.compile(r"[^\x21-\x7e]")
+
+
+def _clean(value: str, limit: int = 253) -> str:
+    """Property values go on the wire: printable ASCII, no spaces, bounded."""
+    return _SAFE.sub("?", value)[:limit]
+
+
+def build(authserv_id: str, spf: SpfResult | None, dkim: Sequence[DkimResult],
+          dmarc: DmarcResult | None) -> str:
+    """The header value (without the field name), e.g.
+    `mx.example; spf=pass smtp.mailfrom=a@b; dkim=pass header.d=b header.s=s1;
+    dmarc=pass (p=reject dis=none) header.from=b`."""
+    results: list = []
+    if spf is not None:
+        kw = {"smtp_mailfrom": _clean(spf.sender)} if spf.identity == "mailfrom" and spf.sender \
+            else {"smtp_helo": _clean(spf.domain)} if spf.domain else {}
+        results.append(authres.SPFAuthenticationResult(
+            result=spf.result, reason=None if spf.result == "pass" else spf.reason[:200] or None,
+            **kw))
+    for d in dkim:
+        kw = {}
+        if d.domain:
+            kw["header_d"] = _clean(d.domain)
+        if d.selector:
+            kw["header_s"] = _clean(d.selector, 63)
+        if d.auid:
+            kw["header_i"] = _clean(d.auid)
+        if d.algorithm:
+            kw["header_a"] = _clean(d.algorithm, 32)
+        results.append(authres.DKIMAuthenticationResult(
+            result=d.result, reason=d.reason[:200] or None, **kw))
+    if not dkim:
+        results.append(authres.DKIMAuthenticationResult(result="none"))
+    if dmarc is not None:
+        kw = {"header_from": _clean(dmarc.domain)} if dmarc.domain else {}
+        comment = f"p={dmarc.policy} dis={dmarc.disposition}" \
+            if dmarc.result in ("pass", "fail") else None
+        explain = dmarc.result in ("temperror", "permerror") or (
+            dmarc.result == "fail" and not dmarc.record_domain)
+        reason = dmarc.reason[:200] if explain else None
+        results.append(authres.dmarc.DMARCAuthenticationResult(
+            result=dmarc.result, result_comment=comment, reason=reason or None, **kw))
+    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
+    value = str(header)
+    prefix = f"{HEADER}: "
+    return value[len(prefix):] if value.startswith(prefix) else value
+
+
+def authserv_id_of(value: str) -> str:
+    """The authserv-id an Authentication-Results value claims (lowercase), "" if unreadable."""
+    m = _ID_RE.match(value.replace("\r\n", " ").replace("\n", " "))
+    return m.group(1).lower() if m else ""
+
+
+def claims_our_id(value: str, authserv_id: str) -> bool:
+    """True when an incoming header claims our authserv-id (forgery: strip it, RFC 8601 §5).
+    An unreadable id is treated as ours, so nothing ambiguous survives."""
+    found = authserv_id_of(value)
+    return not found or found == authserv_id.lower()
