@@ -1,6 +1,7 @@
 """Benchmark: mailpolicy LMTP vs Dovecot LMTP (mail_fsync=always), same messages, one run.
 
     .venv/bin/python bench/lmtp.py [--count 500] [--reps 3] [--conc 1,8,32] [--sizes 2048,102400]
+                                   [--workers 0]
 
 Each point sends `count` messages with Postfix's `smtp-source -L` (one recipient, sessions kept
 open) to each server in turn, `reps` times, and reports the median msgs/s and the ratio
@@ -31,18 +32,24 @@ DOVECOT = "/usr/sbin/dovecot"
 DOMAIN = "bench.test"
 
 MAILPOLICY_SERVER = """
-import asyncio, json, sys
+import asyncio, json, signal, sys
 from mailpolicy import config, logs
+from mailpolicy.daemon import _close
 from mailpolicy.store import Store
-from mailpolicy.lmtp import server
+from mailpolicy.lmtp import workers
 
 async def main():
     cfg = config.from_dict(json.loads(sys.argv[1]))
     logs.setup(cfg)
     store = await Store.open(cfg.store_url)
-    await server.start(cfg, store)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    servers = await workers.start(cfg, store)  # as the daemon does (limits.lmtp_workers)
     print("READY", flush=True)
-    await asyncio.Event().wait()
+    await stop.wait()
+    for s in servers:
+        await _close(s)
+    await store.close()
 
 asyncio.run(main())
 """
@@ -127,11 +134,13 @@ async def _prepare_store(data: dict, names: list[str]) -> None:
     await store.close()
 
 
-def start_mailpolicy(work: Path, names: list[str]) -> tuple[subprocess.Popen, int, Path]:
+def start_mailpolicy(work: Path, names: list[str], workers: int,
+                     ) -> tuple[subprocess.Popen, int, Path]:
     port = free_port()
     data = {"paths": {"state_dir": str(work / "mp")},
             "listen": {"lmtp": f"127.0.0.1:{port}"},
-            "limits": {"message_size_limit": 52428800}, "log": {"level": "info"}}
+            "limits": {"message_size_limit": 52428800, "lmtp_workers": workers},
+            "log": {"level": "info"}}
     asyncio.run(_prepare_store(data, names))
     log = open(work / "mailpolicy.log", "wb")
     proc = subprocess.Popen([sys.executable, "-c", MAILPOLICY_SERVER, json.dumps(data)],
@@ -166,6 +175,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--conc", default="1,8,32")
     ap.add_argument("--sizes", default="2048,102400")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="limits.lmtp_workers for mailpolicy (0 = one per core, 1 = in-process)")
     args = ap.parse_args()
     for tool in (SMTP_SOURCE, DOVECOT):
         if not os.access(tool, os.X_OK):
@@ -180,10 +191,11 @@ def main() -> int:
     try:
         dproc, dport = start_dovecot(work)
         procs.append(dproc)
-        mproc, mport, mroot = start_mailpolicy(work, names)
+        mproc, mport, mroot = start_mailpolicy(work, names, args.workers)
         procs.append(mproc)
         droot = work / "dovecot-mail"
-        print(f"{args.count} msgs per run, median of {args.reps}; cores: {os.cpu_count()}")
+        print(f"{args.count} msgs per run, median of {args.reps}; cores: {os.cpu_count()}; "
+              f"lmtp_workers: {args.workers}")
         print(f"{'size':>7} {'conc':>4} {'dovecot msg/s':>14} {'mailpolicy msg/s':>17} "
               f"{'ratio':>6}")
         for size, conc in points:

@@ -18,7 +18,7 @@ from .store import Store
 log = structlog.get_logger("mailpolicy.daemon")
 
 # service modules, each with `async def start(cfg, store) -> list[server]`
-SERVICES = ("policy.server", "socketmap.server", "smtp.server", "lmtp.server", "admin.server")
+SERVICES = ("policy.server", "socketmap.server", "smtp.server", "lmtp.workers", "admin.server")
 
 
 async def _close(obj: Any) -> None:

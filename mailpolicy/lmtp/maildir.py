@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
@@ -24,6 +25,7 @@ class MaildirPathError(ValueError):
     """A domain, name or folder would leave the Maildir root."""
 
 
+@functools.lru_cache(maxsize=8192)  # on every RCPT; pure (refusals raise and are not cached)
 def maildir_for(root: Path, domain: str, name: str) -> Path:
     """`{root}/{domain}/{name}/Maildir`, refusing anything that is not a plain, normalised
     domain and mailbox name (no `..`, `/`, NUL, upper case, leading dot)."""

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import os
 import re
+import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -61,7 +62,7 @@ def cached_directory(store: Any) -> Directory:
     """The policy service's read-through cache over the store (cleared by every store write),
     or the store itself when that cache is unavailable."""
     try:
-        from ..policy.cache import CachedDirectory
+        from ..cache import CachedDirectory
     except ImportError:
         return store  # type: ignore[no-any-return]
     return CachedDirectory(store, ttl=CACHE_TTL)  # type: ignore[no-any-return]
@@ -354,8 +355,29 @@ class Listener(asyncio.AbstractServer):
         await self.server.serve_forever()
 
 
-async def start(cfg: Config, store: Any) -> list[asyncio.AbstractServer]:
-    """Bind cfg.listen.lmtp (TCP) and cfg.listen.lmtp_socket (Unix, if set); serving."""
+def bind_unix(cfg: Config) -> Any:
+    """Bind cfg.listen.lmtp_socket (replacing a stale socket file) with SOCKET_MODE."""
+    path = Path(cfg.listen.lmtp_socket)
+    if not path.is_absolute():
+        path = Path(cfg.base_dir or os.getcwd()) / path
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(100)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def start(cfg: Config, store: Any, *, reuse_port: bool = False,
+                unix_sock: socket.socket | None = None) -> list[asyncio.AbstractServer]:
+    """Bind cfg.listen.lmtp (TCP; with SO_REUSEPORT in a worker process) and serve
+    cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `unix_sock`)."""
     loop = asyncio.get_running_loop()
     handler = LMTPHandler(cfg, store)
     hostname = cfg.hostname
@@ -365,21 +387,17 @@ async def start(cfg: Config, store: Any) -> list[asyncio.AbstractServer]:
 
     host, port = split_hostport(cfg.listen.lmtp, "listen.lmtp")
     servers: list[asyncio.AbstractServer] = [
-        Listener(await loop.create_server(factory, host, port, reuse_address=True), handler)]
+        Listener(await loop.create_server(factory, host, port, reuse_address=True,
+                                          reuse_port=reuse_port or None), handler)]
     if cfg.listen.lmtp_socket:
-        path = Path(cfg.listen.lmtp_socket)
-        if not path.is_absolute():
-            path = Path(cfg.base_dir or os.getcwd()) / path
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(path.lstat().st_mode):
-                path.unlink()
         try:
-            unix = await loop.create_unix_server(factory, str(path))
+            sock = unix_sock if unix_sock is not None else bind_unix(cfg)
+            unix = await loop.create_unix_server(factory, sock=sock)
         except BaseException:
             for s in servers:
                 s.close()
             raise
-        os.chmod(path, SOCKET_MODE)
         servers.append(Listener(unix, handler))
-    log.info("lmtp.listening", tcp=cfg.listen.lmtp, unix=cfg.listen.lmtp_socket or None)
+    log.info("lmtp.listening", tcp=cfg.listen.lmtp, unix=cfg.listen.lmtp_socket or None,
+             pid=os.getpid())
     return servers

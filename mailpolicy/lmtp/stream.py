@@ -54,17 +54,21 @@ class DataDecoder:
         """Complete lines starting at a line start (when _line_start) and ending with CRLF."""
         if not seg or self.discarding:
             return
-        n = seg.count(b"\r\n")
-        if seg.count(b"\n") != n or seg.count(b"\r") != n:
+        if self._line_start and seg[:1] == b".":
+            seg = seg[1:]
+        # one pass to LF, then: a CR left over is a bare CR; more LFs than CRLFs replaced is
+        # a bare LF (fewer passes over the data than counting CR, LF and CRLF separately)
+        lf = seg.replace(b"\r\n", b"\n")
+        pairs = len(seg) - len(lf)
+        if b"\r" in lf or lf.count(b"\n") != pairs:
             self.bare = True
             self.message = bytearray()
             return
-        if self._line_start and seg[:1] == b".":
-            seg = seg[1:]
-        unstuffed = seg.replace(b"\r\n.", b"\r\n")
-        self.size += len(unstuffed)
+        if b"\n." in lf:
+            lf = lf.replace(b"\n.", b"\n")
+        self.size += len(lf) + pairs
         if self.limit and self.size > self.limit:
             self.too_big = True
             self.message = bytearray()
             return
-        self.message += unstuffed.replace(b"\r\n", b"\n")
+        self.message += lf

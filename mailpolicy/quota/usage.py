@@ -180,34 +180,64 @@ def read_limits(maildir: Path) -> Limits | None:
     return parse_limits(first)
 
 
-def _parse(data: bytes, mtime: float, limit: int | None,
+# maildir → (bytes of maildirsize already summed, bytes, count, delta lines): the file only
+# grows by appends between recalculations, so each read sums just the lines added since.
+# A file that does not start with the remembered bytes is summed from the start again.
+_SUMS: dict[str, tuple[bytes, int, int, int]] = {}
+_SUMS_MAX = 1024
+
+
+def _sum_lines(data: bytes, start: int, end: int) -> tuple[int, int, int] | None:
+    """(bytes, count, lines) of the `<bytes> <count>` lines in data[start:end] (each ending
+    with LF); None when one is malformed."""
+    total = count = n = 0
+    if start >= end:
+        return 0, 0, 0
+    for line in data[start:end - 1].split(b"\n"):
+        fields = line.split()
+        if len(fields) != 2:
+            return None
+        try:
+            total += int(fields[0])
+            count += int(fields[1])
+        except ValueError:
+            return None
+        n += 1
+    return total, count, n
+
+
+def _parse(data: bytes, mtime: float, limit: int | None, key: str = "",
            ) -> tuple[Limits | None, tuple[int, int] | None]:
-    """(header limits, totals) where totals is None when the file must be recalculated."""
+    """(header limits, totals) where totals is None when the file must be recalculated.
+    `key` (the Maildir) lets a later call reuse the sums of an unchanged prefix."""
     if len(data) >= MAX_FILE_SIZE or b"\x00" in data:
         return None, None
     end = data.rfind(b"\n")  # ignore an unterminated last line (an append in progress)
     if end < 0:
         return None, None
-    lines = data[:end].decode("ascii", "replace").split("\n")
-    header = parse_limits(lines[0])
+    first = data.find(b"\n")
+    header = parse_limits(data[:first].decode("ascii", "replace"))
     if header is None:
         return None, None
     if limit is not None and header != Limits(limit, 0):
         return header, None
-    total = count = 0
-    for line in lines[1:]:
-        fields = line.split()
-        if len(fields) != 2:
-            return header, None
-        try:
-            total += int(fields[0])
-            count += int(fields[1])
-        except ValueError:
-            return header, None
-    if total < 0 or count < 0 or len(lines) < 2:
+    upto = end + 1
+    cached = _SUMS.get(key) if key else None
+    if cached is not None and first < len(cached[0]) <= upto and data.startswith(cached[0]):
+        start, base = len(cached[0]), cached[1:]
+    else:
+        start, base = first + 1, (0, 0, 0)
+    sums = _sum_lines(data, start, upto)
+    if sums is None:
         return header, None
-    if header.exceeded_by(total, count) and (
-            len(lines) - 1 > 1 or mtime < time.time() - STALE_SECONDS):
+    total, count, n = base[0] + sums[0], base[1] + sums[1], base[2] + sums[2]
+    if key:
+        if len(_SUMS) >= _SUMS_MAX:
+            _SUMS.clear()
+        _SUMS[key] = (bytes(data[:upto]), total, count, n)
+    if total < 0 or count < 0 or n < 1:
+        return header, None
+    if header.exceeded_by(total, count) and (n > 1 or mtime < time.time() - STALE_SECONDS):
         return header, None
     return header, (total, count)
 
@@ -220,7 +250,7 @@ def current_usage(maildir: Path, limit: int | None = None) -> tuple[int, int]:
     got = _read(maildir)
     header: Limits | None = None
     if got is not None:
-        header, totals = _parse(got[0], got[1], limit)
+        header, totals = _parse(got[0], got[1], limit, str(maildir))
         if totals is not None:
             return totals
     elif not maildir.is_dir():

@@ -13,6 +13,7 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
 from .. import autoreply
+from ..auth.step import DmarcStep
 from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory
@@ -77,8 +78,9 @@ class Filter:
                          for n in cfg.filter.authorized_xforward]
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
         # steps shared by every session; a DMARC step goes before "rewrite" (see pipeline.py)
+        self.dmarc = DmarcStep(cfg, self.directory)
         self.pre_steps: list[Step] = [HopStep(self.hostname, cfg.filter.max_passes),
-                                      SrsReverseStep(self.srs)]
+                                      SrsReverseStep(self.srs), self.dmarc]
         self.post_steps: list[Step] = [RewriteStep(self.directory, self.hostname),
                                        SrsStep(self.srs, self.directory)]
 
@@ -244,4 +246,14 @@ async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
     server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), host, port)
     log.info("filter.listening", address=f"{host}:{server.sockets[0].getsockname()[1]}",
              mode=flt.mode, next_hop=f"{cfg.reinject.host}:{cfg.reinject.port}")
-    return [server]
+    return [server, _StepsCloser(flt)]
+
+
+class _StepsCloser:
+    """Closed by the daemon after the listener: stops the DMARC verification processes."""
+
+    def __init__(self, flt: Filter) -> None:
+        self.flt = flt
+
+    def close(self) -> None:
+        self.flt.dmarc.close()

@@ -1,0 +1,274 @@
+"""LMTP on every core: worker processes sharing the TCP port (SO_REUSEPORT), supervised.
+
+`limits.lmtp_workers` = 1 serves LMTP in the daemon's own event loop; N > 1 (0 = one per CPU
+core) starts N processes `python -m mailpolicy.lmtp.workers`, each with its own event loop,
+Store and I/O threads, each binding cfg.listen.lmtp with SO_REUSEPORT (the kernel spreads
+connections over them). The Unix listener (cfg.listen.lmtp_socket) is bound once here and
+its descriptor inherited by every worker, which all accept from it.
+
+The config reaches a worker as one JSON line on its stdin; the pipe then stays open and its
+end (the daemon died, even by SIGKILL) stops the worker, as does PR_SET_PDEATHSIG on Linux.
+SIGTERM/SIGINT stop a worker the way the daemon stops its own listeners. A worker that exits
+unexpectedly is started again (after 0.2 s, doubling up to 10 s while it keeps failing fast).
+
+Cross-process staleness: the caches of a worker (directory answers, active autoresponders)
+are cleared at once by store writes made in that worker only; writes made elsewhere (admin
+API, CLI, another worker) are seen after at most `server.CACHE_TTL` (2 s). Quota state is the
+shared `maildirsize` file, so it is never stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from ..config import Config
+from . import server
+
+log = structlog.get_logger("mailpolicy.lmtp")
+
+READY = b"READY"
+START_TIMEOUT = 60.0  # seconds a new worker may take to import, open the store and bind
+STOP_TIMEOUT = 8.0  # seconds a worker may take to finish its sessions on SIGTERM
+RESTART_MIN = 0.2
+RESTART_MAX = 10.0
+HEALTHY_AFTER = 10.0  # a worker that ran this long resets the restart back-off
+PR_SET_PDEATHSIG = 1
+PKG_ROOT = str(Path(__file__).resolve().parents[2])  # on the workers' PYTHONPATH
+
+
+def worker_count(cfg: Config) -> int:
+    """How many LMTP processes cfg asks for (0 = one per CPU core); 1 = in-process."""
+    n = cfg.limits.lmtp_workers
+    return n if n > 0 else max(1, os.cpu_count() or 1)
+
+
+async def start(cfg: Config, store: Any) -> list[Any]:
+    """The daemon's LMTP service: in-process listeners, or a supervised pool of workers."""
+    n = worker_count(cfg)
+    if n <= 1:
+        return await server.start(cfg, store)
+    pool = WorkerPool(cfg, n)
+    await pool.start()
+    return [pool]
+
+
+class WorkerPool:
+    """N supervised worker processes; close() + wait_closed() stop them (as for a server)."""
+
+    def __init__(self, cfg: Config, n: int) -> None:
+        self.cfg = cfg
+        self.n = n
+        self.procs: list[asyncio.subprocess.Process | None] = [None] * n
+        self.supervisors: list[asyncio.Task[None]] = []
+        self.unix_sock: socket.socket | None = None
+        self.closing = False
+        self.restarts = 0
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None and p.returncode is None]
+
+    async def start(self) -> None:
+        if self.cfg.listen.lmtp_socket:
+            self.unix_sock = server.bind_unix(self.cfg)
+        try:
+            results = await asyncio.gather(*(self._spawn(i) for i in range(self.n)),
+                                           return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            for i, r in enumerate(results):
+                if not isinstance(r, BaseException):
+                    self.procs[i] = r
+            if errors:
+                raise errors[0]
+        except BaseException:
+            self.close()
+            await self.wait_closed()
+            raise
+        self.supervisors = [asyncio.create_task(self._supervise(i)) for i in range(self.n)]
+        log.info("lmtp.workers_started", workers=self.n, pids=self.pids())
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        """Start worker `index` and wait until it serves; OSError when it does not."""
+        cfg_data = msgspec.to_builtins(self.cfg, enc_hook=int)  # Size is an int
+        base_dir = cfg_data.pop("base_dir", "")
+        fd = self.unix_sock.fileno() if self.unix_sock is not None else None
+        line = json.dumps({"config": cfg_data, "base_dir": base_dir, "index": index,
+                           "unix_fd": fd, "parent": os.getpid()}).encode() + b"\n"
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)  # only the daemon talks to systemd
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (PKG_ROOT, env.get("PYTHONPATH"))))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mailpolicy.lmtp.workers", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, pass_fds=(fd,) if fd is not None else (), env=env)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(line)
+            await proc.stdin.drain()
+            first = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        except (OSError, TimeoutError):
+            first = b""
+        except BaseException:  # cancelled (the pool closes): do not leave it running
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
+        if first.strip() != READY:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            status = await proc.wait()
+            raise OSError(f"LMTP worker {index} did not start (exit status {status}; "
+                          f"see its log lines above)")
+        return proc
+
+    async def _supervise(self, index: int) -> None:
+        """Restart worker `index` whenever it exits while the pool is not closing."""
+        delay = RESTART_MIN
+        started = time.monotonic()
+        while not self.closing:
+            proc = self.procs[index]
+            if proc is not None:
+                status = await proc.wait()
+                if self.closing:
+                    return
+                log.warning("lmtp.worker_exited", worker=index, pid=proc.pid, status=status)
+                if time.monotonic() - started >= HEALTHY_AFTER:
+                    delay = RESTART_MIN
+                self.procs[index] = None
+            await asyncio.sleep(delay)
+            delay = min(RESTART_MAX, delay * 2)
+            if self.closing:
+                return
+            try:
+                self.procs[index] = await self._spawn(index)
+            except OSError as e:
+                log.error("lmtp.worker_restart_failed", worker=index, error=str(e))
+                continue
+            started = time.monotonic()
+            self.restarts += 1
+            log.info("lmtp.worker_restarted", worker=index, pid=self.procs[index].pid)
+
+    def close(self) -> None:
+        """Ask every worker to stop (SIGTERM, and its stdin closes)."""
+        self.closing = True
+        for proc in self.procs:
+            if proc is None or proc.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            if proc.stdin is not None:
+                proc.stdin.close()
+
+    async def wait_closed(self) -> None:
+        """Wait for the workers to exit (SIGKILL after STOP_TIMEOUT); release the socket."""
+        for task in self.supervisors:
+            task.cancel()  # a restart in progress kills its new worker
+        await asyncio.gather(*self.supervisors, return_exceptions=True)
+        procs = [p for p in self.procs if p is not None]
+        try:
+            if procs:
+                _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs],
+                                                timeout=STOP_TIMEOUT)
+                if pending:
+                    log.warning("lmtp.worker_stop_timeout", pids=self.pids())
+                    for p in procs:
+                        if p.returncode is None:
+                            with contextlib.suppress(ProcessLookupError):
+                                p.kill()
+                    await asyncio.wait(pending)
+        finally:
+            if self.unix_sock is not None:
+                self.unix_sock.close()
+                self.unix_sock = None
+
+
+# ---- the worker process ----
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this process when the daemon dies (Linux); exit if it is already gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        raise SystemExit(1)
+
+
+async def _serve(cfg: Config, unix_fd: int | None) -> None:
+    from .. import logs, outbound
+    from ..store import Store
+
+    logs.setup(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon handles reloads
+
+    def stdin_ready() -> None:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the daemon closed the pipe or died
+            loop.remove_reader(0)
+            stop.set()
+
+    os.set_blocking(0, False)
+    loop.add_reader(0, stdin_ready)
+    store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
+                             busy_timeout_ms=cfg.store.busy_timeout_ms)
+    servers: list[Any] = []
+    try:
+        unix = socket.socket(fileno=unix_fd) if unix_fd is not None else None
+        servers = await server.start(cfg, store, reuse_port=True, unix_sock=unix)
+        os.write(1, READY + b"\n")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # nobody reads our stdout any more
+        os.close(devnull)
+        await stop.wait()
+    finally:
+        for s in servers:
+            s.close()
+        if servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in servers)),
+                                       STOP_TIMEOUT - 1)
+        await store.close()
+
+
+def main() -> int:
+    """Entry point of one worker: the JSON config line on stdin, READY on stdout."""
+    from .. import config as config_mod
+
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(0, 65536)  # the daemon writes this one line, then nothing
+        if not chunk:
+            return 2
+        line += chunk
+    msg = json.loads(line)
+    _die_with_parent(int(msg["parent"]))
+    cfg = config_mod.from_dict(msg["config"], base_dir=msg["base_dir"])
+    try:
+        asyncio.run(_serve(cfg, msg["unix_fd"]))
+    except OSError as e:
+        print(f"mailpolicy LMTP worker {msg['index']}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
