@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from ..addresses import AddressError, normalize_domain, split_address
 from ..directory import Directory, Kind, resolve
@@ -10,6 +11,14 @@ from ..outbound import transport_name
 from .protocol import NOTFOUND, Query, Reply, ok, temp
 
 MapFn = Callable[[Directory, str], Awaitable[Reply]]
+
+
+class SrsReverser(Protocol):
+    """What the maps need of SRS (mailpolicy.smtp.srs.Srs)."""
+
+    domain: str
+
+    def reverse(self, address: str) -> str | None: ...
 
 
 async def domains(directory: Directory, key: str) -> Reply:
@@ -60,8 +69,21 @@ MAPS: dict[str, MapFn] = {
 }
 
 
-async def lookup(directory: Directory, query: Query) -> Reply:
+def srs_answer(srs: SrsReverser, query: Query) -> Reply | None:
+    """Bounces to our SRS addresses must be accepted: the filter sends them back to the
+    original sender. The SRS domain is a mailbox domain; a valid (signed, unexpired) SRS
+    address is a mailbox. None: not an SRS question, ask the directory."""
+    if query.name == "domains" and query.key.rstrip(".").lower() == srs.domain:
+        return ok(srs.domain)
+    if query.name == "mailboxes" and srs.reverse(query.key) is not None:
+        return ok(query.key)
+    return None
+
+
+async def lookup(directory: Directory, query: Query, srs: SrsReverser | None = None) -> Reply:
     """Answer one query; an unknown map name is a TEMP (a config error must not bounce mail)."""
+    if srs is not None and (answer := srs_answer(srs, query)) is not None:
+        return answer
     fn = MAPS.get(query.name)
     if fn is None:
         return temp(f"no such map: {query.name}")

@@ -11,7 +11,8 @@ from ..cache import IO_DEADLINE, CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory
 from ..policy.server import IdleTimer
-from .maps import lookup
+from ..smtp.srs import Srs
+from .maps import SrsReverser, lookup
 from .protocol import Parser, ProtocolError, Reply, parse_query, temp
 
 log = structlog.get_logger("mailpolicy.socketmap")
@@ -25,12 +26,13 @@ class SocketmapService:
     """Answers socketmap queries on persistent connections; any error is a TEMP reply."""
 
     def __init__(self, directory: Directory, max_request: int,
-                 deadline: float = DEADLINE) -> None:
+                 deadline: float = DEADLINE, srs: SrsReverser | None = None) -> None:
         if not isinstance(directory, CachedDirectory):
             directory = CachedDirectory(directory, ttl=0)  # uncached, but with the deadline
         self.directory = directory
         self.max_request = max_request
         self.deadline = deadline
+        self.srs = srs
 
     async def answer(self, payload: bytes) -> Reply:
         try:
@@ -40,7 +42,7 @@ class SocketmapService:
             return temp("malformed query")
         token = IO_DEADLINE.set(asyncio.get_running_loop().time() + self.deadline)
         try:
-            reply = await lookup(self.directory, query)
+            reply = await lookup(self.directory, query, self.srs)
         except Exception as e:
             log.warning("socketmap lookup failed", map=query.name, key=query.key,
                         error="timeout" if isinstance(e, TimeoutError) else repr(e))
@@ -86,7 +88,7 @@ class SocketmapService:
 async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
     service = SocketmapService(CachedDirectory.for_store(store, cfg.store_url),
-                               int(cfg.limits.socketmap_request_max))
+                               int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))
     host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
     server = await asyncio.start_server(service.handle, host, port, reuse_address=True)
     return [server]

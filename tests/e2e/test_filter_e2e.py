@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -177,3 +178,22 @@ def test_before_queue_mode_delivers_and_answers_in_session(
     _send(stack, f"info@{d}", "before queue")
     stack.wait_maildir(f"bob@{d}", 1)
     stack.wait_queue_empty()
+
+
+async def test_bounce_to_an_srs_address_goes_back_to_the_original_sender(world: World) -> None:
+    """A remote MX that cannot deliver a forwarded copy bounces to our SRS sender: Postfix
+    must accept it (socketmap: the SRS domain and valid SRS addresses are ours) and the filter
+    hands it back to the original sender. A forged SRS address is refused at RCPT."""
+    stack = world.stack
+    srs = Srs.from_config(stack.cfg)
+    original = f"orig-{uuid.uuid4().hex[:8]}@{EXT}"
+    srs_address = srs.forward(original)
+    assert srs_address is not None
+    bounce = (f"From: MAILER-DAEMON@{EXT}\r\nTo: {srs_address}\r\nSubject: Undelivered\r\n"
+              "Auto-Submitted: auto-replied\r\n\r\nbounce\r\n")
+    assert stack.send("", srs_address, bounce) == {}
+    sender, rcpts, data = world.remote.wait(original)
+    assert rcpts == [original] and sender in ("", "<>") and b"Undelivered" in data
+    forged = f"SRS0=AAAA=ZZ={EXT}=someone@{srs.domain}"
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        stack.send("", forged, bounce)

@@ -129,3 +129,18 @@ def test_store_timeout_is_temp_within_deadline():
     reply = asyncio.run(service.answer(b"domains example.com"))
     assert reply.encode() == b"18:TEMP lookup failed,"
     assert time.monotonic() - t0 < 1.0
+
+
+def test_srs_domain_and_valid_srs_addresses_are_accepted_forged_ones_not() -> None:
+    from mailpolicy.smtp.srs import Srs
+    from mailpolicy.socketmap.maps import srs_answer
+    from mailpolicy.socketmap.protocol import Query
+
+    srs = Srs("secret", "fwd.example.test")
+    good = srs.forward("someone@elsewhere.test")
+    assert srs_answer(srs, Query("domains", "FWD.example.test")).status == "OK"
+    assert srs_answer(srs, Query("mailboxes", good)).data == good
+    assert srs_answer(srs, Query("mailboxes", "SRS0=xxxx=ZZ=elsewhere.test=someone"
+                                              "@fwd.example.test")) is None
+    assert srs_answer(srs, Query("domains", "example.test")) is None
+    assert srs_answer(Srs("other", "fwd.example.test"), Query("mailboxes", good)) is None
