@@ -20,7 +20,8 @@ import structlog
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
-from .. import replies
+from .. import autoreply, replies
+from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory, resolve
 from ..replies import Reply
@@ -58,27 +59,6 @@ def with_dsn(line: bytes) -> bytes:
     return line[:4] + dsn.encode() + b" " + line[4:]
 
 
-def cached_directory(store: Any) -> Directory:
-    """The policy service's read-through cache over the store (cleared by every store write),
-    or the store itself when that cache is unavailable."""
-    try:
-        from ..cache import CachedDirectory
-    except ImportError:
-        return store  # type: ignore[no-any-return]
-    return CachedDirectory(store, ttl=CACHE_TTL)  # type: ignore[no-any-return]
-
-
-def autoreply_hook() -> AutoreplyHook | None:
-    """`mailpolicy.autoreply.on_delivered` when that module provides it."""
-    try:
-        from .. import autoreply
-    except Exception:  # ImportError, or a broken module: never affects delivery
-        log.warning("lmtp.autoreply_unavailable", exc_info=True)
-        return None
-    hook = getattr(autoreply, "on_delivered", None)
-    return hook if callable(hook) else None
-
-
 async def read_data(reader: asyncio.StreamReader, limit: int,
                     tick: Callable[[], None]) -> DataDecoder:
     """Read DATA up to the terminating dot line in large steps (never past it, so pipelined
@@ -111,8 +91,8 @@ class LMTPHandler:
     def __init__(self, cfg: Config, store: Any, directory: Directory | None = None) -> None:
         self.cfg = cfg
         self.store = store
-        self.directory: Directory = directory or cached_directory(store)
-        self.autoreply = autoreply_hook()
+        self.directory: Directory = directory or CachedDirectory.for_store(store, cfg.store_url)
+        self.autoreply: AutoreplyHook = autoreply.on_delivered
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
         self.executor = ThreadPoolExecutor(
             max_workers=max(4, min(IO_THREADS_MAX, cfg.limits.max_concurrency)),
@@ -196,8 +176,6 @@ class LMTPHandler:
                              result: list[Reply]) -> None:
         """The autoresponder hook, for each distinct mailbox that got 250 and has an enabled
         autoresponder; never raises."""
-        if self.autoreply is None:
-            return
         try:
             active = await self.active_autoresponders()
         except Exception as e:
