@@ -25,6 +25,7 @@ log = structlog.get_logger("mailpolicy.policy")
 READ_SIZE = 64 * 1024
 IDLE_TIMEOUT = 600.0  # Postfix closes idle policy connections after 300 s (max_idle)
 USAGE_MAX_AGE = 60.0  # seconds an unchanged maildirsize is trusted (its own stale rule: 15 min)
+RESTAT_AFTER = 0.5  # seconds a usage answer is reused without even a stat (LMTP enforces too)
 
 
 class UsageReader:
@@ -51,13 +52,17 @@ class UsageReader:
         return os.path.isdir(path)
 
     async def __call__(self, mailbox: Mailbox) -> int:
-        maildir = maildir_for(self.root, mailbox.domain, mailbox.name)
         now = time.monotonic()
+        hit = self._cache.get(mailbox.address)
+        if hit is not None and now < hit[1] - self.max_age + RESTAT_AFTER:
+            return hit[2]  # looked at less than RESTAT_AFTER ago: no stat at all
+        maildir = maildir_for(self.root, mailbox.domain, mailbox.name)
         stamp = self._stamp(maildir)
         if stamp is None and not self._is_dir(maildir):
+            self._cache[mailbox.address] = (None, now + self.max_age, 0)
             return 0  # never delivered to: nothing stored (current_usage says the same)
-        hit = self._cache.get(mailbox.address)
         if hit is not None and hit[0] == stamp and now < hit[1]:
+            self._cache[mailbox.address] = (stamp, now + self.max_age, hit[2])
             return hit[2]
         used, _count = await within_deadline(asyncio.to_thread(current_usage, maildir))
         if len(self._cache) > 100_000:
