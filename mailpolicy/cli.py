@@ -215,10 +215,15 @@ def _mailbox_body(args: argparse.Namespace, current: dict[str, Any] | None) -> d
         body["password"] = pw
     cur_aliases = [] if current is None or args.clear_aliases else current["aliases"]
     cur_copies = [] if current is None or args.clear_copies else current["copies_to"]
+    # like the panel's fields, one option may hold several names separated by spaces/commas
+    aliases = [a for v in args.alias for a in v.replace(",", " ").split()]
+    copies = [c for v in args.copy_to for c in v.replace(",", " ").split()]
     if args.alias or args.clear_aliases:
-        body["aliases"] = cur_aliases + [a for a in args.alias if a not in cur_aliases]
+        body["aliases"] = cur_aliases + [a for a in dict.fromkeys(aliases)
+                                         if a not in cur_aliases]
     if args.copy_to or args.clear_copies:
-        body["copies_to"] = cur_copies + [c for c in args.copy_to if c not in cur_copies]
+        body["copies_to"] = cur_copies + [c for c in dict.fromkeys(copies)
+                                          if c not in cur_copies]
     if args.max_size is not None:
         body["max_size"] = args.max_size
     if args.no_save is not None:
@@ -276,10 +281,9 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
         if args.json:
             return _print_json(s)
         _pairs([("Address", s["address"]), ("Login", s["login"]),
-                ("Password", "the mailbox password")])
-        for proto in ("imap", "pop3", "smtp"):
-            e = s[proto]
-            print(f"{proto.upper() + ':':<13} {e['host']} port {e['port']} ({e['security']})")
+                ("Password", "the mailbox password")]
+               + [(p.upper(), f"{s[p]['host']} port {s[p]['port']} ({s[p]['security']})")
+                  for p in ("imap", "pop3", "smtp")])
 
 
 # ---------------------------------------------------------------- autoreply, dns
@@ -319,8 +323,12 @@ def cmd_autoreply(args: argparse.Namespace, api: Client) -> None:
     if args.json:
         return _print_json(ar)
     att = ar["attachment"]
+    active: Any = ar["active"]
+    if active and (ar["start"] or ar["end"]):  # enabled with a message; the dates still apply
+        active = "yes, " + " ".join(f"{w} {d}" for w, d in (("from", ar["start"]),
+                                                             ("until", ar["end"])) if d)
     _pairs([("Address", ar["address"]), ("Enabled", ar["enabled"]),
-            ("Active", ar["active"]), ("From", ar["from"] or f"(the mailbox) {ar['address']}"),
+            ("Active", active), ("From", ar["from"] or f"(the mailbox) {ar['address']}"),
             ("Subject", ar["subject"] or "Auto: <original subject>"),
             ("Start", ar["start"]), ("End", ar["end"]),
             ("Interval days", ar["interval_days"] or "default"),
@@ -391,9 +399,11 @@ def _domain_options(p: argparse.ArgumentParser) -> None:
 def _mailbox_options(p: argparse.ArgumentParser, edit: bool) -> None:
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of standard input")
-    p.add_argument("--alias", action="append", default=[], metavar="NAME")
+    p.add_argument("--alias", action="append", default=[], metavar="NAME",
+                   help="another name in the mailbox's domain (repeat, or 'a b')")
     p.add_argument("--max-size", metavar="SIZE", help="e.g. 500M, 2G, unlimited")
-    p.add_argument("--copy-to", action="append", default=[], metavar="ADDR")
+    p.add_argument("--copy-to", action="append", default=[], metavar="ADDR",
+                   help="send a copy of each message to ADDR or a local name (repeat, or 'a b')")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--no-save", dest="no_save", action="store_const", const=True)
     g.add_argument("--save", dest="no_save", action="store_const", const=False)

@@ -16,6 +16,9 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)[bB]?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
+SIZE_HEADROOM = 64 * 1024  # bytes of headers our own hops may add to a message
+
+
 class ConfigError(ValueError):
     """A config file or value is wrong; the message names the key."""
 
@@ -205,6 +208,13 @@ class Config(_Section):
     def admin_socket(self) -> Path:
         return self._abs(self.paths.admin_socket) if self.paths.admin_socket else (
             self.state_dir / "admin.sock")
+
+    @property
+    def internal_size_limit(self) -> int:
+        """What the filter, the reinjection smtpd and LMTP accept: Postfix's limit plus room
+        for the headers added on the way (Received, Authentication-Results, trace), so a message
+        Postfix took is never refused by a later hop of our own."""
+        return int(self.limits.message_size_limit) + SIZE_HEADROOM
 
     @property
     def store_url(self) -> str:

@@ -125,6 +125,7 @@ def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
     entries = [
         _entry(_row(reinject, "inet", "n", "-", "smtpd"), [
             "syslog_name=postfix/mailpolicy-reinject",
+            f"message_size_limit={cfg.internal_size_limit}",
             "content_filter=",
             "smtpd_proxy_filter=",
             "receive_override_options=no_unknown_recipient_checks,no_header_body_checks,"

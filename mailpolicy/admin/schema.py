@@ -125,10 +125,11 @@ def _field_of(msg: str) -> str:
 
 
 def _friendly(msg: str) -> str:
-    if "matching regex" in msg:
-        return re.sub(r"`str` matching regex .*? - at", "text without control characters - at",
-                      msg)
-    return msg
+    """msgspec's message in words a panel user reads: no regexes, no RFC numbers, and no
+    ` - at `$.field`` suffix when the error is about a top-level field (that is `field`)."""
+    msg = re.sub(r"`str` matching regex .*? - at", "text without control characters - at", msg)
+    msg = re.sub(r"^Invalid RFC3339 encoded date\b", "Expected a date YYYY-MM-DD", msg)
+    return re.sub(r" - at `\$\.[A-Za-z_]+`$", "", msg)
 
 
 def changes(fields: msgspec.Struct, skip: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -50,8 +50,10 @@ def user_name(uid: int) -> str:
 
 
 def is_admin(uid: int, gid: int, group: str) -> bool:
-    """root, or a member of the admin group (primary or supplementary, via pwd/grp)."""
-    if uid == 0:
+    """root, the daemon's own user (it owns the store anyway; this is what lets `make run` and
+    the CLI work as one unprivileged user), or a member of the admin group (primary or
+    supplementary, via pwd/grp)."""
+    if uid == 0 or uid == os.getuid():
         return True
     if not group:
         return False
@@ -101,7 +103,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authorisation before any handler: root and members of the admin group only."""
+    """Authorisation before any handler: root, the daemon's user and the admin group only."""
     creds = peer_credentials(request)
     if creds is None:
         raise ApiError(403, "forbidden", "peer credentials unavailable")
@@ -109,7 +111,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     group = request.app[CONFIG_KEY].admin.group
     if not is_admin(uid, gid, group):
         log.warning("admin.refused", uid=uid, path=request.path)
-        raise ApiError(403, "forbidden", f"{user_name(uid)} is not root or in group {group}")
+        raise ApiError(403, "forbidden",
+                       f"{user_name(uid)} is not root, the daemon's user or in group {group}")
     request[ACTOR] = user_name(uid)
     return await handler(request)
 

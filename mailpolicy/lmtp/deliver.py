@@ -11,7 +11,7 @@ from .. import replies
 from ..config import Config
 from ..directory import Kind, Resolution
 from ..model import DefaultAction, Mailbox
-from ..quota.usage import add_usage, current_usage
+from ..quota.usage import MAILDIRSIZE, add_usage, current_usage
 from ..replies import Reply
 from .maildir import JUNK, maildir_for, write_message
 
@@ -110,8 +110,25 @@ def quarantine_verdict(message: bytes | bytearray) -> str | None:
 def trace_headers(sender: str, mailbox: Mailbox) -> bytes:
     """`Return-Path:` and `Delivered-To:` for one recipient's copy."""
     sender = "" if sender in ("", "<>") else sender
+    sender = sender.replace("\r", "").replace("\n", "")  # never a second header line
     return (f"Return-Path: <{sender}>\nDelivered-To: {mailbox.address}\n"
             .encode("utf-8", "surrogateescape"))
+
+
+def _count_usage(maildir: Path, size: int) -> None:
+    """Add a delivered message to `maildirsize`. The message is already durable: a failure
+    here must not change the 250 (a 4xx would duplicate it, a 552 bounce it); drop the file
+    instead, so the next reader recalculates it."""
+    try:
+        add_usage(maildir, size, 1)
+    except OSError as e:
+        log.warning("lmtp.usage_update_failed", maildir=str(maildir), error=repr(e))
+        try:
+            (maildir / MAILDIRSIZE).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e2:
+            log.error("lmtp.usage_reset_failed", maildir=str(maildir), error=repr(e2))
 
 
 def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytearray,
@@ -131,7 +148,7 @@ def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytea
                 return quota_reply(cfg)
         folder = JUNK if quarantine else ""
         path = write_message(target.maildir, (head, message), folder)
-        add_usage(target.maildir, size, 1)
+        _count_usage(target.maildir, size)
         log.info("lmtp.delivered", mailbox=mailbox.address, size=size, folder=folder or "INBOX",
                  file=path.name)
         return replies.DELIVERED

@@ -209,7 +209,7 @@ class LMTPServer(LMTP):
 
     def __init__(self, handler: LMTPHandler, cfg: Config, hostname: str) -> None:
         super().__init__(handler, hostname=hostname, ident="mailpolicy LMTP",
-                         data_size_limit=int(cfg.limits.message_size_limit),
+                         data_size_limit=cfg.internal_size_limit,
                          enable_SMTPUTF8=True, decode_data=False, timeout=TIMEOUT)
         self.command_size_limits = collections.defaultdict(
             lambda: self.command_size_limit, {"MAIL": 1024, "RCPT": 1024})

@@ -100,6 +100,8 @@ def _clear_dir(folder: Path, sub: str) -> tuple[int, int]:
         try:
             os.rmdir(hold)
             break
+        except FileNotFoundError:  # a concurrent clear's _leftovers() removed it for us
+            break
         except OSError as e:
             # a rename that resolved the old new/ just before the swap may still land there:
             # it happened before the clear, so it is cleared too

@@ -127,7 +127,11 @@ def _mtimes(dirs: list[Path]) -> list[int]:
 def rescan(maildir: Path, limits: Limits) -> tuple[int, int]:
     """Recount every folder and, unless a folder changed meanwhile, replace `maildirsize`
     atomically with a header and one summary line. Returns (bytes, count)."""
-    maildir = Path(maildir)
+    total, count, _written = _rescan(Path(maildir), limits)
+    return total, count
+
+
+def _rescan(maildir: Path, limits: Limits) -> tuple[int, int, bool]:
     dirs = [f / sub for f in folders(maildir) for sub in ("new", "cur")]
     before = _mtimes(dirs)
     total = count = 0
@@ -137,7 +141,8 @@ def rescan(maildir: Path, limits: Limits) -> tuple[int, int]:
         count += c
     if _mtimes(dirs) == before and maildir.is_dir():
         _write_file(maildir, f"{limits.header()}\n{total} {count}\n")
-    return total, count
+        return total, count, True
+    return total, count, False
 
 
 def _write_file(maildir: Path, text: str) -> None:
@@ -275,4 +280,15 @@ def add_usage(maildir: Path, size: int, count: int = 1) -> None:
 def reset(maildir: Path) -> tuple[int, int]:
     """Recalculate `maildirsize` now, keeping the limits in its header."""
     maildir = Path(maildir)
-    return rescan(maildir, read_limits(maildir) or Limits())
+    limits = read_limits(maildir) or Limits()
+    for _ in range(3):
+        total, count, written = _rescan(maildir, limits)
+        if written:
+            return total, count
+    # folders kept changing: the old totals must not stay (they may count what was just
+    # removed); without the file the next reader recalculates
+    try:
+        os.unlink(maildir / MAILDIRSIZE)
+    except FileNotFoundError:
+        pass
+    return total, count

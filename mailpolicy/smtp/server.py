@@ -120,7 +120,7 @@ class FilterSMTP(SMTP):
         self.steps = flt.pipeline(self.next_hop_conn)
         self.messages = 0
         self._in_helo = False
-        super().__init__(_Handler(self), data_size_limit=int(flt.cfg.limits.message_size_limit),
+        super().__init__(_Handler(self), data_size_limit=flt.cfg.internal_size_limit,
                          enable_SMTPUTF8=True, decode_data=False, hostname=flt.hostname,
                          ident="mailpolicy filter", timeout=300, loop=loop)
 

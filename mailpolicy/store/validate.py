@@ -29,11 +29,11 @@ def domain_name(value: object, field: str = "name") -> str:
         raise Invalid(field, str(e)) from None
 
 
-def mailbox_name(value: object, field: str = "name") -> str:
+def mailbox_name(value: object, field: str = "name", what: str = "") -> str:
     if not isinstance(value, str):
         raise Invalid(field, "must be a string")
     try:
-        return validate_name(value, field)
+        return validate_name(value, what or field)
     except AddressError as e:
         raise Invalid(field, str(e)) from None
 
@@ -106,7 +106,7 @@ def alias_names(values: object, mailbox: str) -> tuple[str, ...]:
     for v in values:
         if isinstance(v, str) and "@" in v:
             raise Invalid("aliases", f"aliases are names in the mailbox's domain, not {v!r}")
-        name = mailbox_name(v, "aliases")
+        name = mailbox_name(v, "aliases", "alias")
         if name == mailbox:
             raise Invalid("aliases", f"alias {name!r} is the mailbox's own name")
         if name not in out:

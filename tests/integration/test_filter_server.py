@@ -327,7 +327,8 @@ async def test_xforward_rules_on_one_connection(env: Env) -> None:
         ehlo = client.last_ehlo_response
         assert ehlo is not None
         for kw in ("PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
-                   "SIZE 20971520", "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE"):
+                   f"SIZE {env.cfg.internal_size_limit}",
+                   "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE"):
             assert kw in ehlo.message
         assert (await client.execute_command(b"XFORWARD", b"ADDR=192.0.2.1")).code == 250
         assert (await client.execute_command(b"XFORWARD", b"BOGUS=1")).code == 501

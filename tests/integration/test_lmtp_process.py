@@ -48,7 +48,7 @@ def free_port() -> int:
 async def prepare(tmp_path: Path, limit: int) -> dict:
     data = {"paths": {"state_dir": str(tmp_path)},
             "listen": {"lmtp": f"127.0.0.1:{free_port()}"},
-            "limits": {"message_size_limit": limit},
+            "limits": {"message_size_limit": limit - config.SIZE_HEADROOM},
             "log": {"level": "warning"}}
     store = await Store.open(config.from_dict(data).store_url)
     await store.create_domain("example.test")

@@ -58,7 +58,7 @@ class Env:
 async def make_env(tmp_path: Path, **overrides: dict) -> tuple[Env, list]:
     data = {"paths": {"state_dir": str(tmp_path)},
             "listen": {"lmtp": f"127.0.0.1:{free_port()}"},
-            "limits": {"message_size_limit": LIMIT},
+            "limits": {"message_size_limit": LIMIT - config.SIZE_HEADROOM},
             "reinject": {"port": free_port(), "timeout_seconds": 2.0},
             "autoreply": {"send_attempts": 1}}
     for k, v in overrides.items():
