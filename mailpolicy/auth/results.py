@@ -22,6 +22,13 @@ def _clean(value: str, limit: int = 253) -> str:
     return _SAFE.sub("?", value)[:limit]
 
 
+def _reason(text: str) -> str | None:
+    """A reason= text (may come from DNS or the message): one line, no quotes or control
+    characters, bounded, so it cannot break out of the header."""
+    cleaned = re.sub(r'[\x00-\x1f\x7f"\\]', " ", text)[:200].strip()
+    return cleaned or None
+
+
 def build(authserv_id: str, spf: SpfResult | None, dkim: Sequence[DkimResult],
           dmarc: DmarcResult | None) -> str:
     """The header value (without the field name), e.g.
@@ -32,7 +39,7 @@ def build(authserv_id: str, spf: SpfResult | None, dkim: Sequence[DkimResult],
         kw = {"smtp_mailfrom": _clean(spf.sender)} if spf.identity == "mailfrom" and spf.sender \
             else {"smtp_helo": _clean(spf.domain)} if spf.domain else {}
         results.append(authres.SPFAuthenticationResult(
-            result=spf.result, reason=None if spf.result == "pass" else spf.reason[:200] or None,
+            result=spf.result, reason=None if spf.result == "pass" else _reason(spf.reason),
             **kw))
     for d in dkim:
         kw = {}
@@ -45,7 +52,7 @@ def build(authserv_id: str, spf: SpfResult | None, dkim: Sequence[DkimResult],
         if d.algorithm:
             kw["header_a"] = _clean(d.algorithm, 32)
         results.append(authres.DKIMAuthenticationResult(
-            result=d.result, reason=d.reason[:200] or None, **kw))
+            result=d.result, reason=_reason(d.reason), **kw))
     if not dkim:
         results.append(authres.DKIMAuthenticationResult(result="none"))
     if dmarc is not None:
@@ -54,7 +61,7 @@ def build(authserv_id: str, spf: SpfResult | None, dkim: Sequence[DkimResult],
             if dmarc.result in ("pass", "fail") else None
         explain = dmarc.result in ("temperror", "permerror") or (
             dmarc.result == "fail" and not dmarc.record_domain)
-        reason = dmarc.reason[:200] if explain else None
+        reason = _reason(dmarc.reason) if explain else None
         results.append(authres.dmarc.DMARCAuthenticationResult(
             result=dmarc.result, result_comment=comment, reason=reason or None, **kw))
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)

@@ -44,3 +44,11 @@ def test_incoming_header_with_our_authserv_id_is_a_forgery():
     assert claims_our_id("MX.local.test; dmarc=pass", "mx.local.test")
     assert not claims_our_id("gmail.com; dmarc=pass", "mx.local.test")
     assert claims_our_id("", "mx.local.test")  # unreadable: removed too
+
+
+def test_reason_texts_cannot_break_out_of_the_header() -> None:
+    from mailpolicy.auth.results import _reason
+
+    assert _reason('bad "key"\r\nX-Evil: yes\\') == "bad  key   X-Evil: yes"
+    assert _reason("\r\n") is None
+    assert len(_reason("x" * 500) or "") == 200
