@@ -1,0 +1,147 @@
+"""The CLI's argument parser: every verb and option of `mailpolicy`."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli_client import Refused
+
+
+def default_socket(config_path: str | None) -> str:
+    from . import config
+
+    try:
+        return str(config.load(config_path).admin_socket)
+    except config.ConfigError as e:
+        raise Refused(str(e)) from None
+
+
+# ---------------------------------------------------------------- parser
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the API's JSON (stable for scripts)")
+
+
+def _domain_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--owner", metavar="USER")
+    p.add_argument("--ip", metavar="ADDR|auto", help="outbound IP from the pool, or auto")
+    p.add_argument("--default-action",
+                   choices=["reject", "discard", "redirect", "redirect-domain"])
+    p.add_argument("--redirect-to", metavar="X", help="address (redirect) or domain")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dmarc", dest="dmarc", action="store_const", const=True)
+    g.add_argument("--no-dmarc", dest="dmarc", action="store_const", const=False)
+    p.add_argument("--dmarc-policy", choices=["none", "quarantine", "reject"])
+    p.add_argument("--dmarc-rua", metavar="ADDR")
+    p.add_argument("--dmarc-adkim", choices=["r", "s"])
+    p.add_argument("--dmarc-aspf", choices=["r", "s"])
+    p.add_argument("--tls-cert", metavar="FILE")
+    p.add_argument("--tls-key", metavar="FILE")
+    _json(p)
+
+
+def _mailbox_options(p: argparse.ArgumentParser, edit: bool) -> None:
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of standard input")
+    p.add_argument("--alias", action="append", default=[], metavar="NAME",
+                   help="another name in the mailbox's domain (repeat, or 'a b')")
+    p.add_argument("--max-size", metavar="SIZE", help="e.g. 500M, 2G, unlimited")
+    p.add_argument("--copy-to", action="append", default=[], metavar="ADDR",
+                   help="send a copy of each message to ADDR or a local name (repeat, or 'a b')")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-save", dest="no_save", action="store_const", const=True)
+    g.add_argument("--save", dest="no_save", action="store_const", const=False)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    g.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    p.set_defaults(clear_aliases=False, clear_copies=False)
+    if edit:
+        p.add_argument("--clear-aliases", action="store_true")
+        p.add_argument("--clear-copies", action="store_true")
+    _json(p)
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS)
+
+
+def add_commands(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("serve", help="run the daemon in the foreground")
+    _config_option(s)
+    s = sub.add_parser("postfix-config", help="print the Postfix main.cf/master.cf fragments")
+    _config_option(s)
+    _json(s)
+
+    dom = sub.add_parser("domain", help="mail domains").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    for name in ("add", "edit"):
+        s = dom.add_parser(name, help=f"{name} a mail domain")
+        s.add_argument("name", metavar="NAME")
+        _domain_options(s)
+    _json(dom.add_parser("list", help="list mail domains"))
+    s = dom.add_parser("show", help="show a mail domain")
+    s.add_argument("name", metavar="NAME")
+    _json(s)
+    s = dom.add_parser("delete", help="delete a mail domain with its mailboxes")
+    s.add_argument("name", metavar="NAME")
+    s.add_argument("--yes", action="store_true", help="do not ask")
+
+    mb = sub.add_parser("mailbox", help="mailboxes").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    for name in ("add", "edit"):
+        s = mb.add_parser(name, help=f"{name} a mailbox")
+        s.add_argument("address", metavar="ADDRESS")
+        _mailbox_options(s, edit=name == "edit")
+    s = mb.add_parser("list", help="list mailboxes: name, properties, size used/max")
+    s.add_argument("--domain", metavar="D")
+    _json(s)
+    for name in ("show", "settings"):
+        s = mb.add_parser(name, help="show a mailbox" if name == "show"
+                          else "mail client settings for a mailbox")
+        s.add_argument("address", metavar="ADDRESS")
+        _json(s)
+    for name, text in (("delete", "delete mailboxes and their mail"),
+                       ("clear", "delete all mail of mailboxes, keep the mailboxes")):
+        s = mb.add_parser(name, help=text)
+        s.add_argument("address", metavar="ADDRESS", nargs="+")
+        s.add_argument("--yes", action="store_true", help="do not ask")
+
+    ar = sub.add_parser("autoreply", help="mailbox autoresponder").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    s = ar.add_parser("set", help="set the autoresponder (options not given stay unchanged)")
+    s.add_argument("address", metavar="ADDRESS")
+    s.add_argument("--from", dest="from_", metavar='"NAME <ADDR>"')
+    s.add_argument("--subject", metavar="S")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--message", metavar="TEXT", help="the text; empty turns it off")
+    g.add_argument("--message-file", metavar="F", help="read the text from F (- = stdin)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--attach", metavar="FILE")
+    g.add_argument("--no-attach", action="store_true", help="remove the attachment")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    g.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    s.add_argument("--start", metavar="DATE", help="YYYY-MM-DD (empty: none)")
+    s.add_argument("--end", metavar="DATE", help="YYYY-MM-DD (empty: none)")
+    s.add_argument("--interval-days", type=int, metavar="N",
+                   help="answer the same sender again after N days")
+    _json(s)
+    s = ar.add_parser("show", help="show the autoresponder")
+    s.add_argument("address", metavar="ADDRESS")
+    _json(s)
+
+    s = sub.add_parser("dns-records", help="DNS records a mail domain should publish")
+    s.add_argument("domain", metavar="DOMAIN")
+    _json(s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailpolicy", description=__doc__)
+    p.add_argument("-c", "--config", metavar="FILE", default=None,
+                   help="config file (default /etc/mailpolicy/mailpolicy.toml if it exists)")
+    p.add_argument("--socket", metavar="PATH",
+                   help="admin socket (default: the config's, else ./var/admin.sock)")
+    add_commands(p)
+    return p
+
+
