@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import imaplib
 import json
@@ -13,7 +14,8 @@ import smtplib
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +300,44 @@ def running(opts: Options | None = None) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+@dataclasses.dataclass
+class RemoteMX:
+    """An aiosmtpd sink standing in for a remote MX (Postfix reaches it through
+    transport_maps): records (envelope sender, recipients, content) of what arrives."""
+
+    messages: list[tuple[str, list[str], bytes]] = dataclasses.field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                              envelope.original_content))
+        return "250 2.0.0 Ok: remote"
+
+    def for_rcpt(self, rcpt: str) -> list[tuple[str, list[str], bytes]]:
+        return [m for m in self.messages if rcpt in m[1]]
+
+    def wait(self, rcpt: str, timeout: float = 30) -> tuple[str, list[str], bytes]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if found := self.for_rcpt(rcpt):
+                return found[0]
+            time.sleep(0.1)
+        raise AssertionError(f"nothing for {rcpt} at the remote MX: {self.messages!r}")
+
+
+@contextlib.contextmanager
+def with_remote_mx(stack_factory: Callable[..., Stack], domain: str,
+                   ) -> Iterator[tuple[Stack, RemoteMX]]:
+    """A stack whose Postfix sends mail for `domain` to a RemoteMX sink on loopback."""
+    from aiosmtpd.controller import Controller
+
+    remote = RemoteMX()
+    port = free_port()
+    ctl = Controller(remote, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        yield stack_factory(main_cf={
+            "transport_maps": f"inline:{{ {{ {domain} = smtp:[127.0.0.1]:{port} }} }}"}), remote
+    finally:
+        ctl.stop()

@@ -7,37 +7,14 @@ import smtplib
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
-from aiosmtpd.controller import Controller
-from harness import Stack, free_port, make_message
+from harness import RemoteMX, Stack, make_message, with_remote_mx
 
 from mailpolicy.smtp.srs import Srs
 
 EXT = "remote-mx.e2e.test"  # an "external" domain: Postfix routes it to the sink below
-
-
-@dataclass
-class RemoteMX:
-    """A sink standing in for a remote MX (Postfix reaches it through transport_maps)."""
-
-    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
-                              envelope.original_content))
-        return "250 2.0.0 Ok: remote"
-
-    def wait(self, rcpt: str, timeout: float = 30) -> tuple[str, list[str], bytes]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for m in self.messages:
-                if rcpt in m[1]:
-                    return m
-            time.sleep(0.1)
-        raise AssertionError(f"nothing for {rcpt} at the remote MX: {self.messages!r}")
 
 
 @dataclass
@@ -48,16 +25,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(stack_factory: Callable[..., Stack]) -> Iterator[World]:
-    remote = RemoteMX()
-    port = free_port()
-    ctl = Controller(remote, hostname="127.0.0.1", port=port)
-    ctl.start()
-    try:
-        stack = stack_factory(main_cf={
-            "transport_maps": f"inline:{{ {{ {EXT} = smtp:[127.0.0.1]:{port} }} }}"})
+    with with_remote_mx(stack_factory, EXT) as (stack, remote):
         yield World(stack, remote)
-    finally:
-        ctl.stop()
 
 
 def _domain() -> str:
