@@ -6,6 +6,9 @@ import argparse
 
 from .cli_client import Refused
 
+DESCRIPTION = ("mailpolicy: the policy service, lookup tables, content filter and LMTP delivery "
+               "beside Postfix (`serve`), and the admin verbs for domains and mailboxes.")
+
 
 def default_socket(config_path: str | None) -> str:
     from . import config
@@ -136,7 +139,7 @@ def add_commands(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mailpolicy", description=__doc__)
+    p = argparse.ArgumentParser(prog="mailpolicy", description=DESCRIPTION)
     p.add_argument("-c", "--config", metavar="FILE", default=None,
                    help="config file (default /etc/mailpolicy/mailpolicy.toml if it exists)")
     p.add_argument("--socket", metavar="PATH",
