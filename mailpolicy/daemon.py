@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from . import config as config_mod
-from . import logs, outbound, sdnotify
+from . import logs, outbound, sdnotify, tlsmaps
 from .store import Store
 
 log = structlog.get_logger("mailpolicy.daemon")
@@ -43,6 +43,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
     cfg.maildir_root.mkdir(parents=True, exist_ok=True, mode=0o750)
     store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
                              busy_timeout_ms=cfg.store.busy_timeout_ms)
+    await tlsmaps.write_tls_maps(cfg, await store.list_domains())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     servers: list[Any] = []

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
+from .tlsmaps import DOVECOT_MAP
 
 SQL_CONF_NAME = "dovecot-sql-mailpolicy.conf.ext"
 CONF_NAME = "90-mailpolicy.conf"
@@ -120,6 +121,10 @@ protocol imap {{
 plugin {{
   quota = maildir:User quota
 }}
+
+# Per-domain certificates by SNI (local_name blocks), kept by mailpolicy from its domains;
+# `doveadm reload` after a certificate change.
+!include_try {_dovecot_value(str(cfg.state_dir / DOVECOT_MAP))}
 """
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from .config import Config, split_hostport
 from .outbound import transport_name
+from .tlsmaps import POSTFIX_MAP
 
 FILTER_TRANSPORT = "mailpolicy-filter"
 LMTP_TRANSPORT = "mailpolicy-lmtp"
@@ -35,6 +36,8 @@ _MAIN_COMMENTS = {
     "mailbox_size_limit": "must not be below message_size_limit (Postfix refuses to start)",
     "virtual_mailbox_limit": "must not be below message_size_limit (Postfix refuses to start)",
     f"{FILTER_TRANSPORT}_destination_concurrency_limit": "as many as the filter's maxproc",
+    "tls_server_sni_maps": (
+        "per-domain certificates (SNI); `postfix reload` after a certificate change"),
 }
 
 
@@ -100,6 +103,8 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
     out["virtual_mailbox_limit"] = str(max(size, POSTFIX_MAILBOX_SIZE_DEFAULT))
     if cfg.filter.mode != "before-queue":
         out[f"{FILTER_TRANSPORT}_destination_concurrency_limit"] = str(_filter_maxproc(cfg))
+    # texthash lists file names and Postfix reads the files (never serve keys by socketmap)
+    out["tls_server_sni_maps"] = f"texthash:{cfg.state_dir / POSTFIX_MAP}"
     return out
 
 

@@ -38,11 +38,32 @@ def check_certificate(cert_path: str, key_path: str, domain: str) -> None:
     enc = serialization.Encoding.DER
     if key.public_key().public_bytes(enc, pub) != cert.public_key().public_bytes(enc, pub):
         raise CertificateError("the key does not match the certificate")
+    names = dns_names(cert)
+    if not covered_names(names, domain):
+        raise CertificateError(f"the certificate does not cover {domain} (names: {names})")
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names in the subjectAltName (else the subject's common names)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names = san.value.get_values_for_type(x509.DNSName)
+        return [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
     except x509.ExtensionNotFound:
-        names = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
-    wanted = (domain, f"mail.{domain}")
-    if not any(_covers(str(p), w) for p in names for w in wanted):
-        raise CertificateError(f"the certificate does not cover {domain} (names: {names})")
+        return [str(a.value)
+                for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+
+
+def covered_names(names: list[str], domain: str) -> list[str]:
+    """Which of `domain` and `mail.<domain>` the certificate names cover (in that order)."""
+    return [w for w in (domain, f"mail.{domain}") if any(_covers(p, w) for p in names)]
+
+
+def certificate_names(cert_path: str) -> list[str]:
+    """The DNS names of the PEM certificate at `cert_path` (CertificateError if unreadable)."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except OSError as e:
+        raise CertificateError(f"cannot read certificate {cert_path}: {e.strerror}") from None
+    except ValueError:
+        raise CertificateError(f"{cert_path} is not a PEM certificate") from None
+    return dns_names(cert)

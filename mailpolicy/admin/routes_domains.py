@@ -14,6 +14,7 @@ from ..addresses import AddressError, normalize_domain
 from ..auth import publish
 from ..config import Config
 from ..model import Domain
+from ..tlsmaps import write_tls_maps
 from . import dnsrecords, files
 from .schema import ApiError, DomainCreate, DomainFields, changes, decode, domain_view
 from .server import ACTOR, CONFIG_KEY, STORE_KEY
@@ -22,6 +23,7 @@ routes = web.RouteTableDef()
 log = structlog.get_logger("mailpolicy.admin")
 
 DMARC_FIELDS = ("dmarc", "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf")
+_TLS_MAPS_LOCK = asyncio.Lock()  # list + write as one step, so the last write is the newest
 
 
 def parse_domain(value: str) -> str:
@@ -64,6 +66,12 @@ async def sync_dns(cfg: Config, domain: Domain) -> dict[str, Any] | None:
     return {"ok": True, "error": ""}
 
 
+async def sync_tls_maps(request: web.Request) -> None:
+    """Rewrite the SNI certificate maps for Postfix and Dovecot after a domain change."""
+    async with _TLS_MAPS_LOCK:
+        await write_tls_maps(request.app[CONFIG_KEY], await request.app[STORE_KEY].list_domains())
+
+
 def _with_dns(view: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
     if result is not None:
         view["dns_update"] = result
@@ -87,6 +95,7 @@ async def create_domain(request: web.Request) -> web.Response:
     kw.setdefault("dmarc_policy", cfg.dmarc.default_policy)
     kw.setdefault("dmarc_rua", cfg.dmarc.default_rua)
     d = await request.app[STORE_KEY].create_domain(body.name, actor=request[ACTOR], **kw)
+    await sync_tls_maps(request)
     dns_result = await sync_dns(cfg, d) if d.dmarc else None
     return web.json_response(_with_dns(domain_view(d, 0), dns_result), status=201,
                              headers={"Location": f"/v1/domains/{d.name}"})
@@ -107,6 +116,7 @@ async def edit_domain(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     old = await get_domain_or_404(request, name)
     d = await store.update_domain(name, actor=request[ACTOR], **kw)
+    await sync_tls_maps(request)
     dns_result = None
     if any(f in kw for f in DMARC_FIELDS) and (d.dmarc or old.dmarc):
         dns_result = await sync_dns(request.app[CONFIG_KEY], d)
@@ -130,6 +140,7 @@ async def delete_domain(request: web.Request) -> web.Response:
         await asyncio.to_thread(files.put_back, aside, path)
         raise
     await asyncio.to_thread(files.remove, aside)
+    await sync_tls_maps(request)
     dns_result = (await sync_dns(request.app[CONFIG_KEY], dataclasses.replace(old, dmarc=False))
                   if old.dmarc else None)
     return web.json_response(_with_dns(

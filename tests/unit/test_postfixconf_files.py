@@ -13,10 +13,12 @@ from mailpolicy import config, postfixconf
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_POOL = ("127.0.0.1",)  # what outbound.pool() gives on a host with no other address
+# the deployment's state_dir (README), so the SNI map path does not depend on the checkout
+EXAMPLE = {"paths": {"state_dir": "/var/lib/mailpolicy"}}
 
 
 def expected() -> dict[Path, str]:
-    cfg = config.from_dict({})
+    cfg = config.from_dict(EXAMPLE)
     return {
         REPO / "config/postfix/main.cf.fragment": postfixconf.render_main(cfg, EXAMPLE_POOL),
         REPO / "config/postfix/master.cf.fragment": postfixconf.render_master(cfg, EXAMPLE_POOL),
@@ -31,7 +33,7 @@ def test_example_fragments_equal_render_of_the_default_config() -> None:
 
 
 def test_text_render_is_the_two_fragments() -> None:
-    cfg = config.from_dict({})
+    cfg = config.from_dict(EXAMPLE)
     main, master = expected().values()
     assert postfixconf.render(cfg, EXAMPLE_POOL, as_json=False) == main + "\n" + master
 
