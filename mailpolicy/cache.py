@@ -148,6 +148,14 @@ class CachedDirectory:
         return await self._cached(("m", domain, local),  # type: ignore[no-any-return]
                                   lambda: self.store.find_mailbox(domain, local))
 
+    def resolved(self, address: str) -> Resolution | None:
+        """The remembered resolve() of `address` (no I/O); None when it is not known."""
+        value = self._get(("r", address))
+        if value is _MISSING:
+            return None
+        self.hits += 1
+        return value  # type: ignore[no-any-return]
+
     async def resolve(self, address: str) -> Resolution:
         """resolve() of the address exactly as given, remembered like the lookups under it."""
         return await self._cached(("r", address),  # type: ignore[no-any-return]

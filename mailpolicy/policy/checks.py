@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..config import Policy
 from ..directory import Kind, Resolution
@@ -18,6 +19,8 @@ POSTFIX_PREFIX = "Recipient address rejected:"
 
 UsageFn = Callable[[Mailbox], Awaitable[int]]  # bytes stored in the mailbox now
 Resolver = Callable[[str], Awaitable[Resolution]]  # resolve() over the directory (maybe cached)
+PeekResolver = Callable[[str], Resolution | None]  # the cached answer, None when not known
+PeekUsage = Callable[[Mailbox], int | None]  # the usage known without I/O, or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +29,7 @@ class Decision:
     rule: str  # the name of the rule that decided
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):  # a tuple: made for every request, cheaper than a dataclass
     request: Request
     resolution: Resolution
     policy: Policy
@@ -96,22 +98,61 @@ RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
-async def decide(request: Request, resolver: Resolver, usage: UsageFn, policy: Policy,
-                 ) -> Decision:
-    """The first decisive rule wins. Only RCPT requests with a recipient are looked at."""
-    if request.protocol_state != "RCPT":
-        return Decision(DUNNO, "not-rcpt")
-    if not request.recipient:
-        return Decision(DUNNO, "no-recipient")
-    resolution = await resolver(request.recipient)
-    mailbox = resolution.mailbox
-    used = None
-    if (mailbox is not None and mailbox.enabled and mailbox.max_size is not None
-            and mailbox.saves_locally):
-        used = await usage(mailbox)
+def _first(request: Request, resolution: Resolution, used: int | None, policy: Policy,
+           ) -> Decision:
     ctx = Context(request, resolution, policy, used)
     for name, rule in RULES:
         action = rule(ctx)
         if action is not None:
             return Decision(action, name)
     return Decision(DUNNO, "default")  # pragma: no cover - `default` always decides
+
+
+def _no_lookup(request: Request) -> Decision | None:
+    """Requests decided without looking anything up (only RCPT with a recipient is asked)."""
+    if request.protocol_state != "RCPT":
+        return Decision(DUNNO, "not-rcpt")
+    if not request.recipient:
+        return Decision(DUNNO, "no-recipient")
+    return None
+
+
+def _needs_usage(resolution: Resolution) -> Mailbox | None:
+    mailbox = resolution.mailbox
+    if (mailbox is not None and mailbox.enabled and mailbox.max_size is not None
+            and mailbox.saves_locally):
+        return mailbox
+    return None
+
+
+async def decide(request: Request, resolver: Resolver, usage: UsageFn, policy: Policy,
+                 ) -> Decision:
+    """The first decisive rule wins. Only RCPT requests with a recipient are looked at."""
+    early = _no_lookup(request)
+    if early is not None:
+        return early
+    resolution = await resolver(request.recipient)
+    mailbox = _needs_usage(resolution)
+    used = await usage(mailbox) if mailbox is not None else None
+    return _first(request, resolution, used, policy)
+
+
+def decide_now(request: Request, resolver: PeekResolver, usage: PeekUsage | None,
+               policy: Policy) -> Decision | None:
+    """decide() without waiting, from what is known already (cached lookups, a fresh quota
+    reading); None when an answer needs I/O (then decide() is the way)."""
+    early = _no_lookup(request)
+    if early is not None:
+        return early
+    resolution = resolver(request.recipient)
+    if resolution is None:
+        return None
+    mailbox = _needs_usage(resolution)
+    used = None
+    if mailbox is not None:
+        if usage is None:
+            return None
+        used = usage(mailbox)
+        if used is None:
+            return None
+    return _first(request, resolution, used, policy)

@@ -79,7 +79,12 @@ class Parser:
         if self.error is not None:
             return out
         try:
-            self._feed(data, out)
+            if (not self._buf and data.endswith(b"\n\n") and len(data) <= self.max_request
+                    and data.find(b"\n\n") == len(data) - 2 and b"\r" not in data
+                    and data[0] != 0x0A):
+                out.append(_request(data[:-2]))  # the usual case: exactly one whole request
+            else:
+                self._feed(data, out)
         except ProtocolError as e:
             self.error = e
             self._buf.clear()
@@ -118,12 +123,17 @@ def _request(block: bytes) -> Request:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
         if any("\r" in line for line in lines):
             raise ProtocolError("CR inside an attribute line")
-    attrs: dict[str, str] = {}
-    for line in lines:
-        name, eq, value = line.partition("=")
-        if not eq or not name:
-            raise ProtocolError(f"malformed attribute line: {line[:80]!r}")
-        attrs[name] = value
+    attrs: dict[str, str]
+    try:  # the common case in one C-level pass; a line without "=" makes a 1-item list
+        attrs = dict([line.split("=", 1) for line in lines])
+        ok = not text.startswith("=") and "\n=" not in text
+    except ValueError:
+        ok = False
+    if not ok:
+        for line in lines:  # find the offending line for the error message
+            name, eq, _value = line.partition("=")
+            if not eq or not name:
+                raise ProtocolError(f"malformed attribute line: {line[:80]!r}")
     if attrs.get("request") != REQUEST_TYPE:
         raise ProtocolError(
             f"not an {REQUEST_TYPE} request (request={attrs.get('request', '')[:80]!r})")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,14 +15,14 @@ from ..cache import IO_DEADLINE, CachedDirectory, within_deadline
 from ..config import Config, Policy, split_hostport
 from ..directory import Directory
 from ..lmtp.maildir import maildir_for
+from ..logs import HotLine
 from ..model import Mailbox
 from ..quota.usage import MAILDIRSIZE, current_usage
-from .checks import Decision, Resolver, UsageFn, decide
+from .checks import Decision, PeekResolver, PeekUsage, Resolver, UsageFn, decide, decide_now
 from .protocol import Parser, Request, encode_action
 
 log = structlog.get_logger("mailpolicy.policy")
 
-READ_SIZE = 64 * 1024
 IDLE_TIMEOUT = 600.0  # Postfix closes idle policy connections after 300 s (max_idle)
 USAGE_MAX_AGE = 60.0  # seconds an unchanged maildirsize is trusted (its own stale rule: 15 min)
 RESTAT_AFTER = 0.5  # seconds a usage answer is reused without even a stat (LMTP enforces too)
@@ -51,7 +51,9 @@ class UsageReader:
     def _is_dir(path: Path) -> bool:
         return os.path.isdir(path)
 
-    async def __call__(self, mailbox: Mailbox) -> int:
+    def known(self, mailbox: Mailbox) -> int | None:
+        """The usage when it is known without reading or scanning anything (a stat at most);
+        None when a read or a rescan is needed."""
         now = time.monotonic()
         hit = self._cache.get(mailbox.address)
         if hit is not None and now < hit[1] - self.max_age + RESTAT_AFTER:
@@ -64,6 +66,14 @@ class UsageReader:
         if hit is not None and hit[0] == stamp and now < hit[1]:
             self._cache[mailbox.address] = (stamp, now + self.max_age, hit[2])
             return hit[2]
+        return None
+
+    async def __call__(self, mailbox: Mailbox) -> int:
+        used = self.known(mailbox)
+        if used is not None:
+            return used
+        now = time.monotonic()
+        maildir = maildir_for(self.root, mailbox.domain, mailbox.name)
         used, _count = await within_deadline(asyncio.to_thread(current_usage, maildir))
         if len(self._cache) > 100_000:
             self._cache.clear()
@@ -99,6 +109,11 @@ class IdleTimer:
         self._handle.cancel()
 
 
+DECISION_KEYS = ("queue_id", "instance", "client", "sender", "recipient", "state", "rule",
+                 "action")
+MAX_PENDING = 64  # pipelined requests waiting behind a lookup before reading pauses
+
+
 class PolicyService:
     """Answers check_policy_service requests on persistent connections."""
 
@@ -109,8 +124,36 @@ class PolicyService:
         if not isinstance(directory, CachedDirectory):
             directory = CachedDirectory(directory, ttl=0)  # uncached, but with the deadline
         self.resolve: Resolver = directory.resolve
+        self.resolved: PeekResolver = directory.resolved
         self.usage = usage
+        self.usage_known: PeekUsage | None = getattr(usage, "known", None)
         self.max_request = max_request
+        self._log_line = HotLine(log, "policy decision", DECISION_KEYS).info
+
+    def _logged(self, request: Request, decision: Decision) -> Decision:
+        """Every decision is logged with the queue id, instance, client, sender, recipient
+        and the rule that decided."""
+        self._log_line(request.queue_id, request.instance, request.client, request.sender,
+                       request.recipient, request.protocol_state, decision.rule,
+                       decision.action)
+        return decision
+
+    def _fallback(self, request: Request, error: Exception) -> Decision:
+        log.warning("policy lookup failed, answering fallback", queue_id=request.queue_id,
+                    recipient=request.recipient,
+                    error=repr(error) if not isinstance(error, TimeoutError) else "timeout")
+        return Decision(self.policy.fallback_action, "fallback")
+
+    def answer_now(self, request: Request) -> Decision | None:
+        """The decision when it needs no I/O (every lookup answered from the caches), logged;
+        None otherwise (then answer() is the way)."""
+        try:
+            decision = decide_now(request, self.resolved, self.usage_known, self.policy)
+        except Exception as e:  # any failure: a temporary answer, never silence or OK
+            decision = self._fallback(request, e)
+        if decision is None:
+            return None
+        return self._logged(request, decision)
 
     async def answer(self, request: Request) -> Decision:
         """The decision, or the configured fallback when the store fails or its I/O (store
@@ -119,50 +162,128 @@ class PolicyService:
         try:
             decision = await decide(request, self.resolve, self.usage, self.policy)
         except Exception as e:  # any failure: a temporary answer, never silence or OK
-            log.warning("policy lookup failed, answering fallback", queue_id=request.queue_id,
-                        recipient=request.recipient,
-                        error=repr(e) if not isinstance(e, TimeoutError) else "timeout")
-            decision = Decision(self.policy.fallback_action, "fallback")
+            decision = self._fallback(request, e)
         finally:
             IO_DEADLINE.reset(token)
-        log.info("policy decision", queue_id=request.queue_id, instance=request.instance,
-                 client=request.client, sender=request.sender, recipient=request.recipient,
-                 state=request.protocol_state, rule=decision.rule, action=decision.action)
-        return decision
+        return self._logged(request, decision)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = Parser(self.max_request)
-        peer = writer.get_extra_info("peername")
-        idle = IdleTimer(IDLE_TIMEOUT, writer.transport.abort)
+    def connection(self) -> PolicyConnection:
+        return PolicyConnection(self)
+
+
+class PolicyConnection(asyncio.Protocol):
+    """One persistent Postfix connection. Requests whose lookups are all cached are answered
+    in data_received itself (no task, no stream, no await); the first one that needs I/O
+    starts a task that answers it and every request queued behind it, in order, within the
+    deadline. A malformed request: logged, and the connection closed without a reply (the
+    requests before it are answered first)."""
+
+    def __init__(self, service: PolicyService) -> None:
+        self.service = service
+        self.parser = Parser(service.max_request)
+        self.pending: deque[Request] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer: object = None
+        self.idle: IdleTimer | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        self.idle = IdleTimer(IDLE_TIMEOUT, transport.abort)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None and self.idle is not None
+        self.idle.touch()
         try:
-            while True:
-                data = await reader.read(READ_SIZE)
-                idle.touch()
-                if not data:
-                    if idle.fired:
-                        log.info("idle policy connection closed", peer=peer)
-                    elif not parser.idle:
-                        log.warning("policy client closed mid-request", peer=peer)
-                    break
-                requests = parser.feed(data)
-                for request in requests:
-                    decision = await self.answer(request)
-                    writer.write(encode_action(decision.action))
-                if requests:
-                    await writer.drain()
-                if parser.error is not None:
-                    log.warning("malformed policy request, disconnecting without a reply",
-                                peer=peer, error=str(parser.error))
-                    break
-        except (ConnectionError, OSError):
-            pass
+            requests = self.parser.feed(data)
+            if self.task is None:
+                out = []
+                answer_now = self.service.answer_now
+                for i, request in enumerate(requests):
+                    decision = answer_now(request)
+                    if decision is None:  # I/O needed: this one and the rest in a task
+                        self.pending.extend(requests[i:])
+                        self.task = asyncio.get_running_loop().create_task(self._answer_pending())
+                        break
+                    out.append(encode_action(decision.action))
+                if out:
+                    self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            else:
+                self.pending.extend(requests)
+            if self.parser.error is not None:
+                if self.task is None:
+                    self._malformed()
+            elif len(self.pending) > MAX_PENDING:
+                self._pause_reading()
         except Exception:  # never let one connection take the server down
-            log.exception("policy connection failed", peer=peer)
+            log.exception("policy connection failed", peer=self.peer)
+            self.transport.abort()
+
+    def _malformed(self) -> None:
+        assert self.transport is not None
+        log.warning("malformed policy request, disconnecting without a reply",
+                    peer=self.peer, error=str(self.parser.error))
+        self.transport.close()  # after the replies already written
+
+    async def _answer_pending(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            while self.pending:
+                decision = await self.service.answer(self.pending.popleft())
+                if transport.is_closing():
+                    return
+                transport.write(encode_action(decision.action))
+        except Exception:  # never let one connection take the server down
+            log.exception("policy connection failed", peer=self.peer)
+            transport.abort()
+            return
         finally:
-            idle.cancel()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self.task = None
+        if self.parser.error is not None:
+            self._malformed()
+        elif self._eof:
+            transport.close()  # the client half-closed: it has every reply now
+        else:
+            self._resume_reading()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it asked, then close."""
+        self._eof = True
+        return True if self.task is not None else None
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if (self._read_paused and not self._write_paused and len(self.pending) <= MAX_PENDING
+                and self.transport is not None and not self.transport.is_closing()):
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:  # the client does not read its replies: stop reading
+        self._write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+            if self.idle.fired:
+                log.info("idle policy connection closed", peer=self.peer)
+        if self.task is not None:
+            self.task.cancel()
+        if exc is None and not self.parser.idle and self.parser.error is None:
+            log.warning("policy client closed mid-request", peer=self.peer)
 
 
 async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
@@ -171,5 +292,6 @@ async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
                             UsageReader(cfg.maildir_root),
                             int(cfg.limits.policy_request_max))
     host, port = split_hostport(cfg.listen.policy, "listen.policy")
-    server = await asyncio.start_server(service.handle, host, port, reuse_address=True)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(service.connection, host, port, reuse_address=True)
     return [server]
