@@ -158,7 +158,7 @@ class Dmarc(_Section):
     tsig_secret: str = ""
     tsig_algorithm: str = "hmac-sha256"
     check_deadline_seconds: float = 25.0  # whole SPF+DKIM+DMARC check; past it = temperror
-    verify_processes: int = 0  # DKIM verification worker processes; 0 = a thread per check
+    verify_processes: int = 0  # DKIM worker processes; 0 = in-process (large messages in a thread)
 
 
 class Autoreply(_Section):

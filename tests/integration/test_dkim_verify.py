@@ -115,3 +115,27 @@ def test_dkim_parse_signatures_reads_d_and_s(keys):
     msg = sign(message(), "Bank.Example", "s1", keys["bank"][0])
     (s,) = parse_signatures(msg)
     assert (s.domain, s.selector, s.error) == ("bank.example", "s1", "")
+
+
+async def test_dkim_inline_and_thread_verification_agree(keys, dns_zone, monkeypatch):
+    # small messages are verified on the event loop, big ones (or many signatures) in a thread
+    import mailpolicy.auth.dkim as dkim_mod
+
+    good = sign(message(), "bank.example", "s1", keys["bank"][0])
+    two = sign(good, "evil.example", "s1", keys["bank"][0])
+    three = sign(two, "bank.example", "s1", keys["bank"][0])
+    big = sign(message(body="x" * 70 + "\r\n" * 1 + ("y" * 76 + "\r\n") * 300),
+               "bank.example", "s1", keys["bank"][0])
+    assert len(big) > dkim_mod.INLINE_MAX_BYTES
+    cases = [good, good.replace(b"Hello.", b"Pay me."), two, three, big,
+             big.replace(b"yyyy", b"zzzz", 1), sign(message(), "bank.example", "bad",
+                                                     keys["bank"][0]),
+             b"DKIM-Signature: v=1; d=bank.example; s=s1\r\nbad header line\r\n\r\nbody\r\n"]
+    resolver = Resolver([dns_zone.address], timeout=1.0)
+    default = [await verify_all(m, resolver) for m in cases]
+    monkeypatch.setattr(dkim_mod, "INLINE_MAX_BYTES", -1)  # every message through the thread
+    threaded = [await verify_all(m, resolver) for m in cases]
+    assert default == threaded
+    assert [[r.result for r in res] for res in default] == [
+        ["pass"], ["fail"], ["fail", "pass"], ["pass", "fail", "pass"], ["pass"], ["fail"],
+        ["permerror"], []]
