@@ -30,6 +30,7 @@ bench: $(STAMP) system-deps
 	$(VENV)/bin/python bench/lmtp.py
 	$(VENV)/bin/python bench/policy.py
 	$(VENV)/bin/python bench/filter.py
+	$(VENV)/bin/python bench/dmarc.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
