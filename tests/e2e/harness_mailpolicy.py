@@ -8,16 +8,19 @@ cannot start them all.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import importlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +80,11 @@ def cli_command(python: str, *args: str) -> list[str]:
     return [python, "-c", CLI, *args]
 
 
+def _lazy(make: Callable[[], list[Any]]) -> Any:
+    """Yield from make() only when iteration gets that far."""
+    yield from make()
+
+
 def _interpreters() -> list[tuple[str, dict[str, str]]]:
     """This interpreter, then the system's one of the same version with our site-packages
     (a venv made from a Python under /root cannot be executed by an unprivileged user)."""
@@ -91,11 +99,37 @@ def _interpreters() -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def _readable_copy() -> list[tuple[str, dict[str, str]]]:
+    """The system interpreter over a world-readable copy of the package and its site-packages:
+    the last resort when the checkout or the venv lies below a directory other users cannot
+    enter (e.g. a clone under /root)."""
+    v = sys.version_info
+    system = f"/usr/bin/python{v.major}.{v.minor}"
+    if not os.access(system, os.X_OK):
+        return []
+    base = Path(tempfile.mkdtemp(prefix="mailpolicy-e2e-py-"))
+    atexit.register(shutil.rmtree, base, True)
+    base.chmod(0o755)
+    shutil.copytree(REPO / "mailpolicy", base / "mailpolicy")
+    paths = [str(base)]
+    for i, sp in enumerate(dict.fromkeys((sysconfig.get_paths()["purelib"],
+                                          sysconfig.get_paths()["platlib"]))):
+        shutil.copytree(sp, base / f"site{i}", symlinks=True,
+                        ignore=shutil.ignore_patterns("mailpolicy*", "__editable__*"))
+        paths.append(str(base / f"site{i}"))
+    for d in (base, *base.rglob("*")):
+        if not d.is_symlink():
+            mode = d.stat().st_mode
+            d.chmod(mode | (0o555 if d.is_dir() or mode & 0o100 else 0o444))
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    return [(system, {**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(paths)})]
+
+
 @functools.cache
 def interpreter_for(uid: int, gid: int) -> tuple[str, dict[str, str]]:
     """An interpreter (and environment) that `uid` can run with mailpolicy importable."""
     tried = []
-    for python, env in _interpreters():
+    for python, env in [*_interpreters(), *_lazy(_readable_copy)]:
         try:
             res = subprocess.run([python, "-c", "import mailpolicy.config, mailpolicy.store"],
                                  user=uid, group=gid, extra_groups=[], env=env, cwd="/",
