@@ -22,12 +22,7 @@ def _covers(pattern: str, name: str) -> bool:
 def check_certificate(cert_path: str, key_path: str, domain: str) -> None:
     """Raise CertificateError unless both files load, match, and the cert names `domain`
     (or `mail.`/`*.` of it) in its subjectAltName."""
-    try:
-        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-    except OSError as e:
-        raise CertificateError(f"cannot read certificate {cert_path}: {e.strerror}") from None
-    except ValueError:
-        raise CertificateError(f"{cert_path} is not a PEM certificate") from None
+    cert = load_certificate(cert_path)
     try:
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     except OSError as e:
@@ -58,12 +53,16 @@ def covered_names(names: list[str], domain: str) -> list[str]:
     return [w for w in (domain, f"mail.{domain}") if any(_covers(p, w) for p in names)]
 
 
-def certificate_names(cert_path: str) -> list[str]:
-    """The DNS names of the PEM certificate at `cert_path` (CertificateError if unreadable)."""
+def load_certificate(cert_path: str) -> x509.Certificate:
+    """The PEM certificate at `cert_path` (CertificateError if unreadable or not PEM)."""
     try:
-        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+        return x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     except OSError as e:
         raise CertificateError(f"cannot read certificate {cert_path}: {e.strerror}") from None
     except ValueError:
         raise CertificateError(f"{cert_path} is not a PEM certificate") from None
-    return dns_names(cert)
+
+
+def certificate_names(cert_path: str) -> list[str]:
+    """The DNS names of the PEM certificate at `cert_path` (CertificateError if unreadable)."""
+    return dns_names(load_certificate(cert_path))
