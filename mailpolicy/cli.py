@@ -189,6 +189,15 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
                 ("Password", "the mailbox password")]
                + [(p.upper(), f"{s[p]['host']} port {s[p]['port']} ({s[p]['security']})")
                   for p in ("imap", "pop3", "smtp")])
+    elif a == "login-as":
+        res = api.call("POST", f"/v1/mailboxes/{quote_path(args.address)}/login-token",
+                       {} if args.ttl is None else {"ttl": args.ttl})
+        if args.json:
+            return print_json(res)
+        # Dovecot's token passdb accepts it until it expires (it cannot mark an IMAP login used).
+        print_pairs([("IMAP login", res["address"]), ("Password", res["token"]),
+                     ("Expires", res["expires_at"]),
+                     ("Note", "valid for IMAP logins until it expires; every creation is audited")])
 
 
 # ---------------------------------------------------------------- autoreply, dns

@@ -103,6 +103,12 @@ def add_commands(p: argparse.ArgumentParser) -> None:
                           else "mail client settings for a mailbox")
         s.add_argument("address", metavar="ADDRESS")
         _json(s)
+    s = mb.add_parser("login-as", help="enter a mailbox as its user: IMAP login and a short-lived "
+                      "token to type as the password")
+    s.add_argument("address", metavar="ADDRESS")
+    s.add_argument("--ttl", type=int, metavar="SECONDS",
+                   help="how long the token is valid (default 300, at most 3600)")
+    _json(s)
     for name, text in (("delete", "delete mailboxes and their mail"),
                        ("clear", "delete all mail of mailboxes, keep the mailboxes")):
         s = mb.add_parser(name, help=text)

@@ -9,6 +9,7 @@ from .config import Config
 from .tlsmaps import DOVECOT_MAP
 
 SQL_CONF_NAME = "dovecot-sql-mailpolicy.conf.ext"
+TOKEN_SQL_CONF_NAME = "dovecot-sql-mailpolicy-tokens.conf.ext"
 CONF_NAME = "90-mailpolicy.conf"
 DEFAULT_SQL_CONF = f"/etc/dovecot/{SQL_CONF_NAME}"
 SQLITE_PREFIXES = ("sqlite+aiosqlite:///", "sqlite+pysqlite:///", "sqlite:///")
@@ -79,10 +80,41 @@ iterate_query = SELECT m.name || '@' || d.name AS user \\
 """
 
 
+def token_sql_conf(cfg: Config) -> str:
+    """The second passdb's SQL: an admin's "log in as" token (`mailpolicy mailbox login-as`)
+    is accepted as the mailbox's password while it is unused and unexpired."""
+    db = _dovecot_value(str(sqlite_path(cfg)))
+    return f"""\
+# Dovecot SQL passdb for mailpolicy's "log in as the mail user" tokens (generated from
+# mailpolicy's config). Tried after the password passdb: a typed password that does not match
+# the mailbox's own is checked against the newest unused, unexpired token of the mailbox.
+# The store keeps only the token's SHA-256 in hex, which is Dovecot's {{SHA256.HEX}} scheme.
+# Limit: Dovecot only reads this table, so over IMAP a token works until it expires (5 minutes
+# by default), not once; redeeming it through the admin API (POST /v1/login-as) is single-use
+# and also ends its use here.
+driver = sqlite
+connect = {db}
+
+# expires_at is Unix seconds; julianday() gives now without a %-variable Dovecot would expand.
+password_query = SELECT m.name || '@' || d.name AS user, \\
+  '{{SHA256.HEX}}' || t.token_hash AS password \\
+  FROM tokens t JOIN mailboxes m ON m.id = t.mailbox_id JOIN domains d ON d.id = m.domain_id \\
+  WHERE m.name = '%n' AND d.name = '%d' AND m.enabled = 1 AND t.used = 0 \\
+    AND t.expires_at > (julianday('now') - 2440587.5) * 86400.0 \\
+  ORDER BY t.created_at DESC LIMIT 1
+"""
+
+
+def token_sql_conf_path(sql_conf_path: str) -> str:
+    """The token passdb's args file: beside the main SQL config."""
+    return str(Path(sql_conf_path).with_name(TOKEN_SQL_CONF_NAME))
+
+
 def dovecot_conf(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,
                  owner: DovecotUser = DovecotUser()) -> str:
     """The conf.d fragment (e.g. /etc/dovecot/conf.d/90-mailpolicy.conf)."""
     root = _dovecot_value(str(cfg.maildir_root))
+    tokens_path = _dovecot_value(token_sql_conf_path(sql_conf_path))
     return f"""\
 # Dovecot reads the Maildirs mailpolicy's LMTP server writes and authenticates mailboxes
 # against mailpolicy's store (generated from mailpolicy's config).
@@ -101,6 +133,14 @@ auth_username_format = %Lu
 passdb {{
   driver = sql
   args = {sql_conf_path}
+}}
+# "Log in as the mail user": an admin's token (`mailpolicy mailbox login-as ADDRESS`) as the
+# password. Dovecot tries passdbs in order and goes on after a mismatch (result_failure =
+# continue is the default). Over IMAP the token works until it expires: Dovecot cannot mark
+# it used (the admin API's POST /v1/login-as is the single-use redeem).
+passdb {{
+  driver = sql
+  args = {tokens_path}
 }}
 userdb {{
   driver = sql
@@ -130,8 +170,10 @@ plugin {{
 
 def render(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,
            owner: DovecotUser = DovecotUser()) -> dict[str, str]:
-    """Both files by name: {CONF_NAME: the conf.d fragment, SQL_CONF_NAME: the SQL queries}."""
+    """The files by name: {CONF_NAME: the conf.d fragment, SQL_CONF_NAME: the SQL queries,
+    TOKEN_SQL_CONF_NAME: the log-in-as token query (installed beside SQL_CONF_NAME)}."""
     return {
         CONF_NAME: dovecot_conf(cfg, sql_conf_path=sql_conf_path, owner=owner),
         SQL_CONF_NAME: sql_conf(cfg),
+        TOKEN_SQL_CONF_NAME: token_sql_conf(cfg),
     }

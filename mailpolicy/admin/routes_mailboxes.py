@@ -19,6 +19,7 @@ from .schema import (
     ApiError,
     AutoresponderFields,
     LoginAs,
+    LoginTokenFields,
     MailboxCreate,
     MailboxFields,
     autoresponder_view,
@@ -184,10 +185,13 @@ async def client_settings(request: web.Request) -> web.Response:
 
 @routes.post("/v1/mailboxes/{address}/login-token")
 async def login_token(request: web.Request) -> web.Response:
-    """A short-lived single-use token to log in as the mail user (the store keeps its hash)."""
+    """A short-lived token to log in as the mail user (the store keeps its hash): single-use
+    here (POST /v1/login-as), as an IMAP password until it expires (Dovecot's token passdb).
+    Optional body {"ttl": seconds}, 1..3600, default 300."""
+    body = decode(await request.read(), LoginTokenFields)
     m = await mailbox_or_404(request)
-    ttl = TOKEN_TTL.total_seconds()
-    expires = dt.datetime.now(dt.UTC) + TOKEN_TTL
+    ttl = TOKEN_TTL.total_seconds() if body.ttl is UNSET else float(body.ttl)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
     token = await request.app[STORE_KEY].create_token(m.address, actor=request[ACTOR], ttl=ttl)
     return web.json_response({"address": m.address, "token": token,
                               "expires_at": expires.isoformat(timespec="seconds")}, status=201)

@@ -93,6 +93,13 @@ class Confirm(_Body, kw_only=True):
     confirm: bool = False
 
 
+TOKEN_TTL_MAX = 3600  # seconds: a log-in-as token is short-lived
+
+
+class LoginTokenFields(_Body, kw_only=True):
+    ttl: Annotated[int, Meta(ge=1, le=TOKEN_TTL_MAX)] | UnsetType = UNSET  # seconds
+
+
 class LoginAs(_Body, kw_only=True):
     token: Annotated[str, Meta(max_length=128, pattern=_LINE)]
 

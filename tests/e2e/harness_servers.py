@@ -185,7 +185,9 @@ class Dovecot:
         sql = self.work / dovecotconf.SQL_CONF_NAME
         files = dovecotconf.render(cfg, sql_conf_path=str(sql),
                                    owner=dovecotconf.DovecotUser(user, group, uid))
-        sql.write_text(files[dovecotconf.SQL_CONF_NAME])
+        for name, text in files.items():  # the SQL args files, beside each other
+            if name != dovecotconf.CONF_NAME:
+                (self.work / name).write_text(text)
         (self.work / "nodelay.passwd").write_text("127.0.0.1:::::::nodelay=yes\n")
         base = f"""\
 instance_name = mailpolicy-e2e-{self.imap_port}

@@ -7,6 +7,7 @@ Regenerate config/dovecot/ after changing mailpolicy/dovecotconf.py:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import sqlite3
@@ -52,7 +53,10 @@ def test_fragment_points_at_our_maildirs_store_and_quota() -> None:
     conf = dovecotconf.dovecot_conf(cfg)
     assert "mail_location = maildir:/var/vmail/%d/%n/Maildir:LAYOUT=maildir++" in conf
     assert f"args = {dovecotconf.DEFAULT_SQL_CONF}" in conf
-    assert conf.count("driver = sql") == 2  # passdb and userdb
+    assert conf.count("driver = sql") == 3  # passdb, token passdb and userdb
+    # the token passdb comes after the password passdb, with its own args file beside it
+    tokens = f"args = /etc/dovecot/{dovecotconf.TOKEN_SQL_CONF_NAME}"
+    assert conf.index(f"args = {dovecotconf.DEFAULT_SQL_CONF}") < conf.index(tokens)
     assert "quota = maildir:User quota" in conf
     assert "mail_uid = mailpolicy" in conf
     sql = sql_settings(dovecotconf.sql_conf(cfg))
@@ -106,6 +110,48 @@ def test_queries_run_on_the_real_schema(tmp_path: Path) -> None:
     assert users == {"alice@example.test", "bob@example.test"}
 
 
+async def _tokens(cfg: config.Config) -> dict[str, str]:
+    from mailpolicy.store import Store
+
+    store = await Store.open(cfg.store_url)
+    try:
+        return {
+            "old": await store.create_token("alice@example.test", ttl=60),
+            "alice": await store.create_token("alice@example.test", ttl=60),
+            "expired": await store.create_token("bob@example.test", ttl=-1),
+            "off": await store.create_token("off@example.test", ttl=60),
+        }
+    finally:
+        await store.close()
+
+
+def test_token_query_answers_the_newest_live_token(tmp_path: Path) -> None:
+    cfg = config.from_dict({"paths": {"state_dir": str(tmp_path)}})
+    asyncio.run(_provision(cfg))
+    toks = asyncio.run(_tokens(cfg))
+    db = dovecotconf.sqlite_path(cfg)
+    query = sql_settings(dovecotconf.token_sql_conf(cfg))["password_query"]
+    assert "%" not in query.replace("%n", "").replace("%d", "")  # no other Dovecot variables
+    rows = _run(query, db, "alice@example.test")
+    assert len(rows) == 1 and rows[0]["user"] == "alice@example.test"
+    digest = hashlib.sha256(toks["alice"].encode()).hexdigest()
+    assert rows[0]["password"] == "{SHA256.HEX}" + digest
+    assert _run(query, db, "bob@example.test") == []  # expired
+    assert _run(query, db, "off@example.test") == []  # disabled mailbox
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE tokens SET used = 1")
+    assert _run(query, db, "alice@example.test") == []  # redeemed through the admin API
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/doveadm", os.X_OK), reason="needs Dovecot")
+def test_dovecot_verifies_a_token_against_its_stored_hash() -> None:
+    token = "Xy_-09" * 7
+    stored = "{SHA256.HEX}" + hashlib.sha256(token.encode()).hexdigest()
+    res = subprocess.run(["/usr/bin/doveadm", "pw", "-t", stored, "-p", token],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "verified" in res.stdout, res.stderr
+
+
 @pytest.mark.skipif(not os.access("/usr/bin/doveconf", os.X_OK),
                     reason="needs Dovecot: apt-get install dovecot-core dovecot-sqlite")
 def test_doveconf_accepts_the_fragment(tmp_path: Path) -> None:
@@ -113,7 +159,8 @@ def test_doveconf_accepts_the_fragment(tmp_path: Path) -> None:
     sql = tmp_path / dovecotconf.SQL_CONF_NAME
     files = dovecotconf.render(cfg, sql_conf_path=str(sql),
                                owner=dovecotconf.DovecotUser("nobody", "nogroup", 100))
-    sql.write_text(files[dovecotconf.SQL_CONF_NAME])
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
     conf = tmp_path / "dovecot.conf"
     conf.write_text(f"base_dir = {tmp_path}/run\nprotocols = imap\nssl = no\n"
                     + files[dovecotconf.CONF_NAME])
