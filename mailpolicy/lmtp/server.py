@@ -25,8 +25,8 @@ from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory, resolve
 from ..replies import Reply
+from ..smtpdata import read_data
 from .deliver import Target, deliver_one, quarantine_verdict, rcpt_decision, rcpt_quota_check
-from .stream import TERMINATOR, DataDecoder
 
 log = structlog.get_logger("mailpolicy.lmtp")
 
@@ -57,25 +57,6 @@ def with_dsn(line: bytes) -> bytes:
         return line
     dsn = _DEFAULT_DSN.get(code, f"{code // 100}.0.0")
     return line[:4] + dsn.encode() + b" " + line[4:]
-
-
-async def read_data(reader: asyncio.StreamReader, limit: int,
-                    tick: Callable[[], None]) -> DataDecoder:
-    """Read DATA up to the terminating dot line in large steps (never past it, so pipelined
-    commands stay in the reader)."""
-    decoder = DataDecoder(limit=limit)
-    while True:
-        try:
-            chunk = await reader.readuntil(TERMINATOR)
-            maybe_end = True
-        except asyncio.LimitOverrunError as e:
-            chunk = await reader.read(e.consumed)
-            maybe_end = False
-        except asyncio.IncompleteReadError:
-            raise ConnectionResetError("connection closed during DATA") from None
-        tick()
-        if decoder.feed(chunk, maybe_end):
-            return decoder
 
 
 class LMTPEnvelope(Envelope):
@@ -278,7 +259,7 @@ class LMTPServer(LMTP):
         async with handler.slots:
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             data = await read_data(self._reader, self.data_size_limit or 0,
-                                               self._reset_timeout)
+                                   self._reset_timeout)
             n = len(envelope.rcpt_tos)
             if data.too_big:
                 result = [replies.TOO_BIG] * n

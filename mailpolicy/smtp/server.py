@@ -17,7 +17,8 @@ from ..auth.step import DmarcStep
 from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory
-from ..replies import BARE_LF, TEMP_FAILURE, Reply
+from ..replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
+from ..smtpdata import read_data
 from . import xforward as xf
 from .pipeline import Pipeline, Step, Transaction
 from .reinject import NextHop
@@ -107,6 +108,7 @@ class FilterEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.xforward: dict[str, str] | None = None
+        self.bare = False  # the DATA had a bare LF or CR (then content is empty)
 
 
 class FilterSMTP(SMTP):
@@ -169,6 +171,36 @@ class FilterSMTP(SMTP):
         self.envelope.xforward = xf.update(self.envelope.xforward, attrs)
         await self.push("250 2.0.0 Ok")
 
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, but read in large steps (DataDecoder keeping CRLF, dots unstuffed,
+        bare CR/LF and the size limit checked as it goes) instead of one read per line."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, FilterEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = await read_data(self._reader, self.data_size_limit or 0, self._reset_timeout,
+                               crlf=True)
+        if data.too_big:
+            self._set_post_data_state()
+            await self.push(str(TOO_BIG))
+            return
+        content = bytes(data.message)
+        data.message = bytearray()
+        envelope.content = envelope.original_content = content
+        envelope.bare = data.bare
+        status = await self.event_handler.handle_DATA(self, self.session, envelope)
+        self._set_post_data_state()  # a new envelope: XFORWARD attributes reset
+        await self.push(status)
+
     async def smtp_QUIT(self, arg: str) -> None:
         if not arg:
             await self.next_hop_conn.quit()
@@ -221,7 +253,7 @@ class _Handler:
                          rcpt_tos=list(envelope.rcpt_tos), xforward=dict(envelope.xforward or {}),
                          content=content, mode=flt.mode, id=secrets.token_hex(5).upper(),
                          peer=session.peer, helo=session.host_name or "")
-        if has_bare_newline(content):
+        if envelope.bare:  # DataDecoder checked every line
             reply = BARE_LF
         else:
             async with flt.slots:

@@ -119,7 +119,8 @@ class Env:
     servers: list[asyncio.AbstractServer]
 
 
-async def make_env(tmp_path: Path, sink: Sink, **filter_opts: Any) -> Env:
+async def make_env(tmp_path: Path, sink: Sink, size_limit: str = "20M",
+                   **filter_opts: Any) -> Env:
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'mp.db'}")
     port = free_port()
     reinject = {"host": HOST, "port": sink.port, "timeout_seconds": 2.0}
@@ -128,7 +129,7 @@ async def make_env(tmp_path: Path, sink: Sink, **filter_opts: Any) -> Env:
         "paths": {"state_dir": str(tmp_path)},
         "listen": {"filter": f"{HOST}:{port}"},
         "reinject": reinject,
-        "limits": {"message_size_limit": "20M"},
+        "limits": {"message_size_limit": size_limit},
         "filter": {"hostname": "mx.ours.test", "srs_domain": "fwd.ours.test", **filter_opts},
     })
     servers = await start(cfg, store)
@@ -501,6 +502,68 @@ async def test_bare_lf_refused_and_size_limit(env: Env) -> None:
     assert (await r.readline()).startswith(b"221")
     w.close()
     assert env.sink.messages == []
+
+
+async def raw_session(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client after EHLO (aiosmtplib would rewrite bare LFs and refuse odd commands)."""
+    r, w = await asyncio.open_connection(HOST, port)
+    await r.readline()
+    w.write(b"EHLO postfix.test\r\n")
+    await w.drain()
+    while not (await r.readline()).startswith(b"250 "):
+        pass
+    return r, w
+
+
+async def test_data_over_the_limit_552_then_session_goes_on(tmp_path: Path) -> None:
+    sink = await start_sink(Sink())
+    e = await make_env(tmp_path, sink, size_limit="1000")
+    await provision(e.store)
+    try:
+        limit = e.cfg.internal_size_limit
+        r, w = await raw_session(e.port)
+        w.write(b"XFORWARD NAME=spike.test ADDR=192.0.2.1\r\n"
+                b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<bob@ours.test>\r\nDATA\r\n")
+        await w.drain()
+        got = [await r.readline() for _ in range(4)]
+        assert got[3].startswith(b"354"), got
+        # one endless line, then normal lines: either way only the end is looked for
+        w.write(b"x" * (limit + 10) + b"\r\n" + b"y\r\n" * 10 + b".\r\n"
+                b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<bob@ours.test>\r\nDATA\r\n")
+        await w.drain()
+        got = [await r.readline() for _ in range(4)]
+        assert got[0].startswith(b"552 5.3.4") and got[1].startswith(b"250 2."), got
+        assert got[3].startswith(b"354"), got
+        w.write(b"Subject: ok\r\n\r\n..dot\r\n.\r\nQUIT\r\n")
+        await w.drain()
+        assert (await r.readline()).startswith(b"250 2."), "second message accepted"
+        assert (await r.readline()).startswith(b"221")
+        w.close()
+        assert len(sink.messages) == 1
+        assert body_of(sink.messages[0]) == b"Subject: ok\r\n\r\n.dot\r\n"
+        assert sink.messages[0].xforward.get("NAME") != "spike.test"  # reset after the 552
+    finally:
+        await close_env(e)
+
+
+async def test_data_command_errors_have_enhanced_codes(env: Env) -> None:
+    r, w = await raw_session(env.port)
+    w.write(b"DATA\r\nMAIL FROM:<a@sender.test>\r\nDATA\r\nRCPT TO:<bob@ours.test>\r\n"
+            b"DATA x\r\nQUIT\r\n")
+    await w.drain()
+    got = [await r.readline() for _ in range(6)]
+    assert got[0].startswith(b"503 5.5.1") and got[2].startswith(b"503 5.5.1"), got
+    assert got[4].startswith(b"501 5.5.4") and got[5].startswith(b"221"), got
+    w.close()
+
+
+async def test_lines_near_the_read_step_pass_byte_identical(env: Env) -> None:
+    # the reader's step is 64 KB; dot lines and dots around it (the sink takes < 64 KB lines)
+    data = b"Subject: long\r\n\r\n" + b"".join(
+        b"." * n + b"\r\n" + b".z" * 30_000 + b".\r\n" for n in range(1, 8))
+    code, text = await send(env.port, ["bob@ours.test"], data=data)
+    assert code == 250, text
+    assert body_of(env.sink.messages[-1]) == data
 
 
 async def test_do_not_save_mailbox_autoreplies_from_the_filter(env: Env) -> None:

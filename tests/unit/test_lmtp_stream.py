@@ -1,4 +1,4 @@
-"""DATA decoding: dot-unstuffing, CRLF → LF, terminator, bare CR/LF, size limit, in any chunking."""
+"""DATA decoding: dot-unstuffing, CRLF → LF or kept, terminator, bare CR/LF, size limit."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ def reader_chunks(raw: bytes, cuts: list[int]) -> list[tuple[bytes, bool]]:
     return out
 
 
-def decode(raw: bytes, cuts: list[int] | None = None, limit: int = 0) -> tuple[DataDecoder, int]:
+def decode(raw: bytes, cuts: list[int] | None = None, limit: int = 0,
+           crlf: bool = False) -> tuple[DataDecoder, int]:
     """Feed until the decoder reports the end; returns it and how many bytes it consumed."""
-    dec = DataDecoder(limit=limit)
+    dec = DataDecoder(limit=limit, crlf=crlf)
     used = 0
     for chunk, maybe_end in reader_chunks(raw, cuts or []):
         used += len(chunk)
@@ -137,3 +138,65 @@ def test_random_bytes_never_crash(data, cuts):
     dec, used = decode(raw, cuts, limit=200)
     assert used <= len(raw)
     assert dec.bare or dec.too_big or b"\r" not in dec.message
+
+
+# ---------------------------------------------------------------- crlf=True (the filter)
+def crlf_reference(body_lines: list[bytes]) -> bytes:
+    """The message the client meant, byte for byte: lines joined with CRLF."""
+    return b"".join(line + b"\r\n" for line in body_lines)
+
+
+def test_crlf_mode_keeps_crlf_and_unstuffs():
+    lines = [b"Subject: x", b"", b".", b"..", b".x", b"a.", b"\x00\xff", b"...end", b"tail."]
+    dec, used = decode(wire(lines) + b"QUIT\r\n", crlf=True)
+    assert bytes(dec.message) == crlf_reference(lines) and used == len(wire(lines))
+    assert dec.size == len(crlf_reference(lines)) and not dec.bare
+
+
+def test_crlf_mode_byte_at_a_time_equals_whole():
+    lines = [b"From: a@b", b"", b".hidden", b"", b".", b"tail."]
+    raw = wire(lines)
+    dec, _ = decode(raw, cuts=list(range(len(raw))), crlf=True)
+    assert bytes(dec.message) == crlf_reference(lines)
+
+
+def test_crlf_mode_empty_message_and_empty_lines():
+    assert bytes(decode(b".\r\n", crlf=True)[0].message) == b""
+    assert bytes(decode(b"\r\n\r\n.\r\n", crlf=True)[0].message) == b"\r\n\r\n"
+
+
+def test_crlf_mode_bare_lf_and_cr_flagged_anywhere():
+    for raw in (b"a\nb\r\n.\r\n", b"a\rb\r\n.\r\n", b"a\r\r\n.\r\n", b"a\r\n\n.\r\nb\r\n.\r\n",
+                b"ok\r\n" * 100 + b"x\n\r\n.\r\n"):
+        for cuts in ([], list(range(len(raw)))):
+            dec, used = decode(raw, cuts, crlf=True)
+            assert dec.bare and not dec.message and used == len(raw), raw
+
+
+def test_crlf_mode_size_limit_exact_and_one_over():
+    body = b"x" * 98 + b"\r\n"
+    dec, _ = decode(b"." + body + b".\r\n", limit=100, crlf=True)  # stuffing is not counted
+    assert not dec.too_big and dec.size == 100 and bytes(dec.message) == body
+    dec, _ = decode(b"y" + body + b".\r\n", limit=100, crlf=True)
+    assert dec.too_big and not dec.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(line, max_size=30), cuts=st.lists(st.integers(0, 2000), max_size=40))
+def test_crlf_mode_any_chunking_gives_the_original(lines, cuts):
+    raw = wire(lines)
+    dec, used = decode(raw + b"NOOP\r\n", cuts, crlf=True)
+    assert used == len(raw)
+    assert bytes(dec.message) == crlf_reference(lines)
+    assert dec.size == len(dec.message) and not dec.bare and not dec.too_big
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 400), max_size=20))
+def test_crlf_mode_agrees_with_lf_mode(data, cuts):
+    raw = data + b"\r\n.\r\n"
+    lf, used_lf = decode(raw, cuts, limit=200)
+    crlf, used = decode(raw, cuts, limit=200, crlf=True)
+    assert used == used_lf
+    assert (crlf.bare, crlf.too_big, crlf.size) == (lf.bare, lf.too_big, lf.size)
+    assert bytes(crlf.message).replace(b"\r\n", b"\n") == bytes(lf.message)
