@@ -58,7 +58,7 @@ def _dec_hook(type_: type, obj: Any) -> Any:
             return Size(parse_size(obj))
         except ValueError as e:
             raise ValueError(str(e)) from None
-    raise NotImplementedError
+    raise TypeError(f"no decoder for {type_!r}")
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

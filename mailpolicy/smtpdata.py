@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from .lmtp.stream import TERMINATOR, DataDecoder
 
@@ -25,3 +26,17 @@ async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[],
         tick()
         if decoder.feed(chunk, maybe_end):
             return decoder
+
+
+async def data_command_ok(server: Any, arg: str | None) -> bool:
+    """The checks before `354` that LMTP and the filter share: greeted, at least one
+    recipient, no argument. Answers the error itself and returns False when DATA may not go on."""
+    if await server.check_helo_needed():
+        return False
+    if not server.envelope.rcpt_tos:
+        await server.push("503 5.5.1 Error: need RCPT command")
+        return False
+    if arg:
+        await server.push("501 5.5.4 Syntax: DATA")
+        return False
+    return True

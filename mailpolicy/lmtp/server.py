@@ -25,7 +25,7 @@ from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory, resolve
 from ..replies import Reply
-from ..smtpdata import read_data
+from ..smtpdata import data_command_ok, read_data
 from .deliver import Target, deliver_one, quarantine_verdict, rcpt_decision, rcpt_quota_check
 
 log = structlog.get_logger("mailpolicy.lmtp")
@@ -245,16 +245,10 @@ class LMTPServer(LMTP):
         await self._writer.drain()
 
     async def smtp_DATA(self, arg: str) -> None:
-        if await self.check_helo_needed():
+        if not await data_command_ok(self, arg):
             return
         envelope = self.envelope
         assert isinstance(envelope, LMTPEnvelope)
-        if not envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
         handler = self.event_handler
         async with handler.slots:
             await self.push("354 End data with <CR><LF>.<CR><LF>")

@@ -18,7 +18,7 @@ from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory
 from ..replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
-from ..smtpdata import read_data
+from ..smtpdata import data_command_ok, read_data
 from . import xforward as xf
 from .pipeline import Pipeline, Step, Transaction
 from .reinject import NextHop
@@ -174,18 +174,10 @@ class FilterSMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, but read in large steps (DataDecoder keeping CRLF, dots unstuffed,
         bare CR/LF and the size limit checked as it goes) instead of one read per line."""
-        if await self.check_helo_needed():
-            return
-        if await self.check_auth_needed("DATA"):
+        if await self.check_auth_needed("DATA") or not await data_command_ok(self, arg):
             return
         envelope = self.envelope
         assert isinstance(envelope, FilterEnvelope)
-        if not envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         data = await read_data(self._reader, self.data_size_limit or 0, self._reset_timeout,
                                crlf=True)
