@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from harness import INSTALL_HINT, Options, Stack, missing_binaries
+from harness import INSTALL_HINT, Options, Stack, World, missing_binaries, with_remote_mx
 
 
 def _require_system() -> None:
@@ -61,3 +61,10 @@ def stack_factory(e2e_system: None) -> Iterator[Callable[..., Stack]]:
     finally:
         for stack in reversed(started):
             stack.stop()
+
+
+@pytest.fixture(scope="module")
+def world(stack_factory: Callable[..., Stack], request: pytest.FixtureRequest) -> Iterator[World]:
+    """A stack whose Postfix routes the test module's `EXT` domain to a RemoteMX sink."""
+    with with_remote_mx(stack_factory, request.module.EXT) as (stack, remote):
+        yield World(stack, remote)

@@ -326,6 +326,14 @@ class RemoteMX:
         raise AssertionError(f"nothing for {rcpt} at the remote MX: {self.messages!r}")
 
 
+@dataclasses.dataclass
+class World:
+    """A stack plus the RemoteMX its Postfix sends one outside domain to."""
+
+    stack: Stack
+    remote: RemoteMX
+
+
 @contextlib.contextmanager
 def with_remote_mx(stack_factory: Callable[..., Stack], domain: str,
                    ) -> Iterator[tuple[Stack, RemoteMX]]:

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from email import message_from_bytes, policy
 
-import pytest
-from harness import RemoteMX, Stack, make_message, with_remote_mx
+from harness import Stack, World, make_message
 
 from mailpolicy.model import Attachment
 
 EXT = "remote-ar.e2e.test"  # the outside senders' domain: Postfix routes it to the sink
-
-
-@dataclass
-class World:
-    stack: Stack
-    remote: RemoteMX
-
-
-@pytest.fixture(scope="module")
-def world(stack_factory: Callable[..., Stack]) -> Iterator[World]:
-    with with_remote_mx(stack_factory, EXT) as (stack, remote):
-        yield World(stack, remote)
 
 
 async def _setup(stack: Stack, pdf: bytes) -> str:

@@ -6,27 +6,14 @@ import asyncio
 import smtplib
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import pytest
-from harness import RemoteMX, Stack, make_message, with_remote_mx
+from harness import Stack, World, make_message
 
 from mailpolicy.smtp.srs import Srs
 
 EXT = "remote-mx.e2e.test"  # an "external" domain: Postfix routes it to the sink below
-
-
-@dataclass
-class World:
-    stack: Stack
-    remote: RemoteMX
-
-
-@pytest.fixture(scope="module")
-def world(stack_factory: Callable[..., Stack]) -> Iterator[World]:
-    with with_remote_mx(stack_factory, EXT) as (stack, remote):
-        yield World(stack, remote)
 
 
 def _domain() -> str:
