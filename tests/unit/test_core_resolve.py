@@ -1,29 +1,10 @@
 """resolve(): the one recipient resolver, over a plain in-memory Directory."""
 
-from dataclasses import dataclass, field
-
 import pytest
+from memdir import MemoryDirectory
 
 from mailpolicy.directory import MAX_REDIRECT_HOPS, Kind, resolve
 from mailpolicy.model import DefaultAction, Domain, Mailbox
-
-
-@dataclass
-class MemoryDirectory:
-    domains: dict[str, Domain] = field(default_factory=dict)
-    boxes: list[Mailbox] = field(default_factory=list)
-
-    async def get_domain(self, name):
-        return self.domains.get(name)
-
-    async def find_mailbox(self, domain, local):
-        for mb in self.boxes:
-            if mb.domain == domain and mb.name == local:
-                return mb, False
-        for mb in self.boxes:
-            if mb.domain == domain and local in mb.aliases:
-                return mb, True
-        return None
 
 
 def d(name, action=DefaultAction.REJECT, redirect_to=""):
@@ -33,14 +14,14 @@ def d(name, action=DefaultAction.REJECT, redirect_to=""):
 @pytest.fixture
 def directory():
     return MemoryDirectory(
-        domains={n.name: n for n in [
+        [
             d("a.test"), d("discard.test", DefaultAction.DISCARD),
             d("redir.test", DefaultAction.REDIRECT, "boss@a.test"),
             d("rd.test", DefaultAction.REDIRECT_DOMAIN, "a.test"),
             d("loop1.test", DefaultAction.REDIRECT_DOMAIN, "loop2.test"),
             d("loop2.test", DefaultAction.REDIRECT_DOMAIN, "loop1.test"),
-            d("xn--exmple-cua.test")]},
-        boxes=[Mailbox(name="alice", domain="a.test", aliases=("al",)),
+            d("xn--exmple-cua.test")],
+        [Mailbox(name="alice", domain="a.test", aliases=("al",)),
                Mailbox(name="boss", domain="a.test"),
                Mailbox(name="al.x", domain="a.test"),
                Mailbox(name="jo", domain="xn--exmple-cua.test")])

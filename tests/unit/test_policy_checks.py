@@ -5,33 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from memdir import MemoryDirectory
 
 from mailpolicy import config
 from mailpolicy.model import DefaultAction, Domain, Mailbox
 from mailpolicy.policy.protocol import Parser, encode_action
 from mailpolicy.policy.server import PolicyService
-
-
-class MemoryDirectory:
-    """A Directory kept in dicts (the resolver's contract, without a database)."""
-
-    def __init__(self, domains: list[Domain], mailboxes: list[Mailbox]) -> None:
-        self.domains = {d.name: d for d in domains}
-        self.names: dict[tuple[str, str], tuple[Mailbox, bool]] = {}
-        for m in mailboxes:
-            self.names[(m.domain, m.name)] = (m, False)
-            for a in m.aliases:
-                self.names[(m.domain, a)] = (m, True)
-        self.calls = 0
-
-    async def get_domain(self, name: str) -> Domain | None:
-        self.calls += 1
-        return self.domains.get(name)
-
-    async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
-        self.calls += 1
-        return self.names.get((domain, local))
-
 
 DIRECTORY = MemoryDirectory(
     [Domain("example.com"), Domain("discard.example", default_action=DefaultAction.DISCARD),

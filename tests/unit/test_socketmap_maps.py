@@ -5,27 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from memdir import MemoryDirectory
 
 from mailpolicy.model import DefaultAction, Domain, Mailbox
 from mailpolicy.socketmap.protocol import Parser, encode_query
 from mailpolicy.socketmap.server import SocketmapService
-
-
-class MemoryDirectory:
-    def __init__(self, domains: list[Domain], mailboxes: list[Mailbox]) -> None:
-        self.domains = {d.name: d for d in domains}
-        self.names: dict[tuple[str, str], tuple[Mailbox, bool]] = {}
-        for m in mailboxes:
-            self.names[(m.domain, m.name)] = (m, False)
-            for a in m.aliases:
-                self.names[(m.domain, a)] = (m, True)
-
-    async def get_domain(self, name: str) -> Domain | None:
-        return self.domains.get(name)
-
-    async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
-        return self.names.get((domain, local))
-
 
 DIRECTORY = MemoryDirectory(
     [Domain("example.com", outbound_ip="192.0.2.10"),
