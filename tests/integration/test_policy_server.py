@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from threaded import serving
 
 from mailpolicy import config
 from mailpolicy.lmtp.maildir import maildir_for
@@ -199,28 +199,10 @@ async def test_store_failure_answers_fallback(service):
 
 @pytest.fixture(scope="module")
 def live_policy(tmp_path_factory) -> Iterator[tuple[str, int]]:
-    tmp = tmp_path_factory.mktemp("policy")
-    cfg = make_config(tmp)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def setup() -> tuple[Store, list[asyncio.AbstractServer]]:
-        store = await Store.open(cfg.store_url)
-        await populate(store, cfg.maildir_root)
-        return store, await start(cfg, store)
-
-    store, servers = asyncio.run_coroutine_threadsafe(setup(), loop).result(30)
-    yield config.split_hostport(cfg.listen.policy)
-
-    async def teardown() -> None:
-        for s in servers:
-            s.close()
-        await store.close()
-
-    asyncio.run_coroutine_threadsafe(teardown(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    cfg = make_config(tmp_path_factory.mktemp("policy"))
+    with serving(cfg, start, cfg.listen.policy,
+                 lambda store: populate(store, cfg.maildir_root)) as addr:
+        yield addr
 
 
 PIECES = [request("info@example.com"), request("nobody@example.com"), request("x@y.example"),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from threaded import serving
 
 from mailpolicy import config
 from mailpolicy.outbound import transport_name
@@ -131,26 +131,8 @@ async def test_store_failure_is_temp(service):
 @pytest.fixture(scope="module")
 def live_socketmap(tmp_path_factory) -> Iterator[tuple[str, int]]:
     cfg = make_config(tmp_path_factory.mktemp("socketmap"))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def setup() -> tuple[Store, list[asyncio.AbstractServer]]:
-        store = await Store.open(cfg.store_url, ip_pool=cfg.outbound.ip_pool)
-        await populate(store)
-        return store, await start(cfg, store)
-
-    store, servers = asyncio.run_coroutine_threadsafe(setup(), loop).result(30)
-    yield config.split_hostport(cfg.listen.socketmap)
-
-    async def teardown() -> None:
-        for s in servers:
-            s.close()
-        await store.close()
-
-    asyncio.run_coroutine_threadsafe(teardown(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    with serving(cfg, start, cfg.listen.socketmap, populate, cfg.outbound.ip_pool) as addr:
+        yield addr
 
 
 def exchange(addr: tuple[str, int], chunks: list[bytes]) -> bytes:

@@ -1,0 +1,43 @@
+"""A service on its own event loop in a thread, for hypothesis tests that talk to it from
+synchronous code (one live server shared by all examples)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from mailpolicy import config
+from mailpolicy.store import Store
+
+Populate = Callable[[Store], Awaitable[Any]]
+
+
+@contextlib.contextmanager
+def serving(cfg: config.Config, start: Callable[..., Awaitable[list[Any]]], listen: str,
+            populate: Populate, ip_pool: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
+    """Open the store, `populate` it, `start(cfg, store)` in a thread; yield (host, port) of the
+    `listen` address; close everything afterwards."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def setup() -> tuple[Store, list[Any]]:
+        store = await Store.open(cfg.store_url, ip_pool=ip_pool or None)
+        await populate(store)
+        return store, await start(cfg, store)
+
+    store, servers = asyncio.run_coroutine_threadsafe(setup(), loop).result(30)
+    try:
+        yield config.split_hostport(listen)
+    finally:
+        async def teardown() -> None:
+            for s in servers:
+                s.close()
+            await store.close()
+
+        asyncio.run_coroutine_threadsafe(teardown(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
