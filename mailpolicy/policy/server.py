@@ -25,6 +25,7 @@ log = structlog.get_logger("mailpolicy.policy")
 
 IDLE_TIMEOUT = 600.0  # Postfix closes idle policy connections after 300 s (max_idle)
 USAGE_MAX_AGE = 60.0  # seconds an unchanged maildirsize is trusted (its own stale rule: 15 min)
+NO_MAILDIR = (-1, -1, -1)  # the cache stamp of a mailbox that has no Maildir yet
 RESTAT_AFTER = 0.5  # seconds a usage answer is reused without even a stat (LMTP enforces too)
 
 
@@ -61,8 +62,10 @@ class UsageReader:
         maildir = maildir_for(self.root, mailbox.domain, mailbox.name)
         stamp = self._stamp(maildir)
         if stamp is None and not self._is_dir(maildir):
-            self._cache[mailbox.address] = (None, now + self.max_age, 0)
-            return 0  # never delivered to: nothing stored (current_usage says the same)
+            # never delivered to: nothing stored. Remembered under its own marker, so that a
+            # Maildir that appears later (even before it has a maildirsize) is read, not 0.
+            self._cache[mailbox.address] = (NO_MAILDIR, now + self.max_age, 0)
+            return 0
         if hit is not None and hit[0] == stamp and now < hit[1]:
             self._cache[mailbox.address] = (stamp, now + self.max_age, hit[2])
             return hit[2]

@@ -132,3 +132,47 @@ async def test_dovecot_and_mailpolicy_count_the_same_quota_bytes(e2e_stack: Stac
     assert lines[0] == f"{limit}S"
     totals = [tuple(int(v) for v in ln.split()) for ln in lines[1:] if ln.strip()]
     assert (sum(t[0] for t in totals), sum(t[1] for t in totals)) == ours
+
+
+async def test_mail_deleted_over_imap_frees_quota_for_the_policy_service(e2e_stack: Stack) -> None:
+    """Usage stays exact after a user deletes mail through Dovecot: Dovecot's quota=maildir
+    appends the negative delta to the same maildirsize, and the RCPT-time quota check of the
+    policy service sees the room again."""
+    import asyncio
+
+    domain = _domain()
+    address = f"full@{domain}"
+    limit = 12 * 1024
+    async with e2e_stack.store() as store:
+        await store.create_domain(domain)
+        await store.create_mailbox(address, password=PASSWORD, max_size=limit)
+    await e2e_stack.settle()
+    for i in range(2):
+        body = "y" * 4000 + "\n"
+        e2e_stack.send("sender@outside.example", address,
+                       make_message("sender@outside.example", address, f"big{i}", body))
+    e2e_stack.wait_maildir(address, 2)
+    maildir = e2e_stack.maildir(address)
+
+    def rcpt_with_size(size: int) -> int:
+        with e2e_stack.smtp() as s:
+            s.mail("sender@outside.example", [f"SIZE={size}"])
+            return s.rcpt(address)[0]
+
+    await asyncio.sleep(0.6)  # the policy service reuses a usage answer for 0.5 s
+    assert rcpt_with_size(5000) == 552  # 2 × ~4 KB stored + 5000 would pass 12 KiB
+
+    imap = e2e_stack.imap(address, PASSWORD)
+    try:
+        imap.select("INBOX")
+        imap.store(b"1", "+FLAGS", "\\Deleted")
+        imap.expunge()
+    finally:
+        imap.logout()
+    await asyncio.sleep(0.6)  # the policy service reuses a usage answer for 0.5 s
+    assert rcpt_with_size(5000) == 250
+    # read-only look (as root we must not rewrite the daemon's maildirsize): one message left
+    lines = (maildir / "maildirsize").read_text().split("\n")[1:]
+    totals = [tuple(int(v) for v in ln.split()) for ln in lines if ln.strip()]
+    assert sum(t[1] for t in totals) == 1
+    assert sum(t[0] for t in totals) == sum(p.stat().st_size for p in maildir.glob("*/*,S=*"))
