@@ -17,13 +17,12 @@ from ..model import Domain
 from ..tlsmaps import write_tls_maps
 from . import dnsrecords, files
 from .schema import ApiError, DomainCreate, DomainFields, changes, decode, domain_view
-from .server import ACTOR, CONFIG_KEY, STORE_KEY
+from .server import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("mailpolicy.admin")
 
 DMARC_FIELDS = ("dmarc", "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf")
-_TLS_MAPS_LOCK = asyncio.Lock()  # list + write as one step, so the last write is the newest
 
 
 def parse_domain(value: str) -> str:
@@ -68,7 +67,7 @@ async def sync_dns(cfg: Config, domain: Domain) -> dict[str, Any] | None:
 
 async def sync_tls_maps(request: web.Request) -> None:
     """Rewrite the SNI certificate maps for Postfix and Dovecot after a domain change."""
-    async with _TLS_MAPS_LOCK:
+    async with request.app[TLS_MAPS_LOCK]:
         await write_tls_maps(request.app[CONFIG_KEY], await request.app[STORE_KEY].list_domains())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import grp
@@ -25,6 +26,8 @@ log = structlog.get_logger("mailpolicy.admin")
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
 STORE_KEY: web.AppKey[Store] = web.AppKey("store", Store)
+# list + write of the SNI certificate maps as one step, so the last write is the newest
+TLS_MAPS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("tls_maps_lock", asyncio.Lock)
 # request key: the peer's user name (RequestKey exists from aiohttp 3.13 on)
 ACTOR: Any = web.RequestKey("actor", str) if hasattr(web, "RequestKey") else "actor"
 
@@ -125,6 +128,7 @@ def make_app(cfg: Config, store: Store) -> web.Application:
                           client_max_size=body_max)
     app[CONFIG_KEY] = cfg
     app[STORE_KEY] = store
+    app[TLS_MAPS_LOCK] = asyncio.Lock()
     add_routes(app)
     return app
 
