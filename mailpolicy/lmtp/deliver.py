@@ -147,8 +147,9 @@ def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytea
             if over_quota(used, size, mailbox.max_size):
                 return quota_reply(cfg)
         folder = JUNK if quarantine else ""
-        path = write_message(target.maildir, (head, message), folder)
-        _count_usage(target.maildir, size)
+        maildir = target.maildir
+        path = write_message(maildir, (head, message), folder,
+                             published=lambda: _count_usage(maildir, size))
         log.info("lmtp.delivered", mailbox=mailbox.address, size=size, folder=folder or "INBOX",
                  file=path.name)
         return replies.DELIVERED

@@ -7,10 +7,11 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..addresses import AddressError, normalize_domain, validate_name
+from ..quota.usage import counting_lock
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -114,10 +115,11 @@ def _write_tmp(tmp_path: Path, parts: Sequence[bytes | bytearray]) -> None:
 
 
 def write_message(maildir: Path, parts: Sequence[bytes | bytearray],
-                  folder: str = "") -> Path:
+                  folder: str = "", published: Callable[[], None] | None = None) -> Path:
     """Store one message durably (blocking; run it in a thread). `parts` are written one after
-    the other (LF line endings expected). Returns the path in new/ once file and directory are
-    on disk."""
+    the other (LF line endings expected). `published` runs right after the rename into new/,
+    under the Maildir's counting lock (the maildirsize update). Returns the path in new/ once
+    file and directory are on disk."""
     size = sum(len(p) for p in parts)
     vsize = size + sum(p.count(b"\n") for p in parts)
     fdir = folder_path(maildir, folder)
@@ -130,13 +132,16 @@ def write_message(maildir: Path, parts: Sequence[bytes | bytearray],
         ensure_folder(maildir, folder)
         _write_tmp(tmp_path, parts)
     try:
-        try:
-            os.rename(tmp_path, new_path)
-        except FileNotFoundError:
-            if not tmp_path.exists():
-                raise
-            ensure_folder(maildir, folder)  # new/ vanished (e.g. a clear): recreate, retry
-            os.rename(tmp_path, new_path)
+        with counting_lock(maildir):
+            try:
+                os.rename(tmp_path, new_path)
+            except FileNotFoundError:
+                if not tmp_path.exists():
+                    raise
+                ensure_folder(maildir, folder)  # new/ vanished (e.g. a clear): recreate, retry
+                os.rename(tmp_path, new_path)
+            if published is not None:
+                published()
         _fsync_dir(new_path.parent)
     except BaseException:
         try:

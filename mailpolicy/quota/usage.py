@@ -10,10 +10,13 @@ line or is older than 15 minutes. All functions here block: call them with async
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +134,35 @@ def rescan(maildir: Path, limits: Limits) -> tuple[int, int]:
     return total, count
 
 
+LOCK_FILE = "mailpolicy-quota.lock"
+
+
+@contextlib.contextmanager
+def counting_lock(maildir: Path, create: bool = True) -> Iterator[None]:
+    """Our deliveries hold this Maildir lock from the rename into new/ to the maildirsize
+    append, and our rescans while they count and write: a rescan can then never count a
+    message whose delta line is still to come (it would be counted twice). Rescans do not
+    create the lock file (a read leaves no trace): while a delivery is in that window the
+    file exists. No lock when the Maildir (or, for a rescan, the file) does not exist."""
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(Path(maildir) / LOCK_FILE, flags, 0o600)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _rescan(maildir: Path, limits: Limits) -> tuple[int, int, bool]:
+    with counting_lock(maildir, create=False):
+        return _rescan_locked(maildir, limits)
+
+
+def _rescan_locked(maildir: Path, limits: Limits) -> tuple[int, int, bool]:
     dirs = [f / sub for f in folders(maildir) for sub in ("new", "cur")]
     before = _mtimes(dirs)
     total = count = 0

@@ -97,3 +97,33 @@ def test_large_parts_written_completely(tmp_path):
     big = os.urandom(3 * 1024 * 1024).replace(b"\r", b"")
     path = write_message(tmp_path, (b"H: v\n", big))
     assert path.read_bytes() == b"H: v\n" + big
+
+
+def test_a_rescan_racing_a_delivery_never_counts_the_message_twice(tmp_path):
+    """A rescan (maildirsize missing) that runs between a delivery's rename into new/ and its
+    maildirsize append would count the message and then see its delta added again: the
+    Maildir's counting lock keeps the two apart (seen under load in the e2e quota test)."""
+    import threading
+    import time as _time
+
+    from mailpolicy.lmtp.maildir import ensure_folder, write_message
+    from mailpolicy.quota.usage import add_usage, current_usage
+
+    maildir = tmp_path / "Maildir"
+    ensure_folder(maildir)
+    in_window = threading.Event()
+
+    def slow_count() -> None:
+        in_window.set()
+        _time.sleep(0.3)  # the window between the rename and the append
+        add_usage(maildir, 100, 1)
+
+    delivery = threading.Thread(target=write_message,
+                                args=(maildir, [b"x" * 99 + b"\n"], "", slow_count))
+    delivery.start()
+    assert in_window.wait(5)
+    rescan = threading.Thread(target=current_usage, args=(maildir, 10_000))
+    rescan.start()
+    delivery.join(5)
+    rescan.join(5)
+    assert current_usage(maildir, 10_000) == (100, 1)

@@ -142,9 +142,9 @@ def test_rescan_does_not_write_when_a_folder_changes_meanwhile(tmp_path, monkeyp
 
     def sum_and_deliver(d):
         result = real(d)
-        if d == tmp_path / "new":
+        if d == tmp_path / "new":  # another program (e.g. Dovecot) adds a message meanwhile
             time.sleep(0.01)
-            write_message(tmp_path, (b"late\n",))
+            (tmp_path / "new" / "1.M1P1.host,S=5").write_bytes(b"late\n")
         return result
 
     monkeypatch.setattr(usage, "sum_dir", sum_and_deliver)
