@@ -5,12 +5,9 @@ without losing the saved setting."""
 from __future__ import annotations
 
 import socket
-import sys
 
-from test_admin_support import ROOT, admin_server, run
+from test_admin_support import CLI, ROOT, admin_server, run
 from test_dmarc_publish import SECRET, knot, txt_at  # noqa: F401  (Knot fixture)
-
-CLI = [sys.executable, "-m", "mailpolicy.cli"]
 
 
 def _dmarc_cfg(port: int) -> dict:

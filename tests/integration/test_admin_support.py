@@ -24,6 +24,8 @@ from mailpolicy.store import Store
 IP_POOL = ["127.0.0.1", "127.0.0.2"]
 RUN_TIMEOUT = 30.0  # seconds for one CLI/client subprocess
 ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "mailpolicy.cli"]  # the real `mailpolicy` command
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
                                 reason="needs root and setpriv to run a client as another uid")
 

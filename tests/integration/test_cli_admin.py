@@ -6,18 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_admin_support import ROOT, AdminEnv, admin_server, needs_root, run, run_as
+from test_admin_support import CLI, ENV, AdminEnv, admin_server, needs_root, run, run_as
 
 from mailpolicy.config import DEFAULT_CONFIG_FILE
 from mailpolicy.passwords import verify_password
-
-CLI = [sys.executable, "-m", "mailpolicy.cli"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture

@@ -6,18 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from test_admin_support import ROOT, AdminEnv, admin_server, run
+from test_admin_support import CLI, ENV, AdminEnv, admin_server, run
 
 from mailpolicy.dovecotconf import sqlite_path
-
-CLI = [sys.executable, "-m", "mailpolicy.cli"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture

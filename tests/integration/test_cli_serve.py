@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from test_admin_support import ROOT
-
-CLI = [sys.executable, "-m", "mailpolicy.cli"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from test_admin_support import CLI, ENV
 
 
 def _free_port() -> int:

@@ -4,15 +4,10 @@ in panel words, the space-separated alias/copy fields of the panel, aligned outp
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from test_admin_support import ROOT, AdminEnv, admin_server, run
-
-CLI = [sys.executable, "-m", "mailpolicy.cli"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from test_admin_support import CLI, ENV, AdminEnv, admin_server, run
 
 
 @pytest.fixture

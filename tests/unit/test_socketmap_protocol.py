@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chunking import assert_chunking_is_irrelevant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,18 +104,7 @@ def test_replies():
 @given(st.lists(st.sampled_from([Q1, Q2, b"0:,", b"3:", b"abc", b",", b"9", b":"]), max_size=10),
        st.lists(st.integers(min_value=0, max_value=40), max_size=20))
 def test_any_chunking_gives_the_same_result(pieces, sizes):
-    data = b"".join(pieces)
-    whole_parser = Parser(max_request=1000)
-    whole = whole_parser.feed(data)
-    parser = Parser(max_request=1000)
-    got: list[bytes] = []
-    pos = 0
-    for n in sizes:
-        got += parser.feed(data[pos:pos + n])
-        pos += n
-    got += parser.feed(data[pos:])
-    assert got == whole
-    assert (parser.error is None) == (whole_parser.error is None)
+    assert_chunking_is_irrelevant(lambda: Parser(max_request=1000), b"".join(pieces), sizes)
 
 
 @settings(max_examples=300, deadline=None)
