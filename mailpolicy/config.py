@@ -114,6 +114,7 @@ class Limits(_Section):
     attachment_max: Size = Size(5 * 1024**2)
     max_concurrency: int = 64
     lmtp_workers: int = 0  # LMTP processes: 0 = one per CPU core, 1 = in the main process
+    policy_workers: int = 0  # policy service processes: the same
 
 
 class Policy(_Section):
@@ -243,8 +244,9 @@ def _validate(cfg: Config) -> None:
             split_hostport(ns, f"dns.nameservers[{i}]")
     if cfg.filter.max_passes < 1:
         raise ConfigError("filter.max_passes: must be at least 1")
-    if cfg.limits.lmtp_workers < 0:
-        raise ConfigError("limits.lmtp_workers: must be 0 (one per CPU core) or more")
+    for key in ("lmtp_workers", "policy_workers"):
+        if getattr(cfg.limits, key) < 0:
+            raise ConfigError(f"limits.{key}: must be 0 (one per CPU core) or more")
     if cfg.autoreply.interval_days < 1:
         raise ConfigError("autoreply.interval_days: must be at least 1")
     if cfg.dmarc.update_server:

@@ -12,13 +12,15 @@ from typing import Any
 import structlog
 
 from . import config as config_mod
-from . import logs, outbound, sdnotify, tlsmaps
+from . import logs, outbound, sdnotify, tlsmaps, workers
 from .store import Store
 
 log = structlog.get_logger("mailpolicy.daemon")
 
 # service modules, each with `async def start(cfg, store) -> list[server]`
-SERVICES = ("policy.server", "socketmap.server", "smtp.server", "lmtp.workers", "admin.server")
+SERVICES = ("policy.server", "socketmap.server", "smtp.server", "lmtp.server", "admin.server")
+# ... the hot ones may run in worker processes: the `limits` setting that says how many
+POOLED = {"policy.server": "policy_workers", "lmtp.server": "lmtp_workers"}
 
 
 async def _close(obj: Any) -> None:
@@ -65,8 +67,11 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
     loop.add_signal_handler(signal.SIGHUP, _reload)
     try:
         for name in SERVICES:
-            module = importlib.import_module(f"mailpolicy.{name}")
-            started = await module.start(cfg, store)
+            if name in POOLED:
+                started = await workers.start(cfg, store, name,
+                                              getattr(cfg.limits, POOLED[name]))
+            else:
+                started = await importlib.import_module(f"mailpolicy.{name}").start(cfg, store)
             servers.extend(started)
             log.info("service.started", service=name.split(".")[0])
         sdnotify.notify("READY=1")

@@ -308,7 +308,7 @@ class Listener(asyncio.AbstractServer):
         await self.server.serve_forever()
 
 
-def bind_unix(cfg: Config) -> Any:
+def bind_unix(cfg: Config) -> socket.socket:
     """Bind cfg.listen.lmtp_socket (replacing a stale socket file) with SOCKET_MODE."""
     path = Path(cfg.listen.lmtp_socket)
     if not path.is_absolute():
@@ -327,10 +327,15 @@ def bind_unix(cfg: Config) -> Any:
     return sock
 
 
+def bind_inherited(cfg: Config) -> socket.socket | None:
+    """The Unix listener a pool of worker processes shares (bound once, by the pool)."""
+    return bind_unix(cfg) if cfg.listen.lmtp_socket else None
+
+
 async def start(cfg: Config, store: Any, *, reuse_port: bool = False,
-                unix_sock: socket.socket | None = None) -> list[asyncio.AbstractServer]:
+                inherited: socket.socket | None = None) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.lmtp (TCP; with SO_REUSEPORT in a worker process) and serve
-    cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `unix_sock`)."""
+    cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `inherited`)."""
     loop = asyncio.get_running_loop()
     handler = LMTPHandler(cfg, store)
     hostname = cfg.hostname
@@ -344,7 +349,7 @@ async def start(cfg: Config, store: Any, *, reuse_port: bool = False,
                                           reuse_port=reuse_port or None), handler)]
     if cfg.listen.lmtp_socket:
         try:
-            sock = unix_sock if unix_sock is not None else bind_unix(cfg)
+            sock = inherited if inherited is not None else bind_unix(cfg)
             unix = await loop.create_unix_server(factory, sock=sock)
         except BaseException:
             for s in servers:

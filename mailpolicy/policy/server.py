@@ -289,12 +289,15 @@ class PolicyConnection(asyncio.Protocol):
             log.warning("policy client closed mid-request", peer=self.peer)
 
 
-async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
-    """Bind cfg.listen.policy and serve; returns the servers (the daemon closes them)."""
+async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
+                inherited: object = None) -> list[asyncio.AbstractServer]:
+    """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
+    and serve; returns the servers (the daemon closes them)."""
     service = PolicyService(cfg.policy, CachedDirectory.for_store(store, cfg.store_url),
                             UsageReader(cfg.maildir_root),
                             int(cfg.limits.policy_request_max))
     host, port = split_hostport(cfg.listen.policy, "listen.policy")
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(service.connection, host, port, reuse_address=True)
+    server = await loop.create_server(service.connection, host, port, reuse_address=True,
+                                      reuse_port=reuse_port or None)
     return [server]

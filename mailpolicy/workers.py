@@ -1,10 +1,12 @@
-"""LMTP on every core: worker processes sharing the TCP port (SO_REUSEPORT), supervised.
+"""A service on every core: worker processes sharing its TCP port (SO_REUSEPORT), supervised.
 
-`limits.lmtp_workers` = 1 serves LMTP in the daemon's own event loop; N > 1 (0 = one per CPU
-core) starts N processes `python -m mailpolicy.lmtp.workers`, each with its own event loop,
-Store and I/O threads, each binding cfg.listen.lmtp with SO_REUSEPORT (the kernel spreads
-connections over them). The Unix listener (cfg.listen.lmtp_socket) is bound once here and
-its descriptor inherited by every worker, which all accept from it.
+Used for the hot services, LMTP (`limits.lmtp_workers`) and the policy service
+(`limits.policy_workers`). A count of 1 serves in the daemon's own event loop; N > 1 (0 = one
+per CPU core) starts N processes `python -m mailpolicy.workers SERVICE`, each with its own
+event loop, Store and caches, each calling the service module's
+`start(cfg, store, reuse_port=True, inherited=sock)` (the kernel spreads connections over
+them). A service module may define `bind_inherited(cfg) -> socket | None`: a listener bound
+once here whose descriptor every worker inherits and accepts from (LMTP's Unix socket).
 
 The config reaches a worker as one JSON line on its stdin; the pipe then stays open and its
 end (the daemon died, even by SIGKILL) stops the worker, as does PR_SET_PDEATHSIG on Linux.
@@ -13,8 +15,9 @@ unexpectedly is started again (after 0.2 s, doubling up to 10 s while it keeps f
 
 Cross-process staleness: the caches of a worker (directory answers, active autoresponders)
 are cleared at once by store writes made in that worker only; writes made elsewhere (admin
-API, CLI, another worker) are seen after at most `server.CACHE_TTL` (2 s). Quota state is the
-shared `maildirsize` file, so it is never stale.
+API, CLI, another worker) are seen within 0.1 s on SQLite (the database files are watched)
+and within 2 s on PostgreSQL (the cache TTL). Quota state is the shared `maildirsize` file,
+so it is never stale.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import json
 import os
 import signal
@@ -34,10 +38,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from ..config import Config
-from . import server
+from .config import Config
 
-log = structlog.get_logger("mailpolicy.lmtp")
+log = structlog.get_logger("mailpolicy.workers")
 
 READY = b"READY"
 START_TIMEOUT = 60.0  # seconds a new worker may take to import, open the store and bind
@@ -46,21 +49,26 @@ RESTART_MIN = 0.2
 RESTART_MAX = 10.0
 HEALTHY_AFTER = 10.0  # a worker that ran this long resets the restart back-off
 PR_SET_PDEATHSIG = 1
-PKG_ROOT = str(Path(__file__).resolve().parents[2])  # on the workers' PYTHONPATH
+PKG_ROOT = str(Path(__file__).resolve().parents[1])  # on the workers' PYTHONPATH
 
 
-def worker_count(cfg: Config) -> int:
-    """How many LMTP processes cfg asks for (0 = one per CPU core); 1 = in-process."""
-    n = cfg.limits.lmtp_workers
+def worker_count(n: int) -> int:
+    """The number of processes a `*_workers` setting asks for (0 = one per CPU core)."""
     return n if n > 0 else max(1, os.cpu_count() or 1)
 
 
-async def start(cfg: Config, store: Any) -> list[Any]:
-    """The daemon's LMTP service: in-process listeners, or a supervised pool of workers."""
-    n = worker_count(cfg)
+def _module(service: str) -> Any:
+    return importlib.import_module(f"mailpolicy.{service}")
+
+
+async def start(cfg: Config, store: Any, service: str, workers: int) -> list[Any]:
+    """Serve `service` (a module under mailpolicy, e.g. "lmtp.server"): in the daemon's loop
+    when `workers` asks for one process, else as a supervised pool of worker processes."""
+    n = worker_count(workers)
+    module = _module(service)
     if n <= 1:
-        return await server.start(cfg, store)
-    pool = WorkerPool(cfg, n)
+        return await module.start(cfg, store)  # type: ignore[no-any-return]
+    pool = WorkerPool(cfg, n, service)
     await pool.start()
     return [pool]
 
@@ -68,12 +76,14 @@ async def start(cfg: Config, store: Any) -> list[Any]:
 class WorkerPool:
     """N supervised worker processes; close() + wait_closed() stop them (as for a server)."""
 
-    def __init__(self, cfg: Config, n: int) -> None:
+    def __init__(self, cfg: Config, n: int, service: str) -> None:
         self.cfg = cfg
         self.n = n
+        self.service = service
+        self.name = service.split(".")[0]  # for log events: lmtp.worker_exited, ...
         self.procs: list[asyncio.subprocess.Process | None] = [None] * n
         self.supervisors: list[asyncio.Task[None]] = []
-        self.unix_sock: socket.socket | None = None
+        self.inherited: socket.socket | None = None
         self.closing = False
         self.restarts = 0
 
@@ -81,8 +91,9 @@ class WorkerPool:
         return [p.pid for p in self.procs if p is not None and p.returncode is None]
 
     async def start(self) -> None:
-        if self.cfg.listen.lmtp_socket:
-            self.unix_sock = server.bind_unix(self.cfg)
+        bind = getattr(_module(self.service), "bind_inherited", None)
+        if bind is not None:
+            self.inherited = bind(self.cfg)
         try:
             results = await asyncio.gather(*(self._spawn(i) for i in range(self.n)),
                                            return_exceptions=True)
@@ -97,20 +108,20 @@ class WorkerPool:
             await self.wait_closed()
             raise
         self.supervisors = [asyncio.create_task(self._supervise(i)) for i in range(self.n)]
-        log.info("lmtp.workers_started", workers=self.n, pids=self.pids())
+        log.info(f"{self.name}.workers_started", workers=self.n, pids=self.pids())
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         """Start worker `index` and wait until it serves; OSError when it does not."""
         cfg_data = msgspec.to_builtins(self.cfg, enc_hook=int)  # Size is an int
         base_dir = cfg_data.pop("base_dir", "")
-        fd = self.unix_sock.fileno() if self.unix_sock is not None else None
+        fd = self.inherited.fileno() if self.inherited is not None else None
         line = json.dumps({"config": cfg_data, "base_dir": base_dir, "index": index,
-                           "unix_fd": fd, "parent": os.getpid()}).encode() + b"\n"
+                           "inherited_fd": fd, "parent": os.getpid()}).encode() + b"\n"
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # only the daemon talks to systemd
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (PKG_ROOT, env.get("PYTHONPATH"))))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mailpolicy.lmtp.workers", stdin=asyncio.subprocess.PIPE,
+            sys.executable, "-m", "mailpolicy.workers", self.service, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, pass_fds=(fd,) if fd is not None else (), env=env)
         assert proc.stdin is not None and proc.stdout is not None
         try:
@@ -128,7 +139,7 @@ class WorkerPool:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             status = await proc.wait()
-            raise OSError(f"LMTP worker {index} did not start (exit status {status}; "
+            raise OSError(f"{self.name} worker {index} did not start (exit status {status}; "
                           f"see its log lines above)")
         return proc
 
@@ -142,7 +153,7 @@ class WorkerPool:
                 status = await proc.wait()
                 if self.closing:
                     return
-                log.warning("lmtp.worker_exited", worker=index, pid=proc.pid, status=status)
+                log.warning(f"{self.name}.worker_exited", worker=index, pid=proc.pid, status=status)
                 if time.monotonic() - started >= HEALTHY_AFTER:
                     delay = RESTART_MIN
                 self.procs[index] = None
@@ -153,11 +164,11 @@ class WorkerPool:
             try:
                 self.procs[index] = await self._spawn(index)
             except OSError as e:
-                log.error("lmtp.worker_restart_failed", worker=index, error=str(e))
+                log.error(f"{self.name}.worker_restart_failed", worker=index, error=str(e))
                 continue
             started = time.monotonic()
             self.restarts += 1
-            log.info("lmtp.worker_restarted", worker=index, pid=self.procs[index].pid)
+            log.info(f"{self.name}.worker_restarted", worker=index, pid=self.procs[index].pid)
 
     def close(self) -> None:
         """Ask every worker to stop (SIGTERM, and its stdin closes)."""
@@ -181,16 +192,16 @@ class WorkerPool:
                 _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs],
                                                 timeout=STOP_TIMEOUT)
                 if pending:
-                    log.warning("lmtp.worker_stop_timeout", pids=self.pids())
+                    log.warning(f"{self.name}.worker_stop_timeout", pids=self.pids())
                     for p in procs:
                         if p.returncode is None:
                             with contextlib.suppress(ProcessLookupError):
                                 p.kill()
                     await asyncio.wait(pending)
         finally:
-            if self.unix_sock is not None:
-                self.unix_sock.close()
-                self.unix_sock = None
+            if self.inherited is not None:
+                self.inherited.close()
+                self.inherited = None
 
 
 # ---- the worker process ----
@@ -204,9 +215,9 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(1)
 
 
-async def _serve(cfg: Config, unix_fd: int | None) -> None:
-    from .. import logs, outbound
-    from ..store import Store
+async def _serve(cfg: Config, service: str, inherited_fd: int | None) -> None:
+    from . import logs, outbound
+    from .store import Store
 
     logs.setup(cfg)
     loop = asyncio.get_running_loop()
@@ -232,8 +243,8 @@ async def _serve(cfg: Config, unix_fd: int | None) -> None:
                              busy_timeout_ms=cfg.store.busy_timeout_ms)
     servers: list[Any] = []
     try:
-        unix = socket.socket(fileno=unix_fd) if unix_fd is not None else None
-        servers = await server.start(cfg, store, reuse_port=True, unix_sock=unix)
+        inherited = socket.socket(fileno=inherited_fd) if inherited_fd is not None else None
+        servers = await _module(service).start(cfg, store, reuse_port=True, inherited=inherited)
         os.write(1, READY + b"\n")
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # nobody reads our stdout any more
@@ -250,8 +261,11 @@ async def _serve(cfg: Config, unix_fd: int | None) -> None:
 
 
 def main() -> int:
-    """Entry point of one worker: the JSON config line on stdin, READY on stdout."""
-    from .. import config as config_mod
+    """Entry point of one worker (argv: the service): the JSON config line on stdin, READY on
+    stdout."""
+    from . import config as config_mod
+
+    service = sys.argv[1]
 
     line = b""
     while not line.endswith(b"\n"):
@@ -263,9 +277,9 @@ def main() -> int:
     _die_with_parent(int(msg["parent"]))
     cfg = config_mod.from_dict(msg["config"], base_dir=msg["base_dir"])
     try:
-        asyncio.run(_serve(cfg, msg["unix_fd"]))
+        asyncio.run(_serve(cfg, service, msg["inherited_fd"]))
     except OSError as e:
-        print(f"mailpolicy LMTP worker {msg['index']}: {e}", file=sys.stderr)
+        print(f"mailpolicy {service} worker {msg['index']}: {e}", file=sys.stderr)
         return 1
     return 0
 

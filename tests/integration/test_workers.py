@@ -1,5 +1,6 @@
-"""LMTP worker processes under the daemon: all deliveries land, SIGTERM/SIGKILL leave no
-worker behind, a killed worker is replaced."""
+"""LMTP and policy worker processes under the daemon: all deliveries land, policy connections
+are spread over the workers, SIGTERM/SIGKILL leave no worker behind, a killed worker is
+replaced."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 
 SERVE = [sys.executable, "-c", "import sys; from mailpolicy.daemon import run; "
          "sys.exit(run(sys.argv[1]))"]
-WORKER_MARK = b"mailpolicy.lmtp.workers"
+WORKER_MARK = b"mailpolicy.workers\0%s\0"  # the cmdline of a worker of a service
 
 
 def free_port() -> int:
@@ -32,7 +33,8 @@ def free_port() -> int:
 
 
 class Daemon:
-    """`mailpolicy serve` with 2 LMTP workers, a TCP and a Unix LMTP listener."""
+    """`mailpolicy serve` with 2 LMTP workers (a TCP and a Unix LMTP listener) and 2 policy
+    workers."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -42,7 +44,8 @@ class Daemon:
         self.conf = tmp / "mailpolicy.toml"
         self.conf.write_text(f'[listen]\n{listen}\nlmtp_socket = "{self.unix}"\n'
                              f'[paths]\nstate_dir = "{tmp / "state"}"\n'
-                             f'[limits]\nlmtp_workers = 2\n[log]\nlevel = "warning"\n')
+                             f'[limits]\nlmtp_workers = 2\npolicy_workers = 2\n'
+                             f'[log]\nlevel = "warning"\n')
         self.cfg = config.load(self.conf)
         self.log = tmp / "daemon.log"
         self.proc: subprocess.Popen | None = None
@@ -60,7 +63,8 @@ class Daemon:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            if len(self.workers()) == 2 and self.cfg.admin_socket.exists() and self.greets():
+            if (len(self.workers()) == 2 and len(self.workers("policy.server")) == 2
+                    and self.cfg.admin_socket.exists() and self.greets()):
                 return
             time.sleep(0.1)
         raise AssertionError("daemon not ready: " + self.log.read_text()[-3000:])
@@ -72,10 +76,11 @@ class Daemon:
         except OSError:
             return False
 
-    def workers(self) -> set[int]:
+    def workers(self, service: str = "lmtp.server") -> set[int]:
         assert self.proc is not None
+        mark = WORKER_MARK % service.encode()
         return {pid for pid, ppid in processes() if ppid == self.proc.pid and alive(pid)
-                and WORKER_MARK in cmdline(pid)}
+                and mark in cmdline(pid)}
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -181,8 +186,60 @@ async def daemon(tmp_path):
     d.stop()
 
 
+POLICY_REQUEST = ("request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\n"
+                  "sender=s@remote.test\nrecipient={}\ninstance=x\n\n")
+
+
+def ask_policy(daemon: Daemon, conns: int) -> tuple[list[bytes], dict[int, int]]:
+    """On each of `conns` connections held open together: a request for alice (exists) and one
+    for nobody (unknown in a reject domain). The replies, and which process holds how many of
+    the connections (from /proc: the socket inodes of the established connections)."""
+    socks = [socket.create_connection(("127.0.0.1", daemon.ports["policy"]), timeout=10)
+             for _ in range(conns)]
+    try:
+        replies = []
+        for s in socks:
+            f = s.makefile("rb")
+            for rcpt in ("alice@example.test", "nobody@example.test"):
+                s.sendall(POLICY_REQUEST.format(rcpt).encode())
+                replies.append(f.readline())
+                assert f.readline() == b"\n"
+            f.close()
+        return replies, socket_owners(daemon.ports["policy"])
+    finally:
+        for s in socks:
+            s.close()
+
+
+def socket_owners(port: int) -> dict[int, int]:
+    """pid → established TCP connections it holds whose local port is `port`."""
+    inodes = set()
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+            inodes.add(f"socket:[{fields[9]}]")
+    owners: dict[int, int] = {}
+    for pid, _ppid in processes():
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        if held := sum(1 for link in links if link in inodes):
+            owners[pid] = held
+    return owners
+
+
+async def test_policy_workers_share_the_port(daemon):
+    workers = daemon.workers("policy.server")
+    replies, owners = await asyncio.to_thread(ask_policy, daemon, 16)
+    assert replies == [b"action=DUNNO\n", b"action=550 5.1.1 mailbox does not exist\n"] * 16
+    # the kernel spread the 16 connections over both workers; the main process holds none
+    assert set(owners) == workers and sum(owners.values()) == 16, (owners, workers)
+
+
 async def test_two_workers_deliver_all_over_tcp_and_unix_then_sigterm_stops_them(daemon):
     workers = daemon.workers()
+    policy = daemon.workers("policy.server")
     tcp = await asyncio.to_thread(burst, daemon, "tcp", 16, 8)
     unix = await asyncio.to_thread(burst, daemon, "unix", 4, 5, True)
     assert len(tcp) == 128 and len(unix) == 20
@@ -195,22 +252,28 @@ async def test_two_workers_deliver_all_over_tcp_and_unix_then_sigterm_stops_them
     assert str(daemon.proc.pid) not in got.values()  # the main process serves no LMTP
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=20) == 0
-    assert not wait_gone(workers, 2), "worker processes outlived the daemon"
-    assert "lmtp.worker_exited" not in daemon.log.read_text()
+    assert not wait_gone(workers | policy, 2), "worker processes outlived the daemon"
+    assert "worker_exited" not in daemon.log.read_text()
 
 
-async def test_a_killed_worker_is_replaced(daemon):
-    before = daemon.workers()
+async def replaced(daemon: Daemon, service: str) -> set[int]:
+    """SIGKILL one worker of `service`; the workers once its replacement runs."""
+    before = daemon.workers(service)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        now = daemon.workers()
+        now = daemon.workers(service)
         if len(now) == 2 and victim not in now:
             break
         await asyncio.sleep(0.1)
-    now = daemon.workers()
+    now = daemon.workers(service)
     assert len(now) == 2 and victim not in now and len(now & before) == 1
+    return now
+
+
+async def test_a_killed_worker_is_replaced(daemon):
+    now = await replaced(daemon, "lmtp.server")
     res = await asyncio.to_thread(burst, daemon, "after", 8, 4)
     assert len(res) == 32 and all(r.startswith(b"250") for r in res)
     assert {v for k, v in stored(daemon).items() if k.startswith("after")} <= {
@@ -218,8 +281,16 @@ async def test_a_killed_worker_is_replaced(daemon):
     assert "lmtp.worker_exited" in daemon.log.read_text()
 
 
+async def test_a_killed_policy_worker_is_replaced(daemon):
+    now = await replaced(daemon, "policy.server")
+    replies, owners = await asyncio.to_thread(ask_policy, daemon, 8)
+    assert replies == [b"action=DUNNO\n", b"action=550 5.1.1 mailbox does not exist\n"] * 8
+    assert set(owners) <= now
+    assert "policy.worker_exited" in daemon.log.read_text()
+
+
 async def test_workers_exit_when_the_daemon_is_killed(daemon):
-    workers = daemon.workers()
+    workers = daemon.workers() | daemon.workers("policy.server")
     daemon.proc.kill()
     daemon.proc.wait()
-    assert not wait_gone(workers, 10), "orphaned LMTP workers"
+    assert not wait_gone(workers, 10), "orphaned worker processes"
