@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +16,6 @@ WATCHED_TTL = 30.0  # ... when the store's files are watched too (a backstop onl
 STAMP_INTERVAL = 0.1  # seconds between two looks at the store's files
 DEFAULT_MAX_ENTRIES = 200_000
 _MISSING = object()
-
-# The loop time by which the I/O of the request being answered must be done (None: no limit).
-# Set per request by the policy service; a context variable, so every connection's task has
-# its own. Only real I/O pays for a timer: answers from the cache need none.
-IO_DEADLINE: ContextVar[float | None] = ContextVar("IO_DEADLINE", default=None)
-
-
-async def within_deadline(aw: Awaitable[Any]) -> Any:
-    """Await `aw`, raising TimeoutError at IO_DEADLINE."""
-    deadline = IO_DEADLINE.get()
-    if deadline is None:
-        return await aw
-    async with asyncio.timeout_at(deadline):
-        return await aw
-
 
 def file_stamp(paths: Sequence[Path]) -> Callable[[], object]:
     """A cheap "did anyone write?" probe: inode, size and mtime of each file (a SQLite database
@@ -134,7 +117,7 @@ class CachedDirectory:
         if value is _MISSING:
             self.misses += 1
             version = self._store_version()
-            value = await within_deadline(fetch())
+            value = await fetch()
             self._put(key, value, version)
         else:
             self.hits += 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from ..cache import IO_DEADLINE, CachedDirectory, within_deadline
+from ..cache import CachedDirectory
 from ..config import Config, Policy, split_hostport
 from ..directory import Directory
 from ..lmtp.maildir import maildir_for
@@ -77,7 +77,7 @@ class UsageReader:
             return used
         now = time.monotonic()
         maildir = maildir_for(self.root, mailbox.domain, mailbox.name)
-        used, _count = await within_deadline(asyncio.to_thread(current_usage, maildir))
+        used, _count = await asyncio.to_thread(current_usage, maildir)
         if len(self._cache) > 100_000:
             self._cache.clear()
         stamp = self._stamp(maildir)  # a rescan may have written the file
@@ -125,7 +125,7 @@ class PolicyService:
         self.policy = policy
         self.directory = directory
         if not isinstance(directory, CachedDirectory):
-            directory = CachedDirectory(directory, ttl=0)  # uncached, but with the deadline
+            directory = CachedDirectory(directory, ttl=0)  # uncached, but peekable
         self.resolve: Resolver = directory.resolve
         self.resolved: PeekResolver = directory.resolved
         self.usage = usage
@@ -161,13 +161,11 @@ class PolicyService:
     async def answer(self, request: Request) -> Decision:
         """The decision, or the configured fallback when the store fails or its I/O (store
         lookups, quota reading) is not done within policy.deadline_seconds."""
-        token = IO_DEADLINE.set(asyncio.get_running_loop().time() + self.policy.deadline_seconds)
-        try:
-            decision = await decide(request, self.resolve, self.usage, self.policy)
+        try:  # one timer per request that needs I/O (cache hits never get here)
+            async with asyncio.timeout(self.policy.deadline_seconds):
+                decision = await decide(request, self.resolve, self.usage, self.policy)
         except Exception as e:  # any failure: a temporary answer, never silence or OK
             decision = self._fallback(request, e)
-        finally:
-            IO_DEADLINE.reset(token)
         return self._logged(request, decision)
 
     def connection(self) -> PolicyConnection:

@@ -7,7 +7,7 @@ import contextlib
 
 import structlog
 
-from ..cache import IO_DEADLINE, CachedDirectory
+from ..cache import CachedDirectory
 from ..config import Config, split_hostport
 from ..directory import Directory
 from ..policy.server import IdleTimer
@@ -28,7 +28,7 @@ class SocketmapService:
     def __init__(self, directory: Directory, max_request: int,
                  deadline: float = DEADLINE, srs: SrsReverser | None = None) -> None:
         if not isinstance(directory, CachedDirectory):
-            directory = CachedDirectory(directory, ttl=0)  # uncached, but with the deadline
+            directory = CachedDirectory(directory, ttl=0)  # uncached
         self.directory = directory
         self.max_request = max_request
         self.deadline = deadline
@@ -40,15 +40,13 @@ class SocketmapService:
         except ProtocolError as e:
             log.warning("bad socketmap query", error=str(e))
             return temp("malformed query")
-        token = IO_DEADLINE.set(asyncio.get_running_loop().time() + self.deadline)
         try:
-            reply = await lookup(self.directory, query, self.srs)
+            async with asyncio.timeout(self.deadline):
+                reply = await lookup(self.directory, query, self.srs)
         except Exception as e:
             log.warning("socketmap lookup failed", map=query.name, key=query.key,
                         error="timeout" if isinstance(e, TimeoutError) else repr(e))
             return temp("lookup failed")
-        finally:
-            IO_DEADLINE.reset(token)
         log.debug("socketmap lookup", map=query.name, key=query.key, status=reply.status,
                   data=reply.data)
         return reply
