@@ -74,6 +74,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
                 started = await importlib.import_module(f"mailpolicy.{name}").start(cfg, store)
             servers.extend(started)
             log.info("service.started", service=name.split(".")[0])
+        workers.settle_gc()
         sdnotify.notify("READY=1")
         log.info("daemon.ready", pid=os.getpid(), policy=cfg.listen.policy,
                  socketmap=cfg.listen.socketmap, filter=cfg.listen.filter, lmtp=cfg.listen.lmtp,
