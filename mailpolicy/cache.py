@@ -77,9 +77,10 @@ class CachedDirectory:
             return cls(store)
         return cls(store, ttl=WATCHED_TTL, stamp=file_stamp(files))
 
-    def _store_version(self) -> object:
+    def _store_version(self, now: float | None = None) -> object:
         if self.stamp is not None:
-            now = self.clock()
+            if now is None:
+                now = self.clock()
             if now - self._stamped_at >= STAMP_INTERVAL:
                 self._stamped_at = now
                 self._stamp_value = self.stamp()
@@ -89,7 +90,8 @@ class CachedDirectory:
         self._entries.clear()
 
     def _get(self, key: tuple[Any, ...]) -> Any:
-        version = self._store_version()
+        now = self.clock()
+        version = self._store_version(now)
         if version != self._version:
             self._version = version
             self._entries.clear()
@@ -98,7 +100,7 @@ class CachedDirectory:
         if entry is None:
             return _MISSING
         expires, value = entry
-        if expires < self.clock():
+        if expires < now:
             del self._entries[key]
             return _MISSING
         return value

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from asyncio.events import _get_running_loop
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import structlog
+from structlog._config import _CONFIG
+from structlog.contextvars import _CONTEXT_VARS
 
 from .config import Config
+
+PIPE_BUF = 4096  # bytes that one write(2) puts into a pipe in one piece (Linux)
 
 
 class FastTimestamp:
@@ -20,16 +26,17 @@ class FastTimestamp:
     once a second (structlog's TimeStamper costs more than the rest of a log line)."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._second = -1  # the second self._format is for
+        self._next = 0.0  # the second after it
+        self._format = ""  # "<date>T<time>.%06dZ"
 
     def now(self) -> str:
         now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        if now >= self._next or now < self._second:
+            self._second = second = int(now)
+            self._next = second + 1
+            self._format = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + ".%06dZ"
+        return self._format % ((now - self._second) * 1e6)  # %d truncates, like int()
 
     def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
         event["timestamp"] = self.now()
@@ -38,45 +45,114 @@ class FastTimestamp:
 
 class _Output:
     """What setup() configured, for HotLine: the processors (to notice a re-configuration),
-    the level, the format, the timestamp and the stream."""
+    the level, the format, the timestamp and the stream; and the hot lines not written yet."""
 
-    def __init__(self, processors: list[Any], level: int, json_lines: bool,
-                 timestamp: FastTimestamp, stream: TextIO) -> None:
-        self.processors = processors
+    def __init__(self, level: int, json_lines: bool, timestamp: FastTimestamp,
+                 stream: TextIO) -> None:
+        self.processors: list[Any] = []
         self.level = level
         self.json = json_lines
         self.timestamp = timestamp
         self.stream = stream
-        self._flush_due = False
+        self.pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # where flush() is due
 
-    def flush_soon(self) -> None:
-        """Flush at the end of this event-loop turn (one write for the lines of all the
-        requests answered in it), or now when no loop runs."""
-        if self._flush_due:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.stream.flush()
-            return
-        self._flush_due = True
-        loop.call_soon(self._flush)
+    def write(self, line: str) -> None:
+        """Write `line` at the end of this event-loop turn, with the other lines of the turn
+        (stderr is line-buffered: one write(2) per line otherwise); now when no loop runs."""
+        self.pending.append(line)
+        if self._loop is not None and not self._loop.is_closed():
+            return  # a flush is due in this turn already (no loop lookup: 3.11 does getpid())
+        loop = _get_running_loop()
+        if loop is None:
+            self.flush()
+        else:
+            self._loop = loop
+            loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
-        self._flush_due = False
-        self.stream.flush()
+    def flush(self) -> None:
+        """Write the pending lines now: in pieces of at most PIPE_BUF bytes that end at a line
+        end, one write(2) each, so the lines of the processes sharing a stderr pipe never
+        interleave."""
+        self._loop = None
+        lines, self.pending = self.pending, []
+        if not lines:
+            return
+        stream = self.stream
+        text = "".join(lines)
+        if len(text) <= PIPE_BUF and text.isascii():
+            stream.write(text)  # the usual case: one piece
+            stream.flush()
+            return
+        for piece in _pieces(text, lines, getattr(stream, "encoding", None) or "utf-8"):
+            stream.write(piece)
+            stream.flush()
+
+    def flush_before_other_lines(self) -> None:
+        """Write the pending lines before another log line is, when that line comes from the
+        thread of their event loop (a thread of its own comes whenever it comes)."""
+        if self.pending and _get_running_loop() is self._loop:
+            self.flush()
+
+    def before_structlog(self, _logger: Any, _name: str, event: dict[str, Any],
+                         ) -> dict[str, Any]:
+        """The first processor: the pending hot lines go out before any other line."""
+        self.flush_before_other_lines()
+        return event
+
+
+def _pieces(text: str, lines: list[str], encoding: str) -> Iterator[str]:
+    """`text`, the lines joined, in pieces of at most PIPE_BUF bytes once encoded, each ending
+    at a line end (a longer line is a piece of its own)."""
+    if text.isascii():  # a character is a byte: cut the text itself
+        start = 0
+        while len(text) - start > PIPE_BUF:
+            end = text.rfind("\n", start, start + PIPE_BUF) + 1
+            if end <= start:  # a line longer than PIPE_BUF
+                end = text.find("\n", start) + 1 or len(text)
+            yield text[start:end]
+            start = end
+        yield text[start:]
+        return
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        n = len(line) if line.isascii() else len(line.encode(encoding, "backslashreplace"))
+        if piece and size + n > PIPE_BUF:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += n
+    if piece:
+        yield "".join(piece)
 
 
 _output: list[_Output] = []  # the set-up made by setup() (at most one)
+
+
+def _flush_pending() -> None:
+    """Write the pending hot lines (at exit, or before a new set-up)."""
+    if _output:
+        _output[0].flush()
+
+
+def _before_stdlib_line(_record: logging.LogRecord) -> bool:
+    """A filter on the stdlib's stderr handler: the pending hot lines go out before its line."""
+    if _output:
+        _output[0].flush_before_other_lines()
+    return True
+
+
+atexit.register(_flush_pending)
 
 
 class HotLine:
     """One frequent log line of a fixed shape (the policy decision), written exactly as the
     structlog set-up of setup() would write it (same keys and order, level, timestamp,
     key=value or JSON), without the processor chain: a few µs instead of ~10; the lines of
-    one event-loop turn are flushed together. Anything else (structlog configured another way,
-    context variables bound) goes
-    through structlog itself."""
+    one event-loop turn are written together at its end (other log lines of the set-up flush
+    them first, so the order is kept). Anything else (structlog configured another way,
+    context variables ever bound) goes through structlog itself."""
 
     def __init__(self, logger: Any, event: str, keys: Sequence[str]) -> None:
         self.logger = logger
@@ -87,8 +163,7 @@ class HotLine:
 
     def info(self, *values: str) -> None:
         out = _output[0] if _output else None
-        if (out is None or structlog.contextvars._CONTEXT_VARS
-                or structlog.get_config()["processors"] is not out.processors):
+        if out is None or _CONTEXT_VARS or _CONFIG.default_processors is not out.processors:
             self.logger.info(self.event, **dict(zip(self.keys, values, strict=True)))
             return
         if out.level > logging.INFO:
@@ -100,8 +175,7 @@ class HotLine:
             line = json.dumps(event) + "\n"
         else:
             line = self._kv % (*values, ts)
-        out.stream.write(line)
-        out.flush_soon()
+        out.write(line)
 
 
 def setup(cfg: Config) -> None:
@@ -110,18 +184,25 @@ def setup(cfg: Config) -> None:
     renderer = (structlog.processors.JSONRenderer() if cfg.log.json
                 else structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=False))
     timestamp = FastTimestamp()
-    processors = [
+    _flush_pending()  # the lines of a previous set-up
+    out = _Output(level, cfg.log.json, timestamp, sys.stderr)
+    out.processors = [
+        out.before_structlog,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         timestamp,
         renderer,
     ]
-    _output[:] = [_Output(processors, level, cfg.log.json, timestamp, sys.stderr)]
+    _output[:] = [out]
     structlog.configure(
-        processors=processors,
+        processors=out.processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.root.handlers:  # stdlib lines too come after the pending ones
+        if (getattr(handler, "stream", None) is sys.stderr
+                and _before_stdlib_line not in handler.filters):
+            handler.addFilter(_before_stdlib_line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from ..config import Policy
@@ -53,11 +54,16 @@ def unknown_reject(ctx: Context) -> str | None:
     client sees `550 5.1.1 <addr>: Recipient address rejected: mailbox does not exist`."""
     r = ctx.resolution
     if r.kind is Kind.UNKNOWN and r.action is DefaultAction.REJECT:
-        text = ctx.policy.reject_text.strip()
-        if text.startswith(POSTFIX_PREFIX):  # said in full in the config: do not say it twice
-            text = text[len(POSTFIX_PREFIX):].strip()
-        return f"550 5.1.1 {text}"
+        return _reject_action(ctx.policy.reject_text)
     return None
+
+
+@lru_cache(maxsize=8)
+def _reject_action(reject_text: str) -> str:
+    text = reject_text.strip()
+    if text.startswith(POSTFIX_PREFIX):  # said in full in the config: do not say it twice
+        text = text[len(POSTFIX_PREFIX):].strip()
+    return f"550 5.1.1 {text}"
 
 
 def unknown_accept(ctx: Context) -> str | None:
@@ -73,7 +79,8 @@ def disabled(ctx: Context) -> str | None:
 
 
 def quota(ctx: Context) -> str | None:
-    """Full already, or MAIL FROM SIZE= would not fit; only for mailboxes that store mail."""
+    """Full already, or MAIL FROM SIZE= would not fit; only for mailboxes that store mail.
+    The only rule that reads the request, and only with a usage reading (see _plan)."""
     mailbox = ctx.resolution.mailbox
     used = ctx.used
     if mailbox is None or mailbox.max_size is None or used is None:
@@ -108,12 +115,16 @@ def _first(request: Request, resolution: Resolution, used: int | None, policy: P
     return Decision(DUNNO, "default")  # pragma: no cover - `default` always decides
 
 
+NOT_RCPT = Decision(DUNNO, "not-rcpt")
+NO_RECIPIENT = Decision(DUNNO, "no-recipient")
+
+
 def _no_lookup(request: Request) -> Decision | None:
     """Requests decided without looking anything up (only RCPT with a recipient is asked)."""
     if request.protocol_state != "RCPT":
-        return Decision(DUNNO, "not-rcpt")
+        return NOT_RCPT
     if not request.recipient:
-        return Decision(DUNNO, "no-recipient")
+        return NO_RECIPIENT
     return None
 
 
@@ -125,6 +136,31 @@ def _needs_usage(resolution: Resolution) -> Mailbox | None:
     return None
 
 
+# _plan() per Resolution object: id -> (the resolution, the policy, the mailbox whose usage
+# decides, or else the decision). An entry holds its Resolution, so the id is not reused while
+# it is here; the directory cache makes new Resolution objects when the store changes, so an
+# entry never answers for newer data.
+_PLANS: dict[int, tuple[Resolution, Policy, Mailbox | None, Decision | None]] = {}
+MAX_PLANS = 16384  # bounds the memory of Resolutions kept here after the cache dropped them
+
+
+def _plan(request: Request, resolution: Resolution, policy: Policy,
+          ) -> tuple[Mailbox | None, Decision | None]:
+    """(the mailbox whose usage is needed, None) when a quota applies; else (None, the
+    decision). Without a usage reading the rules look at the resolution and the policy only,
+    so that decision is made once per Resolution object (the request asked first is passed
+    but not read), not for every request."""
+    hit = _PLANS.get(id(resolution))
+    if hit is not None and hit[0] is resolution and hit[1] is policy:
+        return hit[2], hit[3]
+    mailbox = _needs_usage(resolution)
+    decision = _first(request, resolution, None, policy) if mailbox is None else None
+    if len(_PLANS) >= MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[id(resolution)] = (resolution, policy, mailbox, decision)
+    return mailbox, decision
+
+
 async def decide(request: Request, resolver: Resolver, usage: UsageFn, policy: Policy,
                  ) -> Decision:
     """The first decisive rule wins. Only RCPT requests with a recipient are looked at."""
@@ -132,9 +168,11 @@ async def decide(request: Request, resolver: Resolver, usage: UsageFn, policy: P
     if early is not None:
         return early
     resolution = await resolver(request.recipient)
-    mailbox = _needs_usage(resolution)
-    used = await usage(mailbox) if mailbox is not None else None
-    return _first(request, resolution, used, policy)
+    mailbox, decision = _plan(request, resolution, policy)
+    if mailbox is None:
+        assert decision is not None
+        return decision
+    return _first(request, resolution, await usage(mailbox), policy)
 
 
 def decide_now(request: Request, resolver: PeekResolver, usage: PeekUsage | None,
@@ -147,12 +185,12 @@ def decide_now(request: Request, resolver: PeekResolver, usage: PeekUsage | None
     resolution = resolver(request.recipient)
     if resolution is None:
         return None
-    mailbox = _needs_usage(resolution)
-    used = None
-    if mailbox is not None:
-        if usage is None:
-            return None
-        used = usage(mailbox)
-        if used is None:
-            return None
+    mailbox, decision = _plan(request, resolution, policy)
+    if mailbox is None:
+        return decision
+    if usage is None:
+        return None
+    used = usage(mailbox)
+    if used is None:
+        return None
     return _first(request, resolution, used, policy)

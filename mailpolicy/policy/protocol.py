@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DEFAULT_MAX_REQUEST = 64 * 1024  # bytes of one request (all its lines)
 REQUEST_TYPE = "smtpd_access_policy"
@@ -14,40 +14,29 @@ class ProtocolError(ValueError):
     """The peer sent something that is not a policy request: log it and disconnect, no reply."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One policy request: its attributes (unknown ones kept, duplicates: the last wins)."""
+    """One policy request: its attributes (unknown ones kept, duplicates: the last wins) and
+    the ones the service reads, taken out once (see `of`)."""
 
-    attrs: Mapping[str, str] = field(default_factory=dict)
+    attrs: Mapping[str, str]
+    protocol_state: str  # upper-cased
+    recipient: str
+    sender: str
+    queue_id: str
+    instance: str
+    client: str  # "name[address]" as Postfix logs it, "" when neither is known
+
+    @classmethod
+    def of(cls, attrs: Mapping[str, str]) -> Request:
+        get = attrs.get
+        name, addr = get("client_name", ""), get("client_address", "")
+        return cls(attrs, get("protocol_state", "").upper(), get("recipient", ""),
+                   get("sender", ""), get("queue_id", ""), get("instance", ""),
+                   f"{name}[{addr}]" if name or addr else "")
 
     def get(self, name: str, default: str = "") -> str:
         return self.attrs.get(name, default)
-
-    @property
-    def protocol_state(self) -> str:
-        return self.attrs.get("protocol_state", "").upper()
-
-    @property
-    def recipient(self) -> str:
-        return self.attrs.get("recipient", "")
-
-    @property
-    def sender(self) -> str:
-        return self.attrs.get("sender", "")
-
-    @property
-    def queue_id(self) -> str:
-        return self.attrs.get("queue_id", "")
-
-    @property
-    def instance(self) -> str:
-        return self.attrs.get("instance", "")
-
-    @property
-    def client(self) -> str:
-        name = self.attrs.get("client_name", "")
-        addr = self.attrs.get("client_address", "")
-        return f"{name}[{addr}]" if name or addr else ""
 
     @property
     def size(self) -> int:
@@ -78,13 +67,13 @@ class Parser:
         out: list[Request] = []
         if self.error is not None:
             return out
+        if not self._buf and data.endswith(b"\n\n") and len(data) <= self.max_request:
+            request = _plain_request(data[:-2])
+            if request is not None:  # the usual case: exactly one whole request
+                out.append(request)
+                return out
         try:
-            if (not self._buf and data.endswith(b"\n\n") and len(data) <= self.max_request
-                    and data.find(b"\n\n") == len(data) - 2 and b"\r" not in data
-                    and data[0] != 0x0A):
-                out.append(_request(data[:-2]))  # the usual case: exactly one whole request
-            else:
-                self._feed(data, out)
+            self._feed(data, out)
         except ProtocolError as e:
             self.error = e
             self._buf.clear()
@@ -113,6 +102,23 @@ class Parser:
 _END = re.compile(rb"\n\r?\n")  # the empty line that ends a request (CR tolerated)
 
 
+def _plain_request(block: bytes) -> Request | None:
+    """_request() of a block that is exactly one well-formed request without CR; None for
+    anything else (several requests, errors: then _feed() sorts it out). Costly substring
+    searches are avoided: an empty line (where a request ends) has no "=", and a line with an
+    empty name is the only way to get the name ""."""
+    text = block.decode("utf-8", "surrogateescape")
+    if "\0" in text or "\r" in text:
+        return None
+    try:  # one C-level pass; a line without "=" makes a 1-item list
+        attrs = dict([line.split("=", 1) for line in text.split("\n")])
+    except ValueError:
+        return None
+    if "" in attrs or attrs.get("request") != REQUEST_TYPE:
+        return None
+    return Request.of(attrs)
+
+
 def _request(block: bytes) -> Request:
     """The attribute lines of one request (without the final newline) -> Request."""
     text = block.decode("utf-8", "surrogateescape")
@@ -137,13 +143,23 @@ def _request(block: bytes) -> Request:
     if attrs.get("request") != REQUEST_TYPE:
         raise ProtocolError(
             f"not an {REQUEST_TYPE} request (request={attrs.get('request', '')[:80]!r})")
-    return Request(attrs)
+    return Request.of(attrs)
+
+
+_ENCODED: dict[str, bytes] = {}  # encode_action() of the few actions there are
+MAX_ENCODED = 256
 
 
 def encode_action(action: str) -> bytes:
     """`action=<action>` and the empty line; newlines in the action are flattened to spaces."""
-    clean = action.replace("\r", " ").replace("\n", " ").replace("\0", " ").strip() or "DUNNO"
-    return b"action=" + clean.encode("utf-8", "surrogateescape") + b"\n\n"
+    reply = _ENCODED.get(action)
+    if reply is None:
+        clean = (action.replace("\r", " ").replace("\n", " ").replace("\0", " ").strip()
+                 or "DUNNO")
+        reply = b"action=" + clean.encode("utf-8", "surrogateescape") + b"\n\n"
+        if len(_ENCODED) < MAX_ENCODED:
+            _ENCODED[action] = reply
+    return reply
 
 
 def encode_request(attrs: Mapping[str, str]) -> bytes:

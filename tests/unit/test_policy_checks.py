@@ -168,3 +168,33 @@ def test_usage_error_answers_fallback():
     decision = asyncio.run(service.answer(req))
     assert decision.rule == "fallback"
 
+
+
+def test_decisions_without_usage_are_made_once_per_resolution_and_never_stale():
+    from mailpolicy.directory import Kind, Resolution
+    from mailpolicy.policy.checks import decide_now
+
+    (req,) = Parser().feed(request("a@example.com"))
+    box = Mailbox("a", "example.com")
+    on = Resolution("a@example.com", Kind.MAILBOX, Domain("example.com"), box)
+    first = decide_now(req, lambda _: on, None, config.Policy())
+    assert first is not None and first.rule == "default"
+    policy = config.Policy()
+    assert decide_now(req, lambda _: on, None, policy) == first  # another policy object
+    assert decide_now(req, lambda _: on, None, policy) is decide_now(req, lambda _: on, None,
+                                                                     policy)
+    # the directory changed: a new Resolution, a new decision
+    off = Resolution("a@example.com", Kind.MAILBOX, Domain("example.com"),
+                     Mailbox("a", "example.com", enabled=False))
+    assert decide_now(req, lambda _: off, None, policy).rule == "disabled"
+    # a quota: decided per request, from the usage
+    quota = Resolution("a@example.com", Kind.MAILBOX, Domain("example.com"),
+                       Mailbox("a", "example.com", max_size=100))
+    assert decide_now(req, lambda _: quota, None, policy) is None
+    assert decide_now(req, lambda _: quota, lambda _: 50, policy).rule == "default"
+    assert decide_now(req, lambda _: quota, lambda _: 100, policy).rule == "quota"
+    unknown = Resolution("x@example.com", Kind.UNKNOWN, Domain("example.com"))
+    assert decide_now(req, lambda _: unknown, None, config.Policy(reject_text="no")).action == (
+        "550 5.1.1 no")
+    assert decide_now(req, lambda _: unknown, None, config.Policy(reject_text="gone")).action == (
+        "550 5.1.1 gone")

@@ -138,6 +138,16 @@ def test_request_at_the_limit_is_accepted():
     assert len(out) == 1
 
 
+def test_one_read_is_parsed_as_byte_by_byte():
+    """A read that ends a request takes a shortcut; whatever it holds, the result is that of
+    the general path."""
+    for data in (RCPT, RCPT * 2, b"\n" + RCPT, RCPT + b"\n", RCPT[:-1] + b"=x\n\n",
+                 b"=x\n" + RCPT, RCPT[:-1] + b"junk\n\n", RCPT.replace(b"\n", b"\r\n"),
+                 RCPT[:-1] + b"a\rb=c\n\n", RCPT[:-1] + b"x=\0\n\n", RCPT[:-1] + b"x=\xff\n\n",
+                 RCPT.replace(b"smtpd_access_policy", b"other")):
+        assert_chunking_is_irrelevant(Parser, data, [1] * len(data))
+
+
 def test_encode_action():
     assert encode_action("DUNNO") == b"action=DUNNO\n\n"
     assert encode_action("550 5.1.1 <a@b>: no\nsuch") == b"action=550 5.1.1 <a@b>: no such\n\n"
