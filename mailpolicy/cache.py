@@ -134,12 +134,23 @@ class CachedDirectory:
                                   lambda: self.store.find_mailbox(domain, local))
 
     def resolved(self, address: str) -> Resolution | None:
-        """The remembered resolve() of `address` (no I/O); None when it is not known."""
+        """resolve() of `address` without waiting: remembered, or worked out now when the
+        store answers synchronously (SQLite's read-only connection: its lookups run on the
+        event loop anyway, so no task or timer is needed for them); None when an answer
+        needs real I/O (then `resolve` is the way)."""
         value = self._get(("r", address))
-        if value is _MISSING:
+        if value is not _MISSING:
+            self.hits += 1
+            return value  # type: ignore[no-any-return]
+        if not getattr(self.store, "reads_synchronously", False):
             return None
-        self.hits += 1
-        return value  # type: ignore[no-any-return]
+        coro = self.resolve(address)
+        try:
+            coro.send(None)  # runs to the end: nothing in it waits for anything
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        coro.close()  # pragma: no cover - it waited after all: the async way answers
+        return None
 
     async def resolve(self, address: str) -> Resolution:
         """resolve() of the address exactly as given, remembered like the lookups under it."""

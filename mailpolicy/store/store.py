@@ -98,6 +98,12 @@ class Store(AutoresponderMixin, TokenMixin):
             detail=json.dumps(detail or {}, default=str, sort_keys=True)))
 
     # ---------------------------------------------------------------- reads
+    @property
+    def reads_synchronously(self) -> bool:
+        """get_domain and find_mailbox never wait (the SQLite read-only connection answers
+        them on the calling thread), so their coroutines finish on their first step."""
+        return self.reader is not None
+
     async def get_domain(self, name: str) -> Domain | None:
         if self.reader is not None:
             return self.reader.get_domain(name)
