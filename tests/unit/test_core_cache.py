@@ -107,3 +107,18 @@ def test_sqlite_files(tmp_path):
     before = stamp()
     (tmp_path / "mp.db").write_bytes(b"x")
     assert stamp() != before
+
+
+def test_resolved_answers_a_miss_at_once_only_from_a_synchronous_store():
+    from mailpolicy.directory import Kind
+
+    store = Counting()
+    cache = CachedDirectory(store, ttl=5, clock=Clock())
+    assert cache.resolved("info@example.com") is None  # may need I/O: the async way answers
+    assert store.calls == 0
+    store.reads_synchronously = True  # type: ignore[attr-defined]
+    first = cache.resolved("info@example.com")
+    assert first is not None and first.kind is Kind.MAILBOX and first.mailbox.name == "info"
+    assert cache.resolved("nobody@example.com").kind is Kind.UNKNOWN
+    calls = store.calls
+    assert cache.resolved("info@example.com") is first and store.calls == calls  # remembered
