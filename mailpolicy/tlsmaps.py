@@ -124,6 +124,7 @@ def write_atomic(path: Path, text: str, mode: int = MAP_MODE) -> None:
 def _write(cfg: Config, domains: list[Domain]) -> int:
     sni = entries(domains)
     write_atomic(cfg.state_dir / POSTFIX_MAP, render_postfix(sni))
+    # last: systemd/mailpolicy-tls-reload.path watches this one to reload both servers
     write_atomic(cfg.state_dir / DOVECOT_MAP, render_dovecot(sni))
     return len(sni)
 
