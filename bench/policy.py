@@ -131,6 +131,7 @@ async def serve_policy(port: int, url: str, state: str, workers: int) -> None:
     logs.setup(cfg)  # the production log set-up: a key=value line per decision on stderr
     store = await Store.open(cfg.store_url)
     servers = await pool.start(cfg, store, "policy.server", cfg.limits.policy_workers)
+    pool.settle_gc()  # as the daemon does once serving
     print("ready", flush=True)
     await asyncio.Event().wait()
     del servers
