@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import idna
@@ -21,6 +22,7 @@ class AddressError(ValueError):
     """An address or name is not valid; the message says why."""
 
 
+@functools.lru_cache(maxsize=4096)  # per RCPT lookup; a few domains make most of the traffic
 def normalize_domain(name: str) -> str:
     """Return the domain in lowercase ASCII (A-labels); raise AddressError if invalid."""
     raw = name.strip().rstrip(".")
