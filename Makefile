@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint system-deps bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml mailpolicy/policy/_fields.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)

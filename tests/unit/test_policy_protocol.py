@@ -6,13 +6,16 @@ from chunking import assert_chunking_is_irrelevant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailpolicy.policy.protocol import Parser, Request, encode_action, encode_request
+from mailpolicy.policy import protocol
+from mailpolicy.policy.protocol import FIELDS, Parser, Request, encode_action, encode_request
 
 RCPT = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
         b"client_address=192.0.2.1\nclient_name=mx.example.net\nhelo_name=mx.example.net\n"
         b"queue_id=8045F2AB23\nsender=a@example.net\nrecipient=b@example.com\n"
         b"recipient_count=0\ninstance=123.456.7\nsize=12345\nccert_subject=CN=x+3Dy\n"
         b"future_attribute=whatever=1\n\n")
+WHOLE = Request("RCPT", "b@example.com", "a@example.net", "8045F2AB23", "123.456.7",
+                "mx.example.net[192.0.2.1]", "12345")
 
 
 def feed_chunks(data: bytes, sizes: list[int] | None = None) -> tuple[list[Request], Parser]:
@@ -29,19 +32,13 @@ def feed_chunks(data: bytes, sizes: list[int] | None = None) -> tuple[list[Reque
 def test_whole_request():
     (req,), parser = feed_chunks(RCPT)
     assert parser.error is None and parser.idle
-    assert req.protocol_state == "RCPT"
-    assert req.recipient == "b@example.com"
-    assert req.sender == "a@example.net"
-    assert req.queue_id == "8045F2AB23"
-    assert req.instance == "123.456.7"
-    assert req.client == "mx.example.net[192.0.2.1]"
-    assert req.size == 12345
+    assert req == WHOLE and req.size == 12345
 
 
-def test_values_may_contain_equals_signs():
-    (req,), _ = feed_chunks(RCPT)
-    assert req.get("ccert_subject") == "CN=x+3Dy"
-    assert req.get("future_attribute") == "whatever=1"  # unknown attributes are kept
+def test_values_may_contain_equals_signs_and_unknown_attributes_are_ignored():
+    data = RCPT.replace(b"b@example.com", b"SRS0=HHH=TT=example.org=b@example.com")
+    (req,), parser = feed_chunks(data)  # (ccert_subject and future_attribute hold "=" too)
+    assert parser.error is None and req.recipient == "SRS0=HHH=TT=example.org=b@example.com"
 
 
 def test_one_byte_at_a_time_gives_the_same_requests():
@@ -78,8 +75,8 @@ def test_empty_and_absent_values():
 
 
 def test_non_utf8_values_survive():
-    (req,), _ = feed_chunks(b"request=smtpd_access_policy\nhelo_name=\xff\xfe\n\n")
-    assert req.get("helo_name").encode("utf-8", "surrogateescape") == b"\xff\xfe"
+    (req,), _ = feed_chunks(b"request=smtpd_access_policy\nsender=\xff\xfe\n\n")
+    assert req.sender.encode("utf-8", "surrogateescape") == b"\xff\xfe"
 
 
 def test_line_without_equals_is_malformed():
@@ -155,9 +152,10 @@ def test_encode_action():
 
 
 def test_encode_request_round_trip():
-    attrs = {"request": "smtpd_access_policy", "recipient": "a=b@c.example", "x": ""}
+    attrs = {"request": "smtpd_access_policy", "recipient": "a=b@c.example", "x": "",
+             "sender": "s@d.example", "size": "7"}
     (req,) = Parser().feed(encode_request(attrs))
-    assert dict(req.attrs) == attrs
+    assert (req.recipient, req.sender, req.size) == ("a=b@c.example", "s@d.example", 7)
 
 
 @settings(max_examples=300, deadline=None)
@@ -173,4 +171,28 @@ def test_any_chunking_gives_the_same_result(pieces, sizes):
 def test_random_bytes_never_raise(data):
     parser = Parser(max_request=512)
     for req in parser.feed(data):
-        assert req.get("request") == "smtpd_access_policy"
+        assert isinstance(req, Request)
+
+
+def test_the_compiled_scanner_is_built():
+    # pyproject builds it (optional only so that an install without a C compiler works)
+    assert protocol.fields is not protocol.fields_py, "mailpolicy/policy/_fields.pyx not built"
+
+
+LINE_PARTS = [b"request=smtpd_access_policy", b"recipient=a@b.example", b"sender=", b"size=12",
+              b"client_name=x", b"client_address=192.0.2.1", b"protocol_state=rcpt",
+              b"queue_id=Q", b"instance=i", b"x=y=z", b"=v", b"novalue", b"", b"\r", b"\0",
+              b"\xff\xfe", b"recipient", b"=", b"\xe2\x82", b"sender=\xc3\xa9"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(LINE_PARTS), max_size=3).map(b"".join), max_size=12)
+       .map(b"\n".join))
+def test_compiled_scanner_answers_as_the_python_one(block):
+    assert protocol.fields(block) == protocol.fields_py(block)
+
+
+def test_scanner_fields_in_order():
+    values = protocol.fields_py(RCPT[:-2])
+    assert values is not None and dict(zip(FIELDS, values, strict=True))["size"] == "12345"
+    assert protocol.fields(RCPT[:-2]) == values
