@@ -194,6 +194,12 @@ async def load(port: int, conns: int, reqs: list[bytes]) -> tuple[float, list[fl
     return time.perf_counter() - t0, lat, replies
 
 
+def scanner() -> str:
+    from mailpolicy.policy import protocol
+
+    return "Python (not compiled)" if protocol.fields is protocol.fields_py else "compiled"
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(len(s) * p))] * 1000
@@ -280,7 +286,7 @@ def main() -> None:
               f"{time.perf_counter() - t0:.1f} s; {args.requests} requests per warm run, "
               f"{cold_n} per cold run, {args.rounds} alternating rounds per level; "
               f"mailpolicy with limits.policy_workers = {args.workers} (0: one per core, "
-              f"{os.cpu_count()} here)")
+              f"{os.cpu_count()} here), request scanner: {scanner()}")
         working = addresses(rng, args.mailboxes, 2000)
         warm = [request_bytes(rng.choice(working), n) for n in range(args.requests)]
         fresh = addresses(rng, args.mailboxes, cold_n * runs)
