@@ -2,56 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .directory import Directory, Resolution, resolve
 from .model import Domain, Mailbox
 
 DEFAULT_TTL = 2.0  # seconds a lookup (hit or miss) is reused when nothing tells us of writes
-WATCHED_TTL = 30.0  # ... when the store's files are watched too (a backstop only)
-STAMP_INTERVAL = 0.1  # seconds between two looks at the store's files
+WATCHED_TTL = 30.0  # ... when the store's directory generation is watched (a backstop only)
+STAMP_INTERVAL = 0.1  # seconds between two looks at the store's directory generation
 DEFAULT_MAX_ENTRIES = 200_000
 _MISSING = object()
-
-def file_stamp(paths: Sequence[Path]) -> Callable[[], object]:
-    """A cheap "did anyone write?" probe: inode, size and mtime of each file (a SQLite database
-    and its -wal file change on every commit, whichever process makes it)."""
-
-    def stamp() -> object:
-        out: list[tuple[int, int, int] | None] = []
-        for p in paths:
-            try:
-                st = os.stat(p)
-            except OSError:
-                out.append(None)
-                continue
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(out)
-
-    return stamp
-
-
-def sqlite_files(url: str) -> list[Path] | None:
-    """The database and WAL file of a SQLite store URL; None for other databases."""
-    import sqlalchemy as sa
-
-    parsed = sa.engine.make_url(url)
-    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
-        return None
-    db = Path(parsed.database)
-    return [db, db.with_name(db.name + "-wal")]
 
 
 class CachedDirectory:
     """A `Directory` over the store that remembers answers (also "no such thing") for `ttl`
-    seconds. Everything is forgotten at once when the store's `version` (bumped by every write
-    in this process) or the optional `stamp()` (e.g. the SQLite files, for writers in other
-    processes; looked at every STAMP_INTERVAL seconds at most) changes, so the TTL is only a
-    backstop. Bounded: the oldest entries go first."""
+    seconds. Everything is forgotten at once when the store's `version` (bumped by every
+    directory write in this process) or the optional `stamp()` (the store's directory
+    generation, moved by directory writes of any process; looked at every STAMP_INTERVAL
+    seconds at most) changes, so the TTL is only a backstop. Bounded: the oldest entries go
+    first."""
 
     def __init__(self, store: Directory, ttl: float = DEFAULT_TTL,
                  max_entries: int = DEFAULT_MAX_ENTRIES,
@@ -70,12 +41,14 @@ class CachedDirectory:
         self.misses = 0
 
     @classmethod
-    def for_store(cls, store: Directory, url: str) -> CachedDirectory:
-        """The cache the services use: SQLite files watched when the store is SQLite."""
-        files = sqlite_files(url)
-        if files is None:
+    def for_store(cls, store: Directory) -> CachedDirectory:
+        """The cache the services use: the store's directory generation watched where it can
+        be read without waiting (SQLite), so directory writes of any process are seen within
+        STAMP_INTERVAL; elsewhere the TTL bounds staleness."""
+        generation = getattr(store, "generation", None)
+        if generation is None or generation() is None:
             return cls(store)
-        return cls(store, ttl=WATCHED_TTL, stamp=file_stamp(files))
+        return cls(store, ttl=WATCHED_TTL, stamp=generation)
 
     def _store_version(self, now: float | None = None) -> object:
         if self.stamp is not None:

@@ -72,7 +72,7 @@ class LMTPHandler:
     def __init__(self, cfg: Config, store: Any, directory: Directory | None = None) -> None:
         self.cfg = cfg
         self.store = store
-        self.directory: Directory = directory or CachedDirectory.for_store(store, cfg.store_url)
+        self.directory: Directory = directory or CachedDirectory.for_store(store)
         self.autoreply: AutoreplyHook = autoreply.on_delivered
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
         self.executor = ThreadPoolExecutor(

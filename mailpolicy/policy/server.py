@@ -323,7 +323,7 @@ async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
                 inherited: object = None) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
     and serve; returns the servers (the daemon closes them)."""
-    service = PolicyService(cfg.policy, CachedDirectory.for_store(store, cfg.store_url),
+    service = PolicyService(cfg.policy, CachedDirectory.for_store(store),
                             UsageReader(cfg.maildir_root),
                             int(cfg.limits.policy_request_max))
     host, port = split_hostport(cfg.listen.policy, "listen.policy")

@@ -72,7 +72,7 @@ class Filter:
         self.cfg = cfg
         self.store = store
         self.hostname = cfg.hostname
-        self.directory = CachedDirectory.for_store(store, cfg.store_url)
+        self.directory = CachedDirectory.for_store(store)
         self.srs = Srs.from_config(cfg)
         self.mode = cfg.filter.mode
         self.networks = [ipaddress.ip_network(n, strict=False)

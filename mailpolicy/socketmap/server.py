@@ -85,7 +85,7 @@ class SocketmapService:
 
 async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
-    service = SocketmapService(CachedDirectory.for_store(store, cfg.store_url),
+    service = SocketmapService(CachedDirectory.for_store(store),
                                int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))
     host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
     server = await asyncio.start_server(service.handle, host, port, reuse_address=True)

@@ -55,6 +55,11 @@ class SqliteReader:
     def close(self) -> None:
         self.conn.close()
 
+    def generation(self) -> int:
+        """The directory generation (see Store.generation)."""
+        row = self.conn.execute("SELECT generation FROM directory_generation").fetchone()
+        return int(row[0]) if row else 0
+
     def get_domain(self, name: str) -> Domain | None:
         row = self.conn.execute("SELECT * FROM domains WHERE name = ?", (name,)).fetchone()
         return domain_from(row) if row else None

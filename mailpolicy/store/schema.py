@@ -108,3 +108,11 @@ audit_log = sa.Table(
     sa.Column("target", sa.String(320), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
 )
+
+# One row: moved by every committed directory write (not by autoreply claims, tokens or audit
+# lines), so that other processes' lookup caches know when to start afresh.
+directory_generation = sa.Table(
+    "directory_generation", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
+)

@@ -26,6 +26,7 @@ from .schema import (
     aliases,
     audit_log,
     copies,
+    directory_generation,
     domains,
     mailboxes,
 )
@@ -88,6 +89,9 @@ class Store(AutoresponderMixin, TokenMixin):
             conn = await conn.execution_options(write=True)
             async with conn.begin():
                 yield conn
+                if directory:  # for the caches of other processes (see generation())
+                    await conn.execute(directory_generation.update().values(
+                        generation=directory_generation.c.generation + 1))
         if directory:
             self.version += 1
 
@@ -98,6 +102,11 @@ class Store(AutoresponderMixin, TokenMixin):
             detail=json.dumps(detail or {}, default=str, sort_keys=True)))
 
     # ---------------------------------------------------------------- reads
+    def generation(self) -> int | None:
+        """The directory generation, moved by every directory write of any process; read
+        synchronously (SQLite's read-only connection), None where that cannot be done."""
+        return self.reader.generation() if self.reader is not None else None
+
     @property
     def reads_synchronously(self) -> bool:
         """get_domain and find_mailbox never wait (the SQLite read-only connection answers

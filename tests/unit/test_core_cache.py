@@ -96,19 +96,6 @@ async def test_stamp_change_clears_everything_but_only_looked_at_every_interval(
     assert (await cache.find_mailbox("example.com", "new"))[0].name == "new"
 
 
-def test_sqlite_files(tmp_path):
-    from mailpolicy.cache import file_stamp, sqlite_files
-
-    assert sqlite_files("postgresql+asyncpg://u@h/db") is None
-    assert sqlite_files("sqlite+aiosqlite:///:memory:") is None
-    files = sqlite_files(f"sqlite+aiosqlite:///{tmp_path}/mp.db")
-    assert files == [tmp_path / "mp.db", tmp_path / "mp.db-wal"]
-    stamp = file_stamp(files)
-    before = stamp()
-    (tmp_path / "mp.db").write_bytes(b"x")
-    assert stamp() != before
-
-
 def test_resolved_answers_a_miss_at_once_only_from_a_synchronous_store():
     from mailpolicy.directory import Kind
 
