@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from threaded import serving
+from threaded import exchange, serving
 
 from mailpolicy import config
 from mailpolicy.lmtp.maildir import maildir_for
@@ -208,23 +208,6 @@ def live_policy(tmp_path_factory) -> Iterator[tuple[str, int]]:
 PIECES = [request("info@example.com"), request("nobody@example.com"), request("x@y.example"),
           b"request=smtpd_access_policy\n", b"recipient=a=b@example.com\n", b"\n", b"junk",
           b"=x\n", b"\0", b"\r\n", b"x" * 3000, b"protocol_state=RCPT\n"]
-
-
-def exchange(addr: tuple[str, int], chunks: list[bytes]) -> bytes:
-    with socket.create_connection(addr, timeout=5) as s:
-        try:
-            for c in chunks:
-                s.sendall(c)
-            s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server may already have hung up on a malformed request
-        out = b""
-        try:
-            while data := s.recv(65536):
-                out += data
-        except ConnectionResetError:
-            pass
-        return out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,

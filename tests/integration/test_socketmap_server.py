@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from threaded import serving
+from threaded import exchange, serving
 
 from mailpolicy import config
 from mailpolicy.outbound import transport_name
@@ -133,23 +133,6 @@ def live_socketmap(tmp_path_factory) -> Iterator[tuple[str, int]]:
     cfg = make_config(tmp_path_factory.mktemp("socketmap"))
     with serving(cfg, start, cfg.listen.socketmap, populate, cfg.outbound.ip_pool) as addr:
         yield addr
-
-
-def exchange(addr: tuple[str, int], chunks: list[bytes]) -> bytes:
-    with socket.create_connection(addr, timeout=5) as s:
-        try:
-            for c in chunks:
-                s.sendall(c)
-            s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        out = b""
-        try:
-            while data := s.recv(65536):
-                out += data
-        except ConnectionResetError:
-            pass
-        return out
 
 
 PIECES = [encode_query("mailboxes", "info@example.com"), encode_query("domains", "example.com"),

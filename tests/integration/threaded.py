@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -41,3 +42,22 @@ def serving(cfg: config.Config, start: Callable[..., Awaitable[list[Any]]], list
         asyncio.run_coroutine_threadsafe(teardown(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+def exchange(addr: tuple[str, int], chunks: list[bytes]) -> bytes:
+    """Send `chunks` on one connection, half-close, and return all the server answered (until
+    it closed or reset the connection)."""
+    with socket.create_connection(addr, timeout=5) as s:
+        try:
+            for c in chunks:
+                s.sendall(c)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may already have hung up on a malformed request
+        out = b""
+        try:
+            while data := s.recv(65536):
+                out += data
+        except ConnectionResetError:
+            pass
+        return out
