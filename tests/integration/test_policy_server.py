@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from threaded import exchange, serving
+from threaded import exchange, fuzz_live_server, serving
 
 from mailpolicy import config
 from mailpolicy.lmtp.maildir import maildir_for
@@ -210,9 +208,7 @@ PIECES = [request("info@example.com"), request("nobody@example.com"), request("x
           b"=x\n", b"\0", b"\r\n", b"x" * 3000, b"protocol_state=RCPT\n"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=64)), max_size=8))
+@fuzz_live_server(PIECES)
 def test_random_input_never_crashes_and_malformed_gets_no_reply(live_policy, chunks):
     data = b"".join(chunks)
     parser = Parser(max_request=4096)

@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from threaded import exchange, serving
+from threaded import exchange, fuzz_live_server, serving
 
 from mailpolicy import config
 from mailpolicy.outbound import transport_name
@@ -139,9 +137,7 @@ PIECES = [encode_query("mailboxes", "info@example.com"), encode_query("domains",
           encode_query("x", "y"), b"0:,", b"9999:", b"3:", b"abc", b",", b":", b"12"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=64)), max_size=8))
+@fuzz_live_server(PIECES)
 def test_random_input_never_crashes(live_socketmap, chunks):
     data = b"".join(chunks)
     parser = Parser(max_request=2048)

@@ -10,6 +10,9 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from mailpolicy import config
 from mailpolicy.store import Store
 
@@ -61,3 +64,16 @@ def exchange(addr: tuple[str, int], chunks: list[bytes]) -> bytes:
         except ConnectionResetError:
             pass
         return out
+
+
+def fuzz_live_server(pieces: list[bytes]) -> Callable[[Callable[..., None]], Any]:
+    """A hypothesis test over one live server: lists of up to 8 chunks, each one of `pieces`
+    or random bytes, 60 examples."""
+    def wrap(test: Callable[..., None]) -> Any:
+        chunks = st.lists(st.one_of(st.sampled_from(pieces), st.binary(max_size=64)),
+                          max_size=8)
+        return settings(max_examples=60, deadline=None,
+                        suppress_health_check=[HealthCheck.too_slow,
+                                               HealthCheck.function_scoped_fixture])(
+            given(chunks)(test))
+    return wrap

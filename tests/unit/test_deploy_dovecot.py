@@ -12,10 +12,10 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from golden import write_on_request
 
 from mailpolicy import config, dovecotconf
 
@@ -171,8 +171,4 @@ def test_doveconf_accepts_the_fragment(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--write"]:
-        for path, text in expected().items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path.relative_to(REPO)}")
+    write_on_request(expected, REPO)

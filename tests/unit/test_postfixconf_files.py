@@ -6,8 +6,9 @@ Regenerate them after changing mailpolicy/postfixconf.py:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from golden import write_on_request
 
 from mailpolicy import config, postfixconf
 
@@ -39,8 +40,4 @@ def test_text_render_is_the_two_fragments() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--write"]:
-        for path, text in expected().items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path.relative_to(REPO)}")
+    write_on_request(expected, REPO)
