@@ -34,7 +34,7 @@ DOMAIN = "bench.test"
 MAILPOLICY_SERVER = """
 import asyncio, json, signal, sys
 from mailpolicy import config, logs
-from mailpolicy.daemon import _close
+from mailpolicy.runtime.daemon import _close
 from mailpolicy.store import Store
 from mailpolicy.lmtp import workers
 

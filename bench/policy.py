@@ -10,10 +10,10 @@ two recipient mixes:
         where the same recipients recur);
   cold: every request a distinct recipient from the 100,000 (each one a store lookup).
 Mix per request: 70% existing mailboxes (some aliases, +ext), 20% unknown in our domains,
-10% foreign. The decision log is on (mailpolicy.logs set-up, stderr to /dev/null). mailpolicy
-runs as the daemon runs it: `limits.policy_workers` processes (default one per core) sharing
-the port; `--workers 1` measures the single event loop. Also shown: the server's CPU time per
-request, all its processes together (steadier than rates on a shared machine).
+10% foreign. The decision log is on (mailpolicy.runtime.logs set-up, stderr to /dev/null).
+mailpolicy runs as the daemon runs it: `limits.policy_workers` processes (default one per
+core) sharing the port; `--workers 1` measures the single event loop. Also shown: the
+server's CPU time per request, all its processes together (steadier than rates on a shared machine).
 """
 
 from __future__ import annotations
@@ -120,8 +120,9 @@ async def serve_floor(port: int) -> None:
 
 
 async def serve_policy(port: int, url: str, state: str, workers: int) -> None:
-    from mailpolicy import config, logs
-    from mailpolicy import workers as pool
+    from mailpolicy import config
+    from mailpolicy.runtime import logs
+    from mailpolicy.runtime import workers as pool
     from mailpolicy.store import Store
 
     cfg = config.from_dict({"paths": {"state_dir": state},

@@ -1,5 +1,8 @@
-"""Admin API: HTTP/JSON over a Unix socket, peer-credential authorisation, OpenAPI document."""
+"""Admin API: HTTP/JSON over a Unix socket, peer-credential authorisation, OpenAPI document.
 
-from .server import AdminServer, start
+Service. May import: config, core, store, maildir, deploy, auth (publish), runtime layers.
+"""
+
+from mailpolicy.admin.server import AdminServer, start
 
 __all__ = ["AdminServer", "start"]

@@ -6,8 +6,8 @@ import base64
 import binascii
 import mimetypes
 
-from ..model import Attachment
-from .schema import ApiError, AttachmentIn
+from mailpolicy.admin.schema import ApiError, AttachmentIn
+from mailpolicy.core.model import Attachment
 
 # magic numbers of common file types, checked in order; the content wins over the file name
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (

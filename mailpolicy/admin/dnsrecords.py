@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..auth import publish
-from ..config import Config
-from ..model import Domain
+from mailpolicy.auth import publish
+from mailpolicy.config import Config
+from mailpolicy.core.model import Domain
 
 
 def records(cfg: Config, domain: Domain) -> list[dict[str, Any]]:

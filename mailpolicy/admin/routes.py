@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import routes_domains, routes_mailboxes
-from .schema import ApiError
-from .server import STORE_KEY
+from mailpolicy.admin import routes_domains, routes_mailboxes
+from mailpolicy.admin.keys import STORE_KEY
+from mailpolicy.admin.schema import ApiError
 
 routes = web.RouteTableDef()
 

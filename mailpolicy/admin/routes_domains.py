@@ -10,14 +10,22 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ..addresses import AddressError, normalize_domain
-from ..auth import publish
-from ..config import Config
-from ..model import Domain
-from ..tlsmaps import write_tls_maps
-from . import dnsrecords, files
-from .schema import ApiError, DomainCreate, DomainFields, changes, decode, domain_view
-from .server import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
+from mailpolicy.admin import dnsrecords
+from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
+from mailpolicy.admin.schema import (
+    ApiError,
+    DomainCreate,
+    DomainFields,
+    changes,
+    decode,
+    domain_view,
+)
+from mailpolicy.auth import publish
+from mailpolicy.config import Config
+from mailpolicy.core.addresses import AddressError, normalize_domain
+from mailpolicy.core.model import Domain
+from mailpolicy.deploy.tlsmaps import write_tls_maps
+from mailpolicy.maildir import mailbox as files
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("mailpolicy.admin")
@@ -44,7 +52,7 @@ def confirmed(request: web.Request, body: bytes = b"") -> None:
     if request.query.get("confirm", "").lower() in ("true", "1", "yes"):
         return
     if body.strip():
-        from .schema import Confirm
+        from mailpolicy.admin.schema import Confirm
 
         if decode(body, Confirm).confirm:
             return

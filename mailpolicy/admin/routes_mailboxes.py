@@ -9,12 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..model import Mailbox
-from ..store import Store
-from . import files
-from .attachments import decode_attachment
-from .routes_domains import confirmed, parse_domain
-from .schema import (
+from mailpolicy.admin.attachments import decode_attachment
+from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY
+from mailpolicy.admin.routes_domains import confirmed, parse_domain
+from mailpolicy.admin.schema import (
     UNSET,
     ApiError,
     AutoresponderFields,
@@ -27,7 +25,9 @@ from .schema import (
     decode,
     mailbox_view,
 )
-from .server import ACTOR, CONFIG_KEY, STORE_KEY
+from mailpolicy.core.model import Mailbox
+from mailpolicy.maildir import mailbox as files
+from mailpolicy.store import Store
 
 routes = web.RouteTableDef()
 
@@ -59,7 +59,7 @@ async def _with_usage(request: web.Request, boxes: list[Mailbox],
 
 
 async def _active(store: Store, domain: str | None) -> set[int]:
-    return set(await store.active_autoresponders(domain))
+    return set(await store.autoreplies.active(domain))
 
 
 def _mailbox_changes(body: MailboxFields, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -95,7 +95,7 @@ async def create_mailbox(request: web.Request) -> web.Response:
 @routes.get("/v1/mailboxes/{address}")
 async def show_mailbox(request: web.Request) -> web.Response:
     m = await mailbox_or_404(request)
-    ar = await request.app[STORE_KEY].get_autoresponder(m.id)
+    ar = await request.app[STORE_KEY].autoreplies.get(m.id)
     [view] = await _with_usage(request, [m], {m.id} if ar is not None and ar.active else set())
     return web.json_response(view)
 
@@ -108,7 +108,7 @@ async def edit_mailbox(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     m = await store.update_mailbox(m.address, actor=request[ACTOR],
                                  **_mailbox_changes(body))
-    ar = await store.get_autoresponder(m.id)
+    ar = await store.autoreplies.get(m.id)
     [view] = await _with_usage(request, [m], {m.id} if ar is not None and ar.active else set())
     return web.json_response(view)
 
@@ -144,7 +144,7 @@ async def clear_mailbox(request: web.Request) -> web.Response:
 @routes.get("/v1/mailboxes/{address}/autoresponder")
 async def show_autoresponder(request: web.Request) -> web.Response:
     m = await mailbox_or_404(request)
-    ar = await request.app[STORE_KEY].get_autoresponder(m.id)
+    ar = await request.app[STORE_KEY].autoreplies.get(m.id)
     return web.json_response({"address": m.address, **autoresponder_view(ar)})
 
 
@@ -165,7 +165,7 @@ async def set_autoresponder(request: web.Request) -> web.Response:
     elif body.attachment is not UNSET:
         kw["attachment"] = decode_attachment(body.attachment,
                                              request.app[CONFIG_KEY].limits.attachment_max)
-    ar = await request.app[STORE_KEY].set_autoresponder(m.address, actor=request[ACTOR], **kw)
+    ar = await request.app[STORE_KEY].autoreplies.set(m.address, actor=request[ACTOR], **kw)
     return web.json_response({"address": m.address, **autoresponder_view(ar)})
 
 
@@ -192,7 +192,7 @@ async def login_token(request: web.Request) -> web.Response:
     m = await mailbox_or_404(request)
     ttl = TOKEN_TTL.total_seconds() if body.ttl is UNSET else float(body.ttl)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
-    token = await request.app[STORE_KEY].create_token(m.address, actor=request[ACTOR], ttl=ttl)
+    token = await request.app[STORE_KEY].tokens.create(m.address, actor=request[ACTOR], ttl=ttl)
     return web.json_response({"address": m.address, "token": token,
                               "expires_at": expires.isoformat(timespec="seconds")}, status=201)
 
@@ -201,7 +201,7 @@ async def login_token(request: web.Request) -> web.Response:
 async def login_as(request: web.Request) -> web.Response:
     """Redeem a log-in-as token once: answers the mailbox it was issued for."""
     body = decode(await request.read(), LoginAs)
-    m = await request.app[STORE_KEY].consume_token(body.token)
+    m = await request.app[STORE_KEY].tokens.consume(body.token)
     if m is None:
         raise ApiError(403, "invalid_token", "token unknown, used or expired", "token")
     return web.json_response({"address": m.address})

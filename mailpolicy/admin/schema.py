@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ..config import format_size
-from ..model import Autoresponder, Domain, Mailbox
+from mailpolicy.config import format_size
+from mailpolicy.core.model import Autoresponder, Domain, Mailbox
 
 # one-line values: no control characters at all (NUL, CR, LF, ...)
 _LINE = r"^[^\x00-\x1f\x7f]*$"

@@ -18,18 +18,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ..config import Config
-from ..store import Store, StoreError
-from .schema import ApiError
+from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
+from mailpolicy.admin.routes import add_routes
+from mailpolicy.admin.schema import ApiError
+from mailpolicy.config import Config
+from mailpolicy.store import Store, StoreError
 
 log = structlog.get_logger("mailpolicy.admin")
-
-CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
-STORE_KEY: web.AppKey[Store] = web.AppKey("store", Store)
-# list + write of the SNI certificate maps as one step, so the last write is the newest
-TLS_MAPS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("tls_maps_lock", asyncio.Lock)
-# request key: the peer's user name (RequestKey exists from aiohttp 3.13 on)
-ACTOR: Any = web.RequestKey("actor", str) if hasattr(web, "RequestKey") else "actor"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -121,7 +116,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def make_app(cfg: Config, store: Store) -> web.Application:
-    from .routes import add_routes
 
     body_max = cfg.limits.attachment_max * 4 // 3 + 256 * 1024  # base64 + JSON
     app = web.Application(middlewares=[errors_middleware, auth_middleware],

@@ -13,7 +13,7 @@ from email.policy import default as _email_policy
 from email.utils import getaddresses
 from typing import Literal
 
-from mailpolicy.addresses import AddressError, normalize_domain
+from mailpolicy.core.addresses import AddressError, normalize_domain
 
 MAX_WALK_QUERIES = 8  # RFC 9989 §4.10: at most 8 queries per tree walk
 WALK_JUMP_LABELS = 7  # a longer name jumps straight to its 7-label suffix

@@ -11,7 +11,7 @@ import dns.tsigkeyring
 import dns.update
 
 from mailpolicy.config import Config, Dmarc, split_hostport
-from mailpolicy.model import Domain
+from mailpolicy.core.model import Domain
 
 RECORD_TTL = 3600
 UPDATE_TIMEOUT = 10.0

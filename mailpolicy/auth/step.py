@@ -32,7 +32,6 @@ import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from mailpolicy.addresses import AddressError, normalize_domain
 from mailpolicy.auth import dkim as dkim_mod
 from mailpolicy.auth import dmarc as dm
 from mailpolicy.auth.dns import DnsTempError, Resolver
@@ -40,7 +39,8 @@ from mailpolicy.auth.results import HEADER as AR_HEADER
 from mailpolicy.auth.results import build, claims_our_id
 from mailpolicy.auth.spf import SpfResult, check_spf, client_ip
 from mailpolicy.config import Config
-from mailpolicy.replies import Reply
+from mailpolicy.core.addresses import AddressError, normalize_domain
+from mailpolicy.core.replies import Reply
 
 log = logging.getLogger("mailpolicy.dmarc")
 

@@ -12,6 +12,8 @@ Both never raise (errors are logged; cancellation still propagates) and are boun
 at most `cfg.autoreply.send_attempts` attempts of at most `send.MAX_ATTEMPT_SECONDS` each.
 The decision is `suppress.decide` (pure); dedup is a race-safe claim in the store; the reply is
 built by `compose.compose` and sent by `send.claim_and_send` with `MAIL FROM:<>`.
+
+Layer. May import: config, core. Imported by the filter and LMTP.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..config import Config
-from ..model import Mailbox
-from .compose import ComposeError, compose, response_key, to_bytes
-from .send import claim_and_send, log
-from .suppress import Decision, decide, parse_headers
+from mailpolicy.autoreply.compose import ComposeError, compose, response_key, to_bytes
+from mailpolicy.autoreply.send import claim_and_send, log
+from mailpolicy.autoreply.suppress import Decision, decide, parse_headers
+from mailpolicy.config import Config
+from mailpolicy.core.model import Mailbox
 
 __all__ = ["Decision", "decide", "on_delivered", "on_forward_only"]
 
@@ -37,7 +39,7 @@ def today_in(cfg: Config, now: dt.datetime | None = None) -> dt.date:
 async def _respond(cfg: Config, store: Any, mailbox: Mailbox, sender: str, message: bytes,
                    trigger: str) -> str:
     ctx = {"mailbox": mailbox.address, "sender": sender, "trigger": trigger}
-    ar = await store.get_autoresponder(mailbox.id)
+    ar = await store.autoreplies.get(mailbox.id)
     if ar is None or not ar.active:
         return "disabled"  # the common case: no parsing, no log line
     headers = parse_headers(message)

@@ -11,8 +11,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid
 
-from ..model import Autoresponder, Mailbox
-from .suppress import Headers, get_all
+from mailpolicy.autoreply.suppress import Headers, get_all
+from mailpolicy.core.model import Autoresponder, Mailbox
 
 DEFAULT_SUBJECT = "Automated reply"  # RFC 5230 §5 when the original has no subject
 SUBJECT_PREFIX = "Auto: "

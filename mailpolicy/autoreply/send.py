@@ -10,9 +10,9 @@ from typing import Any
 import aiosmtplib
 import structlog
 
-from ..addresses import normalize_address
-from ..config import Config
-from ..model import Autoresponder, Mailbox
+from mailpolicy.config import Config
+from mailpolicy.core.addresses import normalize_address
+from mailpolicy.core.model import Autoresponder, Mailbox
 
 log = structlog.get_logger("mailpolicy.autoreply")
 
@@ -83,7 +83,7 @@ async def claim_and_send(cfg: Config, store: Any, mailbox: Mailbox, ar: Autoresp
     """Claim (mailbox, sender, key) in the store, send, and release the claim when the send
     failed. Returns the outcome: `sent`, `already-replied` or `failed`."""
     who = dedup_sender(sender)
-    claimed = await store.claim_autoreply(mailbox.id, who, key, time.time(),
+    claimed = await store.autoreplies.claim(mailbox.id, who, key, time.time(),
                                           interval_for(cfg, ar).total_seconds())
     if not claimed:
         return "already-replied"
@@ -93,7 +93,7 @@ async def claim_and_send(cfg: Config, store: Any, mailbox: Mailbox, ar: Autoresp
     finally:
         if not sent:
             try:
-                await store.release_autoreply(mailbox.id, who, key)
+                await store.autoreplies.release(mailbox.id, who, key)
             except Exception as e:  # the claim then just expires after the interval
                 log.error("autoreply.release_failed", error=f"{type(e).__name__}: {e}", **ctx)
     return "sent" if sent else "failed"

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
 
-from ..addresses import AddressError, normalize_domain, split_address, split_extension
-from ..model import Autoresponder, Mailbox
+from mailpolicy.core.addresses import AddressError, normalize_domain, split_address, split_extension
+from mailpolicy.core.model import Autoresponder, Mailbox
 
 Headers = Sequence[tuple[str, str]]
 

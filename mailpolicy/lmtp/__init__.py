@@ -1,1 +1,4 @@
-"""LMTP delivery agent: per-recipient replies, quota, durable Maildir++ delivery."""
+"""LMTP delivery agent: per-recipient replies, quota, durable Maildir++ delivery.
+
+Service. May import: config, core, esmtp, maildir, autoreply, runtime layers.
+"""

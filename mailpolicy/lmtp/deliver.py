@@ -7,13 +7,13 @@ from pathlib import Path
 
 import structlog
 
-from .. import replies
-from ..config import Config
-from ..directory import Kind, Resolution
-from ..model import DefaultAction, Mailbox
-from ..quota.usage import MAILDIRSIZE, add_usage, current_usage
-from ..replies import Reply
-from .maildir import JUNK, maildir_for, write_message
+from mailpolicy.config import Config
+from mailpolicy.core import replies
+from mailpolicy.core.directory import Kind, Resolution
+from mailpolicy.core.model import DefaultAction, Mailbox
+from mailpolicy.core.replies import Reply
+from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage
+from mailpolicy.maildir.writer import JUNK, maildir_for, write_message
 
 log = structlog.get_logger("mailpolicy.lmtp")
 

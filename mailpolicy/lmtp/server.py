@@ -20,13 +20,20 @@ import structlog
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
-from .. import autoreply, replies
-from ..cache import CachedDirectory
-from ..config import Config, split_hostport
-from ..directory import Directory, resolve
-from ..replies import Reply
-from ..smtpdata import data_command_ok, read_data
-from .deliver import Target, deliver_one, quarantine_verdict, rcpt_decision, rcpt_quota_check
+from mailpolicy import autoreply
+from mailpolicy.config import Config, split_hostport
+from mailpolicy.core import replies
+from mailpolicy.core.cache import CachedDirectory
+from mailpolicy.core.directory import Directory, resolve
+from mailpolicy.core.replies import Reply
+from mailpolicy.esmtp.data import data_command_ok, read_data
+from mailpolicy.lmtp.deliver import (
+    Target,
+    deliver_one,
+    quarantine_verdict,
+    rcpt_decision,
+    rcpt_quota_check,
+)
 
 log = structlog.get_logger("mailpolicy.lmtp")
 

@@ -1,5 +1,8 @@
-"""Postfix policy delegation service (check_policy_service): protocol, rules, server."""
+"""Postfix policy delegation service (check_policy_service): protocol, rules, server.
 
-from .server import start
+Service. May import: config, core, maildir, runtime layers (logs, timers, service).
+"""
+
+from mailpolicy.policy.server import start
 
 __all__ = ["start"]

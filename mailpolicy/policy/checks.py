@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
-from ..config import Policy
-from ..directory import Kind, Resolution
-from ..model import DefaultAction, Mailbox
-from ..replies import DISABLED, MAILBOX_FULL, MAILBOX_FULL_TEMP
-from .protocol import Request
+from mailpolicy.config import Policy
+from mailpolicy.core.directory import Kind, Resolution
+from mailpolicy.core.model import DefaultAction, Mailbox
+from mailpolicy.core.replies import DISABLED, MAILBOX_FULL, MAILBOX_FULL_TEMP
+from mailpolicy.policy.protocol import Request
 
 DUNNO = "DUNNO"  # "no opinion": never OK, which would skip the restrictions after us
 # Postfix itself puts "<addr>: Recipient address rejected: " before the text of a 4xx/5xx

@@ -121,7 +121,7 @@ def fields_py(block: bytes) -> list[str] | None:
 
 
 try:  # the same function compiled (Cython): ~1 µs instead of ~5 per request
-    from ._fields import fields
+    from mailpolicy.policy._fields import fields
 except ImportError:  # installed without a C compiler: the Python one
     fields = fields_py
 

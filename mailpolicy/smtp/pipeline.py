@@ -42,8 +42,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from ..replies import TEMP_FAILURE, Reply
-from . import xforward as xf
+from mailpolicy.core.replies import TEMP_FAILURE, Reply
+from mailpolicy.smtp import xforward as xf
 
 log = structlog.get_logger("mailpolicy.filter")
 

@@ -8,9 +8,9 @@ import re
 import aiosmtplib
 import structlog
 
-from ..replies import Reply
-from . import xforward as xf
-from .pipeline import Transaction
+from mailpolicy.core.replies import Reply
+from mailpolicy.smtp import xforward as xf
+from mailpolicy.smtp.pipeline import Transaction
 
 log = structlog.get_logger("mailpolicy.filter")
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ..directory import Directory, Kind, Resolution, resolve
-from ..model import DefaultAction, Mailbox
-from ..replies import LOOP, Reply
-from .pipeline import Header, Transaction
+from mailpolicy.core.directory import Directory, Kind, Resolution, resolve
+from mailpolicy.core.model import DefaultAction, Mailbox
+from mailpolicy.core.replies import LOOP, Reply
+from mailpolicy.smtp.pipeline import Header, Transaction
 
 log = structlog.get_logger("mailpolicy.filter")
 

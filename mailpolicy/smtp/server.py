@@ -12,18 +12,19 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
-from .. import autoreply
-from ..auth.step import DmarcStep
-from ..cache import CachedDirectory
-from ..config import Config, split_hostport
-from ..directory import Directory
-from ..replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
-from ..smtpdata import data_command_ok, read_data
-from . import xforward as xf
-from .pipeline import Pipeline, Step, Transaction
-from .reinject import NextHop
-from .rewrite import HopStep, RewriteStep
-from .srs import Srs, SrsReverseStep, SrsStep
+from mailpolicy import autoreply
+from mailpolicy.auth.step import DmarcStep
+from mailpolicy.config import Config, split_hostport
+from mailpolicy.core.cache import CachedDirectory
+from mailpolicy.core.directory import Directory
+from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
+from mailpolicy.esmtp.data import data_command_ok, read_data
+from mailpolicy.runtime.service import Listener
+from mailpolicy.smtp import xforward as xf
+from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
+from mailpolicy.smtp.reinject import NextHop
+from mailpolicy.smtp.rewrite import HopStep, RewriteStep
+from mailpolicy.smtp.srs import Srs, SrsReverseStep, SrsStep
 
 log = structlog.get_logger("mailpolicy.filter")
 
@@ -261,7 +262,7 @@ class _Handler:
         return str(reply)
 
 
-async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
+async def start(cfg: Config, store: Directory) -> list[Listener]:
     """Bind the filter listener (cfg.listen.filter) and return the serving server."""
     host, port = split_hostport(cfg.listen.filter, "listen.filter")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
@@ -281,3 +282,6 @@ class _StepsCloser:
 
     def close(self) -> None:
         self.flt.dmarc.close()
+
+    async def wait_closed(self) -> None:
+        return None

@@ -1,5 +1,8 @@
-"""Postfix socketmap lookup tables: domains, mailboxes, sender-dependent transport."""
+"""Postfix socketmap lookup tables: domains, mailboxes, sender-dependent transport.
 
-from .server import start
+Service. May import: config, core, runtime layers (logs, timers, service).
+"""
+
+from mailpolicy.socketmap.server import start
 
 __all__ = ["start"]

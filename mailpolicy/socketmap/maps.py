@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from ..addresses import AddressError, normalize_domain, split_address
-from ..directory import Directory, Kind, resolve
-from ..outbound import transport_name
-from .protocol import NOTFOUND, Query, Reply, ok, temp
+from mailpolicy.core.addresses import AddressError, normalize_domain, split_address
+from mailpolicy.core.directory import Directory, Kind, resolve
+from mailpolicy.core.outbound import transport_name
+from mailpolicy.socketmap.protocol import NOTFOUND, Query, Reply, ok, temp
 
 MapFn = Callable[[Directory, str], Awaitable[Reply]]
 
 
 class SrsReverser(Protocol):
-    """What the maps need of SRS (mailpolicy.smtp.srs.Srs)."""
+    """What the maps need of SRS (mailpolicy.core.srs.Srs)."""
 
     domain: str
 

@@ -7,13 +7,13 @@ import contextlib
 
 import structlog
 
-from ..cache import CachedDirectory
-from ..config import Config, split_hostport
-from ..directory import Directory
-from ..policy.server import IdleTimer
-from ..smtp.srs import Srs
-from .maps import SrsReverser, lookup
-from .protocol import Parser, ProtocolError, Reply, parse_query, temp
+from mailpolicy.config import Config, split_hostport
+from mailpolicy.core.cache import CachedDirectory
+from mailpolicy.core.directory import Directory
+from mailpolicy.core.srs import Srs
+from mailpolicy.runtime.timers import IdleTimer
+from mailpolicy.socketmap.maps import SrsReverser, lookup
+from mailpolicy.socketmap.protocol import Parser, ProtocolError, Reply, parse_query, temp
 
 log = structlog.get_logger("mailpolicy.socketmap")
 

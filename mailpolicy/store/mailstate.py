@@ -6,25 +6,30 @@ import datetime as dt
 import hashlib
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from ..model import Attachment, Autoresponder, Mailbox
-from . import validate as v
-from .errors import Invalid, NotFound
-from .schema import autoreply_log, autoresponders, domains, mailboxes, tokens
+from mailpolicy.core.model import Attachment, Autoresponder, Mailbox
+from mailpolicy.store import validate as v
+from mailpolicy.store.db import Db
+from mailpolicy.store.errors import Invalid, NotFound
+from mailpolicy.store.schema import autoreply_log, autoresponders, domains, mailboxes, tokens
 
-if TYPE_CHECKING:
-    from .store import Store
+MailboxLookup = Callable[[str], Awaitable[Mailbox | None]]
 
 
-class AutoresponderMixin:
+class Autoresponders:
     """Autoresponder settings and the once-per-interval reply claims."""
 
-    async def get_autoresponder(self: Store, mailbox_id: int) -> Autoresponder | None:
-        async with self._read() as conn:
+    def __init__(self, db: Db, mailbox: MailboxLookup) -> None:
+        self.db = db
+        self.get_mailbox = mailbox
+
+    async def get(self, mailbox_id: int) -> Autoresponder | None:
+        async with self.db.read() as conn:
             r = (await conn.execute(sa.select(autoresponders).where(
                 autoresponders.c.mailbox_id == mailbox_id))).first()
         if r is None:
@@ -36,7 +41,7 @@ class AutoresponderMixin:
                              subject=r.subject, message=r.message, start=r.start_date,
                              end=r.end_date, interval_days=r.interval_days, attachment=att)
 
-    async def active_autoresponders(self: Store, domain: str | None = None) -> set[int]:
+    async def active(self, domain: str | None = None) -> set[int]:
         """Ids of mailboxes whose autoresponder is enabled and has a message."""
         q = (sa.select(autoresponders.c.mailbox_id)
              .join(mailboxes, mailboxes.c.id == autoresponders.c.mailbox_id)
@@ -44,10 +49,10 @@ class AutoresponderMixin:
              .where(autoresponders.c.enabled == sa.true(), autoresponders.c.message != ""))
         if domain:
             q = q.where(domains.c.name == domain)
-        async with self._read() as conn:
+        async with self.db.read() as conn:
             return {r[0] for r in await conn.execute(q)}
 
-    async def set_autoresponder(self: Store, address: str, *, actor: str = "admin",
+    async def set(self, address: str, *, actor: str = "admin",
                                 **fields: Any) -> Autoresponder:
         """Create or change a mailbox's autoresponder; only the given fields change.
         `attachment`: an Attachment, or False to remove it."""
@@ -59,7 +64,7 @@ class AutoresponderMixin:
         unknown = set(fields) - allowed
         if unknown:
             raise Invalid(sorted(unknown)[0], "unknown autoresponder field")
-        cur = await self.get_autoresponder(mb.id) or Autoresponder(mailbox_id=mb.id)
+        cur = await self.get(mb.id) or Autoresponder(mailbox_id=mb.id)
         row: dict[str, Any] = {}
         if fields.get("enabled") is not None:
             if not isinstance(fields["enabled"], bool):
@@ -91,7 +96,7 @@ class AutoresponderMixin:
                        attachment_data=att.data)
         elif att is not None:
             raise Invalid("attachment", "must be a file")
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             exists = await conn.scalar(sa.select(autoresponders.c.mailbox_id).where(
                 autoresponders.c.mailbox_id == mb.id))
             if exists is None:
@@ -100,12 +105,12 @@ class AutoresponderMixin:
                 await conn.execute(autoresponders.update().where(
                     autoresponders.c.mailbox_id == mb.id).values(**row))
             detail = {k: val for k, val in row.items() if k != "attachment_data"}
-            await self._audit(conn, actor, "autoresponder.set", mb.address, detail)
-        ar = await self.get_autoresponder(mb.id)
+            await self.db.audit(conn, actor, "autoresponder.set", mb.address, detail)
+        ar = await self.get(mb.id)
         assert ar is not None
         return ar
 
-    async def claim_autoreply(self: Store, mailbox_id: int, sender: str, response_key: str,
+    async def claim(self, mailbox_id: int, sender: str, response_key: str,
                               now: dt.datetime | float, interval: dt.timedelta | float) -> bool:
         """Atomically claim the right to answer `sender` now: False when this response went to
         this sender within `interval`. The IMMEDIATE write lock makes it race-safe."""
@@ -114,7 +119,7 @@ class AutoresponderMixin:
         key = (autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
                autoreply_log.c.response_key == response_key)
         try:
-            async with self._write(directory=False) as conn:
+            async with self.db.write(directory=False) as conn:
                 last = await conn.scalar(sa.select(autoreply_log.c.sent_at).where(*key)
                                          .with_for_update())
                 if last is not None and ts - last < secs:
@@ -129,20 +134,24 @@ class AutoresponderMixin:
             return False
         return True
 
-    async def release_autoreply(self: Store, mailbox_id: int, sender: str,
+    async def release(self, mailbox_id: int, sender: str,
                                 response_key: str) -> None:
         """Undo a claim whose reply could not be sent."""
-        async with self._write(directory=False) as conn:
+        async with self.db.write(directory=False) as conn:
             await conn.execute(autoreply_log.delete().where(
                 autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
                 autoreply_log.c.response_key == response_key))
 
 
 
-class TokenMixin:
+class Tokens:
     """Single-use "log in as the mail user" tokens (only their SHA-256 is stored)."""
 
-    async def create_token(self: Store, address: str, *, actor: str = "admin",
+    def __init__(self, db: Db, mailbox: MailboxLookup) -> None:
+        self.db = db
+        self.get_mailbox = mailbox
+
+    async def create(self, address: str, *, actor: str = "admin",
                            ttl: float = 300.0) -> str:
         """A single-use token that lets an admin log in as the mail user."""
         mb = await self.get_mailbox(address)
@@ -150,20 +159,20 @@ class TokenMixin:
             raise NotFound(f"no mailbox {address}", "address")
         token = secrets.token_urlsafe(32)
         now = time.time()
-        async with self._write(directory=False) as conn:
+        async with self.db.write(directory=False) as conn:
             await conn.execute(tokens.insert().values(
                 token_hash=hashlib.sha256(token.encode()).hexdigest(), mailbox_id=mb.id,
                 actor=actor[:64], created_at=now, expires_at=now + ttl))
-            await self._audit(conn, actor, "mailbox.login_as", mb.address, {"ttl": ttl})
+            await self.db.audit(conn, actor, "mailbox.login_as", mb.address, {"ttl": ttl})
         return token
 
-    async def consume_token(self: Store, token: str) -> Mailbox | None:
+    async def consume(self, token: str) -> Mailbox | None:
         """The mailbox a valid, unexpired, unused token is for; the token is spent."""
         h = hashlib.sha256(token.encode()).hexdigest()
-        async with self._write(directory=False) as conn:
+        async with self.db.write(directory=False) as conn:
             row = (await conn.execute(sa.select(tokens).where(tokens.c.token_hash == h))).first()
             if row is None or row.used or row.expires_at < time.time():
                 return None
             await conn.execute(tokens.update().where(tokens.c.token_hash == h).values(used=True))
-            found = await self._mailboxes(conn, mailboxes.c.id == row.mailbox_id)
+            found = await self.db.mailboxes(conn, mailboxes.c.id == row.mailbox_id)
         return found[0] if found else None

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .. import passwords
-from ..model import DefaultAction, Domain, Mailbox
-from ..outbound import least_used
-from . import validate as v
-from .engine import make_engine, migrate
-from .errors import Conflict, Invalid, NotFound
-from .fastread import SqliteReader, domain_from, mailbox_from
-from .mailstate import AutoresponderMixin, TokenMixin
-from .schema import (
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.outbound import least_used
+from mailpolicy.store import passwords
+from mailpolicy.store import validate as v
+from mailpolicy.store.db import Db
+from mailpolicy.store.engine import make_engine, migrate
+from mailpolicy.store.errors import Conflict, Invalid, NotFound
+from mailpolicy.store.fastread import SqliteReader, domain_from
+from mailpolicy.store.mailstate import Autoresponders, Tokens
+from mailpolicy.store.schema import (
     aliases,
     audit_log,
     copies,
-    directory_generation,
     domains,
     mailboxes,
 )
-from .schema import ip_pool as ip_pool_t
+from mailpolicy.store.schema import ip_pool as ip_pool_t
 
 _DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmarc",
                   "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key")
@@ -44,15 +42,22 @@ def _split(address: str) -> tuple[str, str]:
     return v.mailbox_name(local.lower(), "name"), v.domain_name(domain, "domain")
 
 
-class Store(AutoresponderMixin, TokenMixin):
+class Store:
     """SQL-backed directory. Reads never lock; every write is one audited transaction."""
 
     def __init__(self, engine: AsyncEngine, ip_pool: tuple[str, ...] = ("127.0.0.1",),
                  reader: SqliteReader | None = None) -> None:
         self.engine = engine
+        self.db = Db(engine)
         self.ip_pool = ip_pool
         self.reader = reader  # SQLite: the fast path for per-recipient lookups
-        self.version = 0  # bumped by every committed directory write (cache invalidation)
+        self.autoreplies = Autoresponders(self.db, self.get_mailbox)
+        self.tokens = Tokens(self.db, self.get_mailbox)
+
+    @property
+    def version(self) -> int:
+        """Bumped by every committed directory write of this process (cache invalidation)."""
+        return self.db.version
 
     @classmethod
     async def open(cls, url: str, *, ip_pool: Iterable[str] | None = None,
@@ -62,7 +67,7 @@ class Store(AutoresponderMixin, TokenMixin):
         await migrate(engine)
         store = cls(engine, tuple(ip_pool) if ip_pool else ("127.0.0.1",),
                     SqliteReader.for_url(url, busy_timeout_ms))
-        async with store._write() as conn:
+        async with store.db.write() as conn:
             for ip in store.ip_pool:
                 exists = await conn.scalar(sa.select(ip_pool_t.c.address).where(
                     ip_pool_t.c.address == ip))
@@ -74,32 +79,6 @@ class Store(AutoresponderMixin, TokenMixin):
         if self.reader is not None:
             self.reader.close()
         await self.engine.dispose()
-
-    # ---------------------------------------------------------------- transactions
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _write(self, directory: bool = True) -> AsyncIterator[AsyncConnection]:
-        """One write transaction; `directory` writes (not claims, tokens, audit) move
-        `version` so caches of lookups start afresh."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(write=True)
-            async with conn.begin():
-                yield conn
-                if directory:  # for the caches of other processes (see generation())
-                    await conn.execute(directory_generation.update().values(
-                        generation=directory_generation.c.generation + 1))
-        if directory:
-            self.version += 1
-
-    async def _audit(self, conn: AsyncConnection, actor: str, action: str, target: str,
-                     detail: Mapping[str, Any] | None = None) -> None:
-        await conn.execute(audit_log.insert().values(
-            at=time.time(), actor=actor[:64], action=action, target=target[:320],
-            detail=json.dumps(detail or {}, default=str, sort_keys=True)))
 
     # ---------------------------------------------------------------- reads
     def generation(self) -> int | None:
@@ -116,44 +95,21 @@ class Store(AutoresponderMixin, TokenMixin):
     async def get_domain(self, name: str) -> Domain | None:
         if self.reader is not None:
             return self.reader.get_domain(name)
-        async with self._read() as conn:
+        async with self.db.read() as conn:
             row = (await conn.execute(sa.select(domains).where(domains.c.name == name))).first()
         return domain_from(row._mapping) if row else None
 
     async def list_domains(self) -> list[Domain]:
-        async with self._read() as conn:
+        async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(domains).order_by(domains.c.name))).all()
         return [domain_from(r._mapping) for r in rows]
-
-    async def _mailboxes(self, conn: AsyncConnection, where: Any) -> list[Mailbox]:
-        q = (sa.select(mailboxes, domains.c.name.label("domain_name"))
-             .join(domains, domains.c.id == mailboxes.c.domain_id).where(where)
-             .order_by(domains.c.name, mailboxes.c.name))
-        rows = (await conn.execute(q)).all()
-        if not rows:
-            return []
-        ids = [r.id for r in rows]
-        al: dict[int, list[str]] = {i: [] for i in ids}
-        cp: dict[int, list[str]] = {i: [] for i in ids}
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk:chunk + 500]
-            for r in await conn.execute(sa.select(aliases.c.mailbox_id, aliases.c.name)
-                                        .where(aliases.c.mailbox_id.in_(part))
-                                        .order_by(aliases.c.id)):
-                al[r.mailbox_id].append(r.name)
-            for r in await conn.execute(sa.select(copies.c.mailbox_id, copies.c.address)
-                                        .where(copies.c.mailbox_id.in_(part))
-                                        .order_by(copies.c.position)):
-                cp[r.mailbox_id].append(r.address)
-        return [mailbox_from(r._mapping, r.domain_name, tuple(al[r.id]), tuple(cp[r.id]))
-                for r in rows]
 
     async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
         """The mailbox named `local` in `domain`, else the one with that alias."""
         if self.reader is not None:
             return self.reader.find_mailbox(domain, local)
-        async with self._read() as conn:
-            found = await self._mailboxes(conn, sa.and_(domains.c.name == domain,
+        async with self.db.read() as conn:
+            found = await self.db.mailboxes(conn, sa.and_(domains.c.name == domain,
                                                         mailboxes.c.name == local))
             if found:
                 return found[0], False
@@ -162,7 +118,7 @@ class Store(AutoresponderMixin, TokenMixin):
                 .where(domains.c.name == domain, aliases.c.name == local))
             if mid is None:
                 return None
-            found = await self._mailboxes(conn, mailboxes.c.id == mid)
+            found = await self.db.mailboxes(conn, mailboxes.c.id == mid)
         return (found[0], True) if found else None
 
     async def get_mailbox(self, address: str) -> Mailbox | None:
@@ -170,18 +126,18 @@ class Store(AutoresponderMixin, TokenMixin):
             name, domain = _split(address)
         except Invalid:
             return None
-        async with self._read() as conn:
-            found = await self._mailboxes(conn, sa.and_(domains.c.name == domain,
+        async with self.db.read() as conn:
+            found = await self.db.mailboxes(conn, sa.and_(domains.c.name == domain,
                                                         mailboxes.c.name == name))
         return found[0] if found else None
 
     async def list_mailboxes(self, domain: str | None = None) -> list[Mailbox]:
-        async with self._read() as conn:
+        async with self.db.read() as conn:
             where = domains.c.name == domain if domain else sa.true()
-            return await self._mailboxes(conn, where)
+            return await self.db.mailboxes(conn, where)
 
     async def domains_per_ip(self) -> dict[str, int]:
-        async with self._read() as conn:
+        async with self.db.read() as conn:
             rows = await conn.execute(sa.select(domains.c.outbound_ip, sa.func.count())
                                       .group_by(domains.c.outbound_ip))
             return {r[0]: r[1] for r in rows}
@@ -192,7 +148,7 @@ class Store(AutoresponderMixin, TokenMixin):
         q = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
         if target is not None:
             q = q.where(audit_log.c.target == target)
-        async with self._read() as conn:
+        async with self.db.read() as conn:
             rows = (await conn.execute(q)).all()
         return [{**r._mapping, "at": dt.datetime.fromtimestamp(r.at, dt.UTC).isoformat()}
                 for r in rows]
@@ -240,7 +196,7 @@ class Store(AutoresponderMixin, TokenMixin):
         rua = merged.get("dmarc_rua", "") or ""
         out["dmarc_rua"] = v.header_text(rua, "dmarc_rua", 254)
         if rua:
-            from ..addresses import AddressError, parse_target
+            from mailpolicy.core.addresses import AddressError, parse_target
             try:
                 parse_target(rua.removeprefix("mailto:"))
             except AddressError as e:
@@ -250,7 +206,7 @@ class Store(AutoresponderMixin, TokenMixin):
             raise Invalid("tls_cert" if not cert else "tls_key",
                           "a TLS certificate needs both tls_cert and tls_key")
         if cert and (cert, key) != ((current.tls_cert, current.tls_key) if current else None):
-            from ..tlscert import CertificateError, check_certificate
+            from mailpolicy.core.tlscert import CertificateError, check_certificate
             try:
                 await asyncio.to_thread(check_certificate, cert, key, name)
             except CertificateError as e:
@@ -262,12 +218,12 @@ class Store(AutoresponderMixin, TokenMixin):
         dname = v.domain_name(name)
         values = await self._domain_values(dname, fields, None)
         try:
-            async with self._write() as conn:
+            async with self.db.write() as conn:
                 if await conn.scalar(sa.select(domains.c.id).where(domains.c.name == dname)):
                     raise Conflict(f"domain {dname} exists", "name")
                 await conn.execute(domains.insert().values(name=dname, created_at=time.time(),
                                                            **values))
-                await self._audit(conn, actor, "domain.create", dname, values)
+                await self.db.audit(conn, actor, "domain.create", dname, values)
         except IntegrityError:
             raise Conflict(f"domain {dname} exists", "name") from None
         d = await self.get_domain(dname)
@@ -280,9 +236,9 @@ class Store(AutoresponderMixin, TokenMixin):
         if current is None:
             raise NotFound(f"no domain {dname}", "name")
         values = await self._domain_values(dname, fields, current)
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             await conn.execute(domains.update().where(domains.c.id == current.id).values(**values))
-            await self._audit(conn, actor, "domain.update", dname, fields)
+            await self.db.audit(conn, actor, "domain.update", dname, fields)
         d = await self.get_domain(dname)
         assert d is not None
         return d
@@ -292,15 +248,15 @@ class Store(AutoresponderMixin, TokenMixin):
         """Delete a domain; with `cascade` also its mailboxes (returned, so their Maildirs can
         be removed), else refuse while it has any."""
         dname = v.domain_name(name)
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             did = await conn.scalar(sa.select(domains.c.id).where(domains.c.name == dname))
             if did is None:
                 raise NotFound(f"no domain {dname}", "name")
-            boxes = await self._mailboxes(conn, mailboxes.c.domain_id == did)
+            boxes = await self.db.mailboxes(conn, mailboxes.c.domain_id == did)
             if boxes and not cascade:
                 raise Conflict(f"domain {dname} still has {len(boxes)} mailbox(es)", "name")
             await conn.execute(domains.delete().where(domains.c.id == did))
-            await self._audit(conn, actor, "domain.delete", dname,
+            await self.db.audit(conn, actor, "domain.delete", dname,
                               {"mailboxes": [b.name for b in boxes]})
         return boxes
 
@@ -372,7 +328,7 @@ class Store(AutoresponderMixin, TokenMixin):
             raise Invalid("domain", f"no mail domain {dname}")
         values = await self._mailbox_values(name, dname, fields, None)
         try:
-            async with self._write() as conn:
+            async with self.db.write() as conn:
                 await self._check_names(conn, domain.id, [name], None, "name")
                 await self._check_names(conn, domain.id, values["aliases"], None)
                 res = await conn.execute(mailboxes.insert().values(
@@ -381,7 +337,7 @@ class Store(AutoresponderMixin, TokenMixin):
                     enabled=values["enabled"], created_at=time.time()))
                 mid = res.inserted_primary_key[0]
                 await self._save_lists(conn, mid, domain.id, values)
-                await self._audit(conn, actor, "mailbox.create", f"{name}@{dname}",
+                await self.db.audit(conn, actor, "mailbox.create", f"{name}@{dname}",
                                   {k: val for k, val in values.items() if k != "password_hash"})
         except IntegrityError:
             raise Conflict(f"{name}@{dname} exists", "name") from None
@@ -395,7 +351,7 @@ class Store(AutoresponderMixin, TokenMixin):
         if current is None:
             raise NotFound(f"no mailbox {address}", "address")
         values = await self._mailbox_values(current.name, current.domain, fields, current)
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             did = await conn.scalar(sa.select(mailboxes.c.domain_id).where(
                 mailboxes.c.id == current.id))
             await self._check_names(conn, did, values["aliases"], current.id)
@@ -405,7 +361,7 @@ class Store(AutoresponderMixin, TokenMixin):
             await conn.execute(mailboxes.update().where(mailboxes.c.id == current.id).values(**row))
             await self._save_lists(conn, current.id, did, values)
             changed = {k: ("***" if k == "password" else val) for k, val in fields.items()}
-            await self._audit(conn, actor, "mailbox.update", current.address, changed)
+            await self.db.audit(conn, actor, "mailbox.update", current.address, changed)
         mb = await self.get_mailbox(current.address)
         assert mb is not None
         return mb
@@ -414,13 +370,13 @@ class Store(AutoresponderMixin, TokenMixin):
         current = await self.get_mailbox(address)
         if current is None:
             raise NotFound(f"no mailbox {address}", "address")
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             await conn.execute(mailboxes.delete().where(mailboxes.c.id == current.id))
-            await self._audit(conn, actor, "mailbox.delete", current.address)
+            await self.db.audit(conn, actor, "mailbox.delete", current.address)
         return current
 
     async def audit(self, actor: str, action: str, target: str,
                     detail: Mapping[str, Any] | None = None) -> None:
         """Record an action done outside the store (clear contents, log-in-as)."""
-        async with self._write(directory=False) as conn:
-            await self._audit(conn, actor, action, target, detail)
+        async with self.db.write(directory=False) as conn:
+            await self.db.audit(conn, actor, action, target, detail)

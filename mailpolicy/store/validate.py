@@ -9,10 +9,10 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
-from ..addresses import AddressError, normalize_domain, parse_target, validate_name
-from ..config import parse_size
-from ..model import DefaultAction
-from .errors import Invalid
+from mailpolicy.config import parse_size
+from mailpolicy.core.addresses import AddressError, normalize_domain, parse_target, validate_name
+from mailpolicy.core.model import DefaultAction
+from mailpolicy.store.errors import Invalid
 
 MAX_TEXT = 64 * 1024
 MAX_SUBJECT = 250

@@ -24,8 +24,8 @@ from harness_mailpolicy import HarnessError, tail, wait_until
 from harness_servers import HOSTNAME, Dovecot, Options, Postfix, run
 
 from mailpolicy import config as config_mod
-from mailpolicy import postfixconf
-from mailpolicy.outbound import pool
+from mailpolicy.core.outbound import pool
+from mailpolicy.deploy import postfix as postfixconf
 
 __all__ = ["HarnessError", "Options", "Stack", "make_message", "missing_binaries", "running"]
 

@@ -7,12 +7,8 @@ cannot start them all.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
 import functools
-import importlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -28,14 +24,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
-# component -> (module with `async def start(cfg, store)`, listen key or None)
-SERVICES: dict[str, tuple[str, str | None]] = {
-    "policy": ("mailpolicy.policy.server", "policy"),
-    "socketmap": ("mailpolicy.socketmap.server", "socketmap"),
-    "filter": ("mailpolicy.smtp.server", "filter"),
-    "lmtp": ("mailpolicy.lmtp.server", "lmtp"),
-    "admin": ("mailpolicy.admin.server", None),
-}
+# component -> its listen key in the config
+LISTENERS = {"policy": "policy", "socketmap": "socketmap", "filter": "filter", "lmtp": "lmtp"}
 CLI = "import sys; from mailpolicy.cli import main; sys.exit(main())"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -144,16 +134,6 @@ def interpreter_for(uid: int, gid: int) -> tuple[str, dict[str, str]]:
                        + "\n".join(tried))
 
 
-def serve_mode() -> str:
-    """`serve` (the real `mailpolicy serve`) when every service module exists, else `services`
-    (this file's fallback runner). MAILPOLICY_E2E_MODE=serve|services forces one."""
-    forced = os.environ.get("MAILPOLICY_E2E_MODE", "")
-    if forced in ("serve", "services"):
-        return forced
-    mods = ["mailpolicy.daemon", *(m for m, _ in SERVICES.values())]
-    return "serve" if all(importlib.util.find_spec(m) for m in mods) else "services"
-
-
 class Mailpolicy:
     """The daemon under test, running as `uid` (Dovecot refuses to read root's Maildirs)."""
 
@@ -162,13 +142,12 @@ class Mailpolicy:
         self.uid, self.gid = uid, gid
         self.logfile = work / "mailpolicy.log"
         self.proc: subprocess.Popen | None = None
-        self.mode = serve_mode()
 
     def listeners(self) -> dict[str, tuple[str, int]]:
         from mailpolicy.config import split_hostport
 
         return {name: split_hostport(getattr(self.cfg.listen, key))
-                for name, (_, key) in SERVICES.items() if key}
+                for name, key in LISTENERS.items()}
 
     def listener_report(self) -> list[str]:
         return [f"mailpolicy {name} on {host}:{port}: "
@@ -176,9 +155,7 @@ class Mailpolicy:
                 for name, (host, port) in self.listeners().items()]
 
     def command(self, python: str) -> list[str]:
-        if self.mode == "serve":
-            return cli_command(python, "serve", "-c", str(self.cfg_file))
-        return [python, str(Path(__file__).resolve()), str(self.cfg_file)]
+        return cli_command(python, "serve", "-c", str(self.cfg_file))
 
     def start(self) -> None:
         python, env = interpreter_for(self.uid, self.gid)
@@ -194,12 +171,12 @@ class Mailpolicy:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise HarnessError(
-                    f"mailpolicy ({self.mode} mode) exited with {self.proc.returncode} "
+                    f"mailpolicy exited with {self.proc.returncode} "
                     f"at start:\n" + "\n".join(self.listener_report())
                     + f"\n--- mailpolicy log ---\n{tail(self.logfile)}")
             return all(port_open(p, h) for h, p in self.listeners().values())
 
-        wait_until(up, START_TIMEOUT, f"mailpolicy's listeners ({self.mode} mode)",
+        wait_until(up, START_TIMEOUT, "mailpolicy's listeners",
                    lambda: "\n".join(self.listener_report())
                    + f"\n--- mailpolicy log ---\n{tail(self.logfile)}")
 
@@ -220,44 +197,3 @@ class Mailpolicy:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-# ---------------------------------------------------------------- fallback runner (a script)
-async def _serve_services(cfg_path: str) -> int:
-    from mailpolicy import config, outbound
-    from mailpolicy.store import Store
-
-    cfg = config.load(cfg_path)
-    with contextlib.suppress(Exception):
-        from mailpolicy import logs
-
-        logs.setup(cfg)
-    store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg))
-    servers: list[Any] = []
-    failed = []
-    for name, (module, _) in SERVICES.items():
-        try:
-            servers += await importlib.import_module(module).start(cfg, store)
-            print(f"harness-runner: component {name} ({module}): started", flush=True)
-        except Exception as e:
-            failed.append(name)
-            print(f"harness-runner: component {name} ({module}): FAILED: {e!r}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"harness-runner: ready; failed components: {failed or 'none'}", flush=True)
-    await stop.wait()
-    for s in reversed(servers):
-        with contextlib.suppress(Exception):
-            if hasattr(s, "close"):
-                s.close()
-            if hasattr(s, "wait_closed"):
-                await asyncio.wait_for(s.wait_closed(), 5)
-    await store.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    sys.exit(asyncio.run(_serve_services(sys.argv[1])))

@@ -15,7 +15,7 @@ from typing import Any
 from harness_mailpolicy import HarnessError, port_open, tail, wait_until
 
 from mailpolicy import config as config_mod
-from mailpolicy import dovecotconf
+from mailpolicy.deploy import dovecot as dovecotconf
 
 HOSTNAME = "mx.e2e.test"
 START_TIMEOUT = 30.0

@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 
 from harness import Stack, World, make_message
 
-from mailpolicy.model import Attachment
+from mailpolicy.core.model import Attachment
 
 EXT = "remote-ar.e2e.test"  # the outside senders' domain: Postfix routes it to the sink
 
@@ -18,7 +18,7 @@ async def _setup(stack: Stack, pdf: bytes) -> str:
     async with stack.store() as store:
         await store.create_domain(d)
         await store.create_mailbox(f"bob@{d}")
-        await store.set_autoresponder(f"bob@{d}", enabled=True, subject="Out of office",
+        await store.autoreplies.set(f"bob@{d}", enabled=True, subject="Out of office",
                                       message="Bob is away until Monday. Grüße",
                                       attachment=Attachment("away.pdf", "application/pdf", pdf))
     await stack.settle()

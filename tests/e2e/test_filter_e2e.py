@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from harness import Stack, World, make_message
 
-from mailpolicy.smtp.srs import Srs
+from mailpolicy.core.srs import Srs
 
 EXT = "remote-mx.e2e.test"  # an "external" domain: Postfix routes it to the sink below
 

@@ -98,7 +98,7 @@ def test_relay_to_a_foreign_domain_is_refused(e2e_stack: Stack) -> None:
 
 
 async def test_dovecot_and_mailpolicy_count_the_same_quota_bytes(e2e_stack: Stack) -> None:
-    from mailpolicy.quota import usage
+    from mailpolicy.maildir import usage
 
     domain = _domain()
     address = f"quota@{domain}"

@@ -28,8 +28,8 @@ async def test_token_logs_in_over_imap_and_sees_the_inbox(e2e_stack: Stack) -> N
         await store.create_domain(domain)
         await store.create_mailbox(alice, password=PASSWORD)
         await store.create_mailbox(bob, password=PASSWORD + " bob")
-        token = await store.create_token(alice, actor="root")
-        bob_token = await store.create_token(bob, actor="root")
+        token = await store.tokens.create(alice, actor="root")
+        bob_token = await store.tokens.create(bob, actor="root")
         audit = await store.list_audit(limit=2)
     assert {(a["action"], a["target"]) for a in audit} == {
         ("mailbox.login_as", alice), ("mailbox.login_as", bob)}
@@ -56,7 +56,7 @@ async def test_token_logs_in_over_imap_and_sees_the_inbox(e2e_stack: Stack) -> N
     e2e_stack.imap(bob, bob_token).logout()
 
     async with e2e_stack.store() as store:  # redeemed once through the admin API: spent
-        assert (await store.consume_token(token)).address == alice
+        assert (await store.tokens.consume(token)).address == alice
     _refused(e2e_stack, alice, token)
     e2e_stack.imap(alice, PASSWORD).logout()
 
@@ -69,10 +69,10 @@ async def test_expired_and_disabled_mailbox_tokens_are_refused(e2e_stack: Stack)
         await store.create_mailbox(carol, password=PASSWORD)
         await store.create_mailbox(dave, password=PASSWORD)
         await store.create_mailbox(erin)  # no password of its own
-        expired = await store.create_token(carol, ttl=-1)
-        disabled = await store.create_token(dave)
+        expired = await store.tokens.create(carol, ttl=-1)
+        disabled = await store.tokens.create(dave)
         await store.update_mailbox(dave, enabled=False)
-        erin_token = await store.create_token(erin)
+        erin_token = await store.tokens.create(erin)
     _refused(e2e_stack, carol, expired)
     _refused(e2e_stack, dave, disabled)
     _refused(e2e_stack, dave, PASSWORD)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from harness import Stack
 
-from mailpolicy.outbound import transport_name
+from mailpolicy.core.outbound import transport_name
 
 REJECT_TEXT = "Recipient address rejected: mailbox does not exist"
 SENDER = "someone@outside.example"

@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 from harness import Stack, default_run_user
 from harness_servers import HOSTNAME, run
 
-from mailpolicy import tlsmaps
-from mailpolicy.cli_client import Client
+from mailpolicy.cli.client import Client
+from mailpolicy.deploy import tlsmaps
 
 DOMAIN = "tls-e2e.test"
 MAIL_NAME = f"mail.{DOMAIN}"

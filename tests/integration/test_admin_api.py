@@ -198,7 +198,7 @@ async def test_autoresponder_roundtrip(admin_env: AdminEnv) -> None:
     # the content type is detected from the bytes, not taken from the client
     assert ar["attachment"] == {"filename": "map.dat", "content_type": "image/png",
                                 "size": len(PNG)}
-    stored = await env.store.get_autoresponder((await env.store.get_mailbox(
+    stored = await env.store.autoreplies.get((await env.store.get_mailbox(
         "joe@example.com")).id)
     assert stored.attachment.data == PNG
     # fields left out keep their value; an empty message turns it off

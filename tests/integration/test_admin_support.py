@@ -58,7 +58,7 @@ class AdminEnv:
     async def snapshot(self) -> tuple[Any, ...]:
         """Everything the admin API can change, to prove a refusal changed nothing."""
         boxes = await self.store.list_mailboxes()
-        ars = [await self.store.get_autoresponder(m.id) for m in boxes]
+        ars = [await self.store.autoreplies.get(m.id) for m in boxes]
         audit = await self.store.list_audit(limit=100000)
         # `maildirsize` is the quota accounting cache (rewritten on reading usage)
         files = sorted(str(p.relative_to(self.cfg.maildir_root))
@@ -68,7 +68,7 @@ class AdminEnv:
         return (await self.store.list_domains(), boxes, ars, len(audit), files)
 
     def maildir(self, address: str) -> Path:
-        from mailpolicy.admin.files import maildir_for
+        from mailpolicy.maildir.mailbox import maildir_for
 
         name, domain = address.split("@")
         return maildir_for(self.cfg.maildir_root, domain, name)

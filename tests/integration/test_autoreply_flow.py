@@ -13,7 +13,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from mailpolicy import autoreply
 from mailpolicy.autoreply import send as send_mod
 from mailpolicy.config import from_dict
-from mailpolicy.model import Attachment
+from mailpolicy.core.model import Attachment
 from mailpolicy.store import Store
 
 A, B = "alice@one.example", "bob@two.example"
@@ -65,8 +65,8 @@ async def store(tmp_path):
     await s.create_domain("two.example")
     await s.create_mailbox(A)
     await s.create_mailbox(B, aliases=("robert",))
-    await s.set_autoresponder(A, enabled=True, message="Alice is away.")
-    await s.set_autoresponder(B, enabled=True, message="Bob is away. Grüße",
+    await s.autoreplies.set(A, enabled=True, message="Alice is away.")
+    await s.autoreplies.set(B, enabled=True, message="Bob is away. Grüße",
                               from_="Bob B <bob@two.example>")
     yield s
     await s.close()
@@ -135,7 +135,7 @@ async def test_reply_envelope_and_headers(tmp_path, store, sink):
 async def test_reply_with_attachment(tmp_path, store, sink):
     cfg = make_cfg(tmp_path, sink.port)
     pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40
-    await store.set_autoresponder(A, attachment=Attachment("away.pdf", "application/pdf", pdf))
+    await store.autoreplies.set(A, attachment=Attachment("away.pdf", "application/pdf", pdf))
     await autoreply.on_delivered(cfg, store, await mb(store, A), B, human(B, A))
     m = message_from_bytes(sink.messages[0][2], policy=policy.default)
     assert m.get_content_type() == "multipart/mixed"
@@ -189,7 +189,7 @@ async def test_state_survives_store_reopen(tmp_path, store, sink):
         await autoreply.on_delivered(cfg, reopened, await mb(reopened, B), A, human(A, B))
         assert len(sink.messages) == 1
         # changing the text restarts the tracking
-        await reopened.set_autoresponder(B, message="Bob is back on Monday.")
+        await reopened.autoreplies.set(B, message="Bob is back on Monday.")
         await autoreply.on_delivered(cfg, reopened, await mb(reopened, B), A, human(A, B))
         assert len(sink.messages) == 2
     finally:
@@ -210,10 +210,10 @@ async def test_sender_comparison_domain_case_insensitive_local_exact(tmp_path, s
 async def test_interval_expiry_in_store(tmp_path, store):
     bob = await mb(store, B)
     t0, day = time.time(), 86400.0
-    assert await store.claim_autoreply(bob.id, A, "k", t0, 7 * day)
-    assert not await store.claim_autoreply(bob.id, A, "k", t0 + 6.9 * day, 7 * day)
-    assert await store.claim_autoreply(bob.id, A, "k", t0 + 7.1 * day, 7 * day)
-    assert await store.claim_autoreply(bob.id, A, "other-key", t0, 7 * day)
+    assert await store.autoreplies.claim(bob.id, A, "k", t0, 7 * day)
+    assert not await store.autoreplies.claim(bob.id, A, "k", t0 + 6.9 * day, 7 * day)
+    assert await store.autoreplies.claim(bob.id, A, "k", t0 + 7.1 * day, 7 * day)
+    assert await store.autoreplies.claim(bob.id, A, "other-key", t0, 7 * day)
 
 
 async def test_temporary_failure_is_retried(tmp_path, store, sink, monkeypatch):
@@ -276,11 +276,11 @@ async def test_date_window_uses_configured_timezone(tmp_path, store, sink):
 
     tz = "Pacific/Kiritimati"  # UTC+14: often a different date than UTC
     today = dt.datetime.now(ZoneInfo(tz)).date()
-    await store.set_autoresponder(B, start=today, end=today)
+    await store.autoreplies.set(B, start=today, end=today)
     await autoreply.on_delivered(make_cfg(tmp_path, sink.port, timezone=tz), store,
                                  await mb(store, B), A, human(A, B))
     assert len(sink.messages) == 1
-    await store.set_autoresponder(B, start=today + dt.timedelta(days=1), end=None,
+    await store.autoreplies.set(B, start=today + dt.timedelta(days=1), end=None,
                                   message="new text")
     await autoreply.on_delivered(make_cfg(tmp_path, sink.port, timezone=tz), store,
                                  await mb(store, B), A, human(A, B))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from mailpolicy.cache import STAMP_INTERVAL, CachedDirectory
-from mailpolicy.directory import Kind
+from mailpolicy.core.cache import STAMP_INTERVAL, CachedDirectory
+from mailpolicy.core.directory import Kind
 from mailpolicy.store import Store
 
 
@@ -23,8 +23,8 @@ async def test_a_directory_write_elsewhere_is_seen_a_claim_or_token_is_not(tmp_p
         assert (await cache.resolve("info@example.com")).kind is Kind.MAILBOX
 
         before = reader.generation()
-        await writer.create_token("info@example.com")
-        assert await writer.claim_autoreply(box.id, "someone@remote.test", "k", 1e9, 86400)
+        await writer.tokens.create("info@example.com")
+        assert await writer.autoreplies.claim(box.id, "someone@remote.test", "k", 1e9, 86400)
         assert reader.generation() == before  # not directory writes
         await asyncio.sleep(STAMP_INTERVAL * 1.5)
         misses = cache.misses

@@ -13,7 +13,7 @@ import pytest
 from test_admin_support import CLI, ENV, AdminEnv, admin_server, needs_root, run, run_as
 
 from mailpolicy.config import DEFAULT_CONFIG_FILE
-from mailpolicy.passwords import verify_password
+from mailpolicy.store.passwords import verify_password
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ async def test_autoreply_verbs(env: AdminEnv, tmp_path: Path) -> None:
             shown["interval_days"]) == (True, True, "Abwesend", "2026-07-01", "2026-07-31", 2)
     mb = await env.store.get_mailbox("joe@example.com")
     assert mb is not None
-    ar = await env.store.get_autoresponder(mb.id)
+    ar = await env.store.autoreplies.get(mb.id)
     assert ar is not None and ar.attachment is not None
     assert ar.attachment.data == pdf.read_bytes()
     out = await ok(env, "autoreply", "set", "joe@example.com", "--message", "", "--no-attach",

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from test_admin_support import CLI, ENV, AdminEnv, admin_server, run
 
-from mailpolicy.dovecotconf import sqlite_path
+from mailpolicy.deploy.dovecot import sqlite_path
 
 
 @pytest.fixture

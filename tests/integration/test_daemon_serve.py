@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SERVE = [sys.executable, "-c", "import sys; from mailpolicy.daemon import run; "
+SERVE = [sys.executable, "-c", "import sys; from mailpolicy.runtime.daemon import run; "
          "sys.exit(run(sys.argv[1] if len(sys.argv) > 1 else None))"]
 
 

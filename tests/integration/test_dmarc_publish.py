@@ -16,7 +16,7 @@ import pytest
 from mailpolicy import config
 from mailpolicy.auth.dns import Resolver
 from mailpolicy.auth.publish import PublishError, dmarc_record, sync_record
-from mailpolicy.model import Domain
+from mailpolicy.core.model import Domain
 
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 SECRET = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

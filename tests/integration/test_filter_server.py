@@ -16,8 +16,8 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope
 
 from mailpolicy import config
+from mailpolicy.core.srs import Srs
 from mailpolicy.smtp.server import start
-from mailpolicy.smtp.srs import Srs
 from mailpolicy.store import Store
 
 HOST = "127.0.0.1"
@@ -569,7 +569,7 @@ async def test_lines_near_the_read_step_pass_byte_identical(env: Env) -> None:
 async def test_do_not_save_mailbox_autoreplies_from_the_filter(env: Env) -> None:
     """A forward-only mailbox never reaches LMTP, so the filter answers for it: one reply with
     a null envelope sender to the original sender, once per interval."""
-    await env.store.set_autoresponder("gone@ours.test", enabled=True, message="Away",
+    await env.store.autoreplies.set("gone@ours.test", enabled=True, message="Away",
                                       subject="Away")
     msg = MSG.replace(b"To: bob@ours.test", b"To: gone@ours.test")
     for _ in range(2):

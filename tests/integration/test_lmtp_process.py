@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 from mailpolicy import config
-from mailpolicy.quota.usage import current_usage
+from mailpolicy.maildir.usage import current_usage
 from mailpolicy.store import Store
 
 pytestmark = pytest.mark.timeout(120)
 
 SERVER = """
 import asyncio, json, sys
-from mailpolicy import config, logs
+from mailpolicy import config
+from mailpolicy.runtime import logs
 from mailpolicy.store import Store
 from mailpolicy.lmtp import server
 

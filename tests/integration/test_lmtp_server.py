@@ -331,7 +331,7 @@ async def test_unix_socket_listener(tmp_path):
 
 async def test_autoreply_failure_never_affects_delivery(env):
     # the autoresponder's next hop is a closed port: sending fails, delivery must not
-    await env.store.set_autoresponder("alice@example.test", enabled=True,
+    await env.store.autoreplies.set("alice@example.test", enabled=True,
                                       message="I am away.", subject="Away")
 
     def run():

@@ -12,7 +12,7 @@ import pytest
 from threaded import exchange, fuzz_live_server, serving
 
 from mailpolicy import config
-from mailpolicy.lmtp.maildir import maildir_for
+from mailpolicy.maildir.writer import maildir_for
 from mailpolicy.policy import start
 from mailpolicy.policy.protocol import Parser
 from mailpolicy.store import Store

@@ -2,9 +2,9 @@
 
 import asyncio
 
-from mailpolicy.lmtp.maildir import maildir_for
-from mailpolicy.model import Mailbox
-from mailpolicy.policy.server import RESTAT_AFTER, UsageReader
+from mailpolicy.core.model import Mailbox
+from mailpolicy.maildir.reader import RESTAT_AFTER, UsageReader
+from mailpolicy.maildir.writer import maildir_for
 
 
 async def test_a_maildir_created_after_a_zero_answer_is_read_not_remembered_as_empty(tmp_path):

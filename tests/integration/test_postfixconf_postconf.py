@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mailpolicy import config, postfixconf
+from mailpolicy import config
+from mailpolicy.deploy import postfix as postfixconf
 
 POSTCONF = "/usr/sbin/postconf"
 STOCK_MASTER = Path("/usr/share/postfix/master.cf.dist")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 
 from mailpolicy import config
+from mailpolicy.core.model import Mailbox
 from mailpolicy.lmtp import deliver
 from mailpolicy.lmtp.deliver import Target, deliver_one, trace_headers
-from mailpolicy.lmtp.maildir import maildir_for
-from mailpolicy.model import Mailbox
-from mailpolicy.quota.usage import current_usage
+from mailpolicy.maildir.usage import current_usage
+from mailpolicy.maildir.writer import maildir_for
 
 
 def _cfg(tmp_path):

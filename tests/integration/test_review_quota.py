@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import os
 
-from mailpolicy.lmtp.maildir import write_message
-from mailpolicy.quota import usage
-from mailpolicy.quota.clear import clear_contents
-from mailpolicy.quota.usage import MAILDIRSIZE, current_usage
+from mailpolicy.maildir import usage
+from mailpolicy.maildir.clear import clear_contents
+from mailpolicy.maildir.usage import MAILDIRSIZE, current_usage
+from mailpolicy.maildir.writer import write_message
 
 
 def test_clear_never_leaves_the_old_usage_when_a_delivery_races_the_rescan(tmp_path,
@@ -34,7 +34,7 @@ def test_a_concurrent_clear_removing_our_holding_directory_is_not_an_error(tmp_p
                                                                           monkeypatch):
     """Two clears of one mailbox (admin API and CLI): the second one's _leftovers() removes
     the first one's holding directory while it empties it. The first must still succeed."""
-    from mailpolicy.quota import clear as clear_mod
+    from mailpolicy.maildir import clear as clear_mod
 
     for i in range(3):
         write_message(tmp_path, (b"m%d\n" % i,))

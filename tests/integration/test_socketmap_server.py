@@ -12,7 +12,7 @@ import pytest
 from threaded import exchange, fuzz_live_server, serving
 
 from mailpolicy import config
-from mailpolicy.outbound import transport_name
+from mailpolicy.core.outbound import transport_name
 from mailpolicy.socketmap import start
 from mailpolicy.socketmap.protocol import Parser, encode_query
 from mailpolicy.store import Store

@@ -17,10 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailpolicy.directory import Kind, resolve
-from mailpolicy.model import Attachment
-from mailpolicy.passwords import verify_password
+from mailpolicy.core.directory import Kind, resolve
+from mailpolicy.core.model import Attachment
 from mailpolicy.store import Conflict, Invalid, NotFound, Store
+from mailpolicy.store.passwords import verify_password
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -219,21 +219,21 @@ async def test_every_change_is_audited(store):
 
 async def test_autoresponder_fields_and_header_injection(store):
     await store.create_mailbox("alice@example.test")
-    ar = await store.set_autoresponder("alice@example.test", enabled=True, message="Away",
+    ar = await store.autoreplies.set("alice@example.test", enabled=True, message="Away",
                                        from_="Alice <alice@example.test>", subject="Out",
                                        start="2026-01-01", end="2026-01-31",
                                        attachment=Attachment("cv.pdf", "application/pdf", b"%PDF"))
     assert ar.active and ar.start == dt.date(2026, 1, 1) and ar.attachment.data == b"%PDF"
-    ar = await store.set_autoresponder("alice@example.test", message="")
+    ar = await store.autoreplies.set("alice@example.test", message="")
     assert not ar.active and ar.attachment is not None and ar.subject == "Out"
     for kwargs, field in [({"subject": "x\r\nBcc: evil@x.test"}, "subject"),
                           ({"from_": "A <a@b.test>\nX: y"}, "from"),
                           ({"start": "2026-02-01", "end": "2026-01-01"}, "end"),
                           ({"attachment": Attachment("../x", "text/plain", b"")}, "attachment")]:
         with pytest.raises(Invalid) as e:
-            await store.set_autoresponder("alice@example.test", **kwargs)
+            await store.autoreplies.set("alice@example.test", **kwargs)
         assert e.value.field == field
-    ar = await store.set_autoresponder("alice@example.test", attachment=False)
+    ar = await store.autoreplies.set("alice@example.test", attachment=False)
     assert ar.attachment is None
 
 
@@ -241,23 +241,24 @@ async def test_claim_autoreply_is_race_safe_and_interval_bound(store):
     mb = await store.create_mailbox("alice@example.test")
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     week = dt.timedelta(days=7)
-    results = await asyncio.gather(*[store.claim_autoreply(mb.id, "s@x.test", "k", now, week)
+    results = await asyncio.gather(*[store.autoreplies.claim(mb.id, "s@x.test", "k", now, week)
                                      for _ in range(8)])
     assert sorted(results) == [False] * 7 + [True]
-    assert not await store.claim_autoreply(mb.id, "s@x.test", "k", now + dt.timedelta(days=6), week)
-    assert await store.claim_autoreply(mb.id, "s@x.test", "k2", now, week)
-    assert await store.claim_autoreply(mb.id, "s@x.test", "k", now + dt.timedelta(days=8), week)
-    await store.release_autoreply(mb.id, "s@x.test", "k")
-    assert await store.claim_autoreply(mb.id, "s@x.test", "k", now + dt.timedelta(days=8), week)
+    later = now + dt.timedelta(days=6)
+    assert not await store.autoreplies.claim(mb.id, "s@x.test", "k", later, week)
+    assert await store.autoreplies.claim(mb.id, "s@x.test", "k2", now, week)
+    assert await store.autoreplies.claim(mb.id, "s@x.test", "k", now + dt.timedelta(days=8), week)
+    await store.autoreplies.release(mb.id, "s@x.test", "k")
+    assert await store.autoreplies.claim(mb.id, "s@x.test", "k", now + dt.timedelta(days=8), week)
 
 
 async def test_login_tokens_are_single_use(store):
     await store.create_mailbox("alice@example.test")
-    token = await store.create_token("alice@example.test", ttl=60)
-    assert (await store.consume_token(token)).address == "alice@example.test"
-    assert await store.consume_token(token) is None
-    expired = await store.create_token("alice@example.test", ttl=-1)
-    assert await store.consume_token(expired) is None
+    token = await store.tokens.create("alice@example.test", ttl=60)
+    assert (await store.tokens.consume(token)).address == "alice@example.test"
+    assert await store.tokens.consume(token) is None
+    expired = await store.tokens.create("alice@example.test", ttl=-1)
+    assert await store.tokens.consume(expired) is None
 
 
 async def test_reopen_keeps_data_and_migrations_are_idempotent(tmp_path):

@@ -21,9 +21,9 @@ from mailpolicy.store import Store
 
 pytestmark = pytest.mark.timeout(120)
 
-SERVE = [sys.executable, "-c", "import sys; from mailpolicy.daemon import run; "
+SERVE = [sys.executable, "-c", "import sys; from mailpolicy.runtime.daemon import run; "
          "sys.exit(run(sys.argv[1]))"]
-WORKER_MARK = b"mailpolicy.workers\0%s\0"  # the cmdline of a worker of a service
+WORKER_MARK = b"mailpolicy.runtime.workers\0%s\0"  # the cmdline of a worker of a service
 
 
 def free_port() -> int:
@@ -63,7 +63,7 @@ class Daemon:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            if (len(self.workers()) == 2 and len(self.workers("policy.server")) == 2
+            if (len(self.workers()) == 2 and len(self.workers("policy")) == 2
                     and self.cfg.admin_socket.exists() and self.greets()):
                 return
             time.sleep(0.1)
@@ -76,7 +76,7 @@ class Daemon:
         except OSError:
             return False
 
-    def workers(self, service: str = "lmtp.server") -> set[int]:
+    def workers(self, service: str = "lmtp") -> set[int]:
         assert self.proc is not None
         mark = WORKER_MARK % service.encode()
         return {pid for pid, ppid in processes() if ppid == self.proc.pid and alive(pid)
@@ -230,7 +230,7 @@ def socket_owners(port: int) -> dict[int, int]:
 
 
 async def test_policy_workers_share_the_port(daemon):
-    workers = daemon.workers("policy.server")
+    workers = daemon.workers("policy")
     replies, owners = await asyncio.to_thread(ask_policy, daemon, 16)
     assert replies == [b"action=DUNNO\n", b"action=550 5.1.1 mailbox does not exist\n"] * 16
     # the kernel spread the 16 connections over both workers; the main process holds none
@@ -239,7 +239,7 @@ async def test_policy_workers_share_the_port(daemon):
 
 async def test_two_workers_deliver_all_over_tcp_and_unix_then_sigterm_stops_them(daemon):
     workers = daemon.workers()
-    policy = daemon.workers("policy.server")
+    policy = daemon.workers("policy")
     tcp = await asyncio.to_thread(burst, daemon, "tcp", 16, 8)
     unix = await asyncio.to_thread(burst, daemon, "unix", 4, 5, True)
     assert len(tcp) == 128 and len(unix) == 20
@@ -273,7 +273,7 @@ async def replaced(daemon: Daemon, service: str) -> set[int]:
 
 
 async def test_a_killed_worker_is_replaced(daemon):
-    now = await replaced(daemon, "lmtp.server")
+    now = await replaced(daemon, "lmtp")
     res = await asyncio.to_thread(burst, daemon, "after", 8, 4)
     assert len(res) == 32 and all(r.startswith(b"250") for r in res)
     assert {v for k, v in stored(daemon).items() if k.startswith("after")} <= {
@@ -282,7 +282,7 @@ async def test_a_killed_worker_is_replaced(daemon):
 
 
 async def test_a_killed_policy_worker_is_replaced(daemon):
-    now = await replaced(daemon, "policy.server")
+    now = await replaced(daemon, "policy")
     replies, owners = await asyncio.to_thread(ask_policy, daemon, 8)
     assert replies == [b"action=DUNNO\n", b"action=550 5.1.1 mailbox does not exist\n"] * 8
     assert set(owners) <= now
@@ -290,7 +290,7 @@ async def test_a_killed_policy_worker_is_replaced(daemon):
 
 
 async def test_workers_exit_when_the_daemon_is_killed(daemon):
-    workers = daemon.workers() | daemon.workers("policy.server")
+    workers = daemon.workers() | daemon.workers("policy")
     daemon.proc.kill()
     daemon.proc.wait()
     assert not wait_gone(workers, 10), "orphaned worker processes"

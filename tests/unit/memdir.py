@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailpolicy.model import Domain, Mailbox
+from mailpolicy.core.model import Domain, Mailbox
 
 
 class MemoryDirectory:

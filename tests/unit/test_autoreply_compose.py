@@ -8,13 +8,8 @@ from email.header import decode_header, make_header
 
 import pytest
 
-from mailpolicy.autoreply.compose import (
-    ComposeError,
-    compose,
-    response_key,
-    to_bytes,
-)
-from mailpolicy.model import Attachment, Autoresponder, Mailbox
+from mailpolicy.autoreply.compose import ComposeError, compose, response_key, to_bytes
+from mailpolicy.core.model import Attachment, Autoresponder, Mailbox
 
 MB = Mailbox(name="bob", domain="example.com", id=3)
 AR = Autoresponder(mailbox_id=3, enabled=True, message="I am away until Monday.")

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from mailpolicy.autoreply.suppress import Decision, decide, is_system_sender, parse_headers
-from mailpolicy.model import Autoresponder, Mailbox
+from mailpolicy.core.model import Autoresponder, Mailbox
 
 TODAY = dt.date(2026, 7, 15)
 MB = Mailbox(name="bob", domain="example.com", aliases=("robert", "b.smith"), id=7)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailpolicy.addresses import (
+from mailpolicy.core.addresses import (
     AddressError,
     normalize_address,
     normalize_domain,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailpolicy.cache import CachedDirectory
-from mailpolicy.model import Domain, Mailbox
+from mailpolicy.core.cache import CachedDirectory
+from mailpolicy.core.model import Domain, Mailbox
 
 
 class Counting:
@@ -97,7 +97,7 @@ async def test_stamp_change_clears_everything_but_only_looked_at_every_interval(
 
 
 def test_resolved_answers_a_miss_at_once_only_from_a_synchronous_store():
-    from mailpolicy.directory import Kind
+    from mailpolicy.core.directory import Kind
 
     store = Counting()
     cache = CachedDirectory(store, ttl=5, clock=Clock())

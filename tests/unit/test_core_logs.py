@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from mailpolicy import config, logs
+from mailpolicy import config
+from mailpolicy.runtime import logs
 
 KEYS = ("queue_id", "recipient", "action")
 VALUES = ("8045F2AB23", "b@exämple.com", "550 5.1.1 it's \"gone\"")

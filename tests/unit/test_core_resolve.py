@@ -3,8 +3,8 @@
 import pytest
 from memdir import MemoryDirectory
 
-from mailpolicy.directory import MAX_REDIRECT_HOPS, Kind, resolve
-from mailpolicy.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.directory import MAX_REDIRECT_HOPS, Kind, resolve
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 
 
 def d(name, action=DefaultAction.REJECT, redirect_to=""):

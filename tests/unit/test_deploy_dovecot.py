@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from golden import write_on_request
 
-from mailpolicy import config, dovecotconf
+from mailpolicy import config
+from mailpolicy.deploy import dovecot as dovecotconf
 
 REPO = Path(__file__).resolve().parents[2]
 # The deployment layout the README describes (and systemd/mailpolicy.service allows to write).
@@ -116,10 +117,10 @@ async def _tokens(cfg: config.Config) -> dict[str, str]:
     store = await Store.open(cfg.store_url)
     try:
         return {
-            "old": await store.create_token("alice@example.test", ttl=60),
-            "alice": await store.create_token("alice@example.test", ttl=60),
-            "expired": await store.create_token("bob@example.test", ttl=-1),
-            "off": await store.create_token("off@example.test", ttl=60),
+            "old": await store.tokens.create("alice@example.test", ttl=60),
+            "alice": await store.tokens.create("alice@example.test", ttl=60),
+            "expired": await store.tokens.create("bob@example.test", ttl=-1),
+            "off": await store.tokens.create("off@example.test", ttl=60),
         }
     finally:
         await store.close()

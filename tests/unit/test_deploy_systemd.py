@@ -66,7 +66,8 @@ TLS_SERVICE = UNIT.with_name("mailpolicy-tls-reload.service")
 
 def test_tls_reload_path_watches_the_map_written_last_in_the_daemons_state_dir(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailpolicy import config, tlsmaps
+    from mailpolicy import config
+    from mailpolicy.deploy import tlsmaps
 
     state_dir = "/var/lib/" + directives()["StateDirectory"][0]
     assert unit_directives(TLS_PATH)["PathChanged"] == [f"{state_dir}/{tlsmaps.DOVECOT_MAP}"]

@@ -10,19 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailpolicy import config
-from mailpolicy.directory import Kind, Resolution
-from mailpolicy.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.directory import Kind, Resolution
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.srs import Srs, load_secret
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Transaction, fold, split_headers
 from mailpolicy.smtp.reinject import refusal_reply
-from mailpolicy.smtp.rewrite import (
-    already_forwarded,
-    plan_recipients,
-    trace_passes,
-    trace_value,
-)
+from mailpolicy.smtp.rewrite import already_forwarded, plan_recipients, trace_passes, trace_value
 from mailpolicy.smtp.server import has_bare_newline, with_enhanced_code
-from mailpolicy.smtp.srs import Srs, load_secret
 
 # ---------------------------------------------------------------- XFORWARD
 

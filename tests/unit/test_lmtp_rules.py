@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mailpolicy import config
-from mailpolicy.directory import Kind, Resolution
+from mailpolicy.core.directory import Kind, Resolution
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.replies import Reply
 from mailpolicy.lmtp.deliver import (
     Target,
     over_quota,
@@ -15,8 +17,6 @@ from mailpolicy.lmtp.deliver import (
     trace_headers,
 )
 from mailpolicy.lmtp.server import with_dsn
-from mailpolicy.model import DefaultAction, Domain, Mailbox
-from mailpolicy.replies import Reply
 
 CFG = config.from_dict({"paths": {"state_dir": "/srv/mp", "maildir_root": "/srv/mail"}})
 DOM = Domain(name="example.test")

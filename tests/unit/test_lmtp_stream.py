@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailpolicy.lmtp.stream import TERMINATOR, DataDecoder
+from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder
 
 
 def reference(body_lines: list[bytes]) -> bytes:

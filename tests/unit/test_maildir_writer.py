@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from mailpolicy.lmtp.maildir import (
+from mailpolicy.maildir.usage import size_from_name
+from mailpolicy.maildir.writer import (
     JUNK,
     MaildirPathError,
     ensure_folder,
@@ -17,7 +18,6 @@ from mailpolicy.lmtp.maildir import (
     maildir_for,
     write_message,
 )
-from mailpolicy.quota.usage import size_from_name
 
 
 def test_maildir_for_layout(tmp_path):
@@ -106,8 +106,8 @@ def test_a_rescan_racing_a_delivery_never_counts_the_message_twice(tmp_path):
     import threading
     import time as _time
 
-    from mailpolicy.lmtp.maildir import ensure_folder, write_message
-    from mailpolicy.quota.usage import add_usage, current_usage
+    from mailpolicy.maildir.usage import add_usage, current_usage
+    from mailpolicy.maildir.writer import ensure_folder, write_message
 
     maildir = tmp_path / "Maildir"
     ensure_folder(maildir)

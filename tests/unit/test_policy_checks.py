@@ -8,7 +8,7 @@ import pytest
 from memdir import MemoryDirectory
 
 from mailpolicy import config
-from mailpolicy.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 from mailpolicy.policy.protocol import Parser, encode_action
 from mailpolicy.policy.server import PolicyService
 
@@ -171,7 +171,7 @@ def test_usage_error_answers_fallback():
 
 
 def test_decisions_without_usage_are_made_once_per_resolution_and_never_stale():
-    from mailpolicy.directory import Kind, Resolution
+    from mailpolicy.core.directory import Kind, Resolution
     from mailpolicy.policy.checks import decide_now
 
     (req,) = Parser().feed(request("a@example.com"))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from golden import write_on_request
 
-from mailpolicy import config, postfixconf
+from mailpolicy import config
+from mailpolicy.deploy import postfix as postfixconf
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_POOL = ("127.0.0.1",)  # what outbound.pool() gives on a host with no other address

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from mailpolicy import config, postfixconf
-from mailpolicy.outbound import transport_name
+from mailpolicy import config
+from mailpolicy.core.outbound import transport_name
+from mailpolicy.deploy import postfix as postfixconf
 
 POOL = ("192.0.2.10", "192.0.2.11")
 

@@ -6,10 +6,10 @@ import os
 import threading
 import time
 
-from mailpolicy.lmtp.maildir import JUNK, write_message
-from mailpolicy.quota import clear as clear_mod
-from mailpolicy.quota.clear import clear_contents
-from mailpolicy.quota.usage import MAILDIRSIZE, add_usage, current_usage, size_from_name
+from mailpolicy.maildir import clear as clear_mod
+from mailpolicy.maildir.clear import clear_contents
+from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage, size_from_name
+from mailpolicy.maildir.writer import JUNK, write_message
 
 
 def files(md):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from mailpolicy.lmtp.maildir import JUNK, ensure_folder, write_message
-from mailpolicy.quota.usage import (
+from mailpolicy.maildir.usage import (
     MAILDIRSIZE,
     Limits,
     add_usage,
@@ -15,6 +14,7 @@ from mailpolicy.quota.usage import (
     rescan,
     size_from_name,
 )
+from mailpolicy.maildir.writer import JUNK, ensure_folder, write_message
 
 
 def put(maildir, folder, sub, name, size):
@@ -136,7 +136,7 @@ def test_over_quota_single_line_trusted_unless_older_than_15_minutes(tmp_path):
 
 def test_rescan_does_not_write_when_a_folder_changes_meanwhile(tmp_path, monkeypatch):
     ensure_folder(tmp_path)
-    import mailpolicy.quota.usage as usage
+    import mailpolicy.maildir.usage as usage
 
     real = usage.sum_dir
 

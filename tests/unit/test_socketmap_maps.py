@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from memdir import MemoryDirectory
 
-from mailpolicy.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 from mailpolicy.socketmap.protocol import Parser, encode_query
 from mailpolicy.socketmap.server import SocketmapService
 
@@ -116,7 +116,7 @@ def test_store_timeout_is_temp_within_deadline():
 
 
 def test_srs_domain_and_valid_srs_addresses_are_accepted_forged_ones_not() -> None:
-    from mailpolicy.smtp.srs import Srs
+    from mailpolicy.core.srs import Srs
     from mailpolicy.socketmap.maps import srs_answer
     from mailpolicy.socketmap.protocol import Query
 

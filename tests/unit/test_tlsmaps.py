@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailpolicy import config, tlsmaps
-from mailpolicy.model import Domain
-from mailpolicy.tlscert import CertificateError
-from mailpolicy.tlsmaps import SniEntry
+from mailpolicy import config
+from mailpolicy.core.model import Domain
+from mailpolicy.core.tlscert import CertificateError
+from mailpolicy.deploy import tlsmaps
+from mailpolicy.deploy.tlsmaps import SniEntry
 
 
 def fake_names(table: dict[str, list[str]]) -> tlsmaps.NamesOf:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .cli_client import Refused
+from mailpolicy.cli.client import Refused
 
 DESCRIPTION = ("mailpolicy: the policy service, lookup tables, content filter and LMTP delivery "
                "beside Postfix (`serve`), and the admin verbs for domains and mailboxes.")
 
 
 def default_socket(config_path: str | None) -> str:
-    from . import config
+    from mailpolicy import config
 
     try:
         return str(config.load(config_path).admin_socket)

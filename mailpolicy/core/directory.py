@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from .addresses import AddressError, normalize_domain, split_address, split_extension
-from .model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.addresses import AddressError, normalize_domain, split_address, split_extension
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 
 MAX_REDIRECT_HOPS = 8
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .tlsmaps import DOVECOT_MAP
+from mailpolicy.config import Config
+from mailpolicy.deploy.tlsmaps import DOVECOT_MAP
 
 SQL_CONF_NAME = "dovecot-sql-mailpolicy.conf.ext"
 TOKEN_SQL_CONF_NAME = "dovecot-sql-mailpolicy-tokens.conf.ext"

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .lmtp.stream import TERMINATOR, DataDecoder
+from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder
 
 
 async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[], None], *,

@@ -6,9 +6,9 @@ import ipaddress
 import json
 from collections.abc import Iterable
 
-from .config import Config, split_hostport
-from .outbound import transport_name
-from .tlsmaps import POSTFIX_MAP
+from mailpolicy.config import Config, split_hostport
+from mailpolicy.core.outbound import transport_name
+from mailpolicy.deploy.tlsmaps import POSTFIX_MAP
 
 FILTER_TRANSPORT = "mailpolicy-filter"
 LMTP_TRANSPORT = "mailpolicy-lmtp"

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..addresses import AddressError, normalize_domain, validate_name
-from ..quota.usage import counting_lock
+from mailpolicy.core.addresses import AddressError, normalize_domain, validate_name
+from mailpolicy.maildir.usage import counting_lock
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -42,7 +42,7 @@ def human_size(n: int) -> str:
 
 
 def usage_text(used: int, maximum: int | None) -> str:
-    from .config import format_size
+    from mailpolicy.config import format_size
 
     return f"{human_size(used)}/{format_size(maximum)}"
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .directory import Directory, Resolution, resolve
-from .model import Domain, Mailbox
+from mailpolicy.core.directory import Directory, Resolution, resolve
+from mailpolicy.core.model import Domain, Mailbox
 
 DEFAULT_TTL = 2.0  # seconds a lookup (hit or miss) is reused when nothing tells us of writes
 WATCHED_TTL = 30.0  # ... when the store's directory generation is watched (a backstop only)

@@ -2,7 +2,7 @@
 
 Used for the hot services, LMTP (`limits.lmtp_workers`) and the policy service
 (`limits.policy_workers`). A count of 1 serves in the daemon's own event loop; N > 1 (0 = one
-per CPU core) starts N processes `python -m mailpolicy.workers SERVICE`, each with its own
+per CPU core) starts N processes `python -m mailpolicy.runtime.workers SERVICE`, each with its own
 event loop, Store and caches, each calling the service module's
 `start(cfg, store, reuse_port=True, inherited=sock)` (the kernel spreads connections over
 them). A service module may define `bind_inherited(cfg) -> socket | None`: a listener bound
@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import ctypes
 import gc
-import importlib
 import json
 import os
 import signal
@@ -39,7 +38,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from .config import Config
+from mailpolicy.config import Config
+from mailpolicy.runtime.service import Listener, Service
+from mailpolicy.store import Store
 
 log = structlog.get_logger("mailpolicy.workers")
 
@@ -51,7 +52,7 @@ RESTART_MAX = 10.0
 HEALTHY_AFTER = 10.0  # a worker that ran this long resets the restart back-off
 PR_SET_PDEATHSIG = 1
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
-PKG_ROOT = str(Path(__file__).resolve().parents[1])  # on the workers' PYTHONPATH
+PKG_ROOT = str(Path(__file__).resolve().parents[2])  # on the workers' PYTHONPATH
 
 
 def worker_count(n: int) -> int:
@@ -69,17 +70,12 @@ def settle_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _module(service: str) -> Any:
-    return importlib.import_module(f"mailpolicy.{service}")
-
-
-async def start(cfg: Config, store: Any, service: str, workers: int) -> list[Any]:
-    """Serve `service` (a module under mailpolicy, e.g. "lmtp.server"): in the daemon's loop
-    when `workers` asks for one process, else as a supervised pool of worker processes."""
-    n = worker_count(workers)
-    module = _module(service)
+async def start(cfg: Config, store: Store, service: Service) -> list[Listener]:
+    """Serve `service`: in the daemon's loop when it is not pooled or its `workers` setting
+    asks for one process, else as a supervised pool of worker processes."""
+    n = worker_count(service.workers(cfg.limits)) if service.workers is not None else 1
     if n <= 1:
-        return await module.start(cfg, store)  # type: ignore[no-any-return]
+        return await service.start(cfg, store)
     pool = WorkerPool(cfg, n, service)
     await pool.start()
     return [pool]
@@ -88,11 +84,11 @@ async def start(cfg: Config, store: Any, service: str, workers: int) -> list[Any
 class WorkerPool:
     """N supervised worker processes; close() + wait_closed() stop them (as for a server)."""
 
-    def __init__(self, cfg: Config, n: int, service: str) -> None:
+    def __init__(self, cfg: Config, n: int, service: Service) -> None:
         self.cfg = cfg
         self.n = n
         self.service = service
-        self.name = service.split(".")[0]  # for log events: lmtp.worker_exited, ...
+        self.name = service.name  # for log events: lmtp.worker_exited, ...
         self.procs: list[asyncio.subprocess.Process | None] = [None] * n
         self.supervisors: list[asyncio.Task[None]] = []
         self.inherited: socket.socket | None = None
@@ -103,9 +99,8 @@ class WorkerPool:
         return [p.pid for p in self.procs if p is not None and p.returncode is None]
 
     async def start(self) -> None:
-        bind = getattr(_module(self.service), "bind_inherited", None)
-        if bind is not None:
-            self.inherited = bind(self.cfg)
+        if self.service.bind_inherited is not None:
+            self.inherited = self.service.bind_inherited(self.cfg)
         try:
             results = await asyncio.gather(*(self._spawn(i) for i in range(self.n)),
                                            return_exceptions=True)
@@ -133,8 +128,9 @@ class WorkerPool:
         env.pop("NOTIFY_SOCKET", None)  # only the daemon talks to systemd
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (PKG_ROOT, env.get("PYTHONPATH"))))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mailpolicy.workers", self.service, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, pass_fds=(fd,) if fd is not None else (), env=env)
+            sys.executable, "-P", "-m", "mailpolicy.runtime.workers", self.name,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            pass_fds=(fd,) if fd is not None else (), env=env)
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(line)
@@ -227,9 +223,9 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(1)
 
 
-async def _serve(cfg: Config, service: str, inherited_fd: int | None) -> None:
-    from . import logs, outbound
-    from .store import Store
+async def _serve(cfg: Config, service: Service, inherited_fd: int | None) -> None:
+    from mailpolicy.core import outbound
+    from mailpolicy.runtime import logs
 
     logs.setup(cfg)
     loop = asyncio.get_running_loop()
@@ -256,7 +252,7 @@ async def _serve(cfg: Config, service: str, inherited_fd: int | None) -> None:
     servers: list[Any] = []
     try:
         inherited = socket.socket(fileno=inherited_fd) if inherited_fd is not None else None
-        servers = await _module(service).start(cfg, store, reuse_port=True, inherited=inherited)
+        servers = await service.start(cfg, store, reuse_port=True, inherited=inherited)
         settle_gc()
         os.write(1, READY + b"\n")
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -276,9 +272,10 @@ async def _serve(cfg: Config, service: str, inherited_fd: int | None) -> None:
 def main() -> int:
     """Entry point of one worker (argv: the service): the JSON config line on stdin, READY on
     stdout."""
-    from . import config as config_mod
+    from mailpolicy import config as config_mod
+    from mailpolicy.services import by_name
 
-    service = sys.argv[1]
+    service = by_name(sys.argv[1])
 
     line = b""
     while not line.endswith(b"\n"):
@@ -292,7 +289,7 @@ def main() -> int:
     try:
         asyncio.run(_serve(cfg, service, msg["inherited_fd"]))
     except OSError as e:
-        print(f"mailpolicy {service} worker {msg['index']}: {e}", file=sys.stderr)
+        print(f"mailpolicy {service.name} worker {msg['index']}: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import sys
-from typing import Any
 
 import structlog
 
-from . import config as config_mod
-from . import logs, outbound, sdnotify, tlsmaps, workers
-from .store import Store
+from mailpolicy import config as config_mod
+from mailpolicy.core import outbound
+from mailpolicy.deploy import tlsmaps
+from mailpolicy.runtime import logs, sdnotify, workers
+from mailpolicy.runtime.service import Listener
+from mailpolicy.services import SERVICES
+from mailpolicy.store import Store
 
 log = structlog.get_logger("mailpolicy.daemon")
 
-# service modules, each with `async def start(cfg, store) -> list[server]`
-SERVICES = ("policy.server", "socketmap.server", "smtp.server", "lmtp.server", "admin.server")
-# ... the hot ones may run in worker processes: the `limits` setting that says how many
-POOLED = {"policy.server": "policy_workers", "lmtp.server": "lmtp_workers"}
 
-
-async def _close(obj: Any) -> None:
-    """Close an asyncio server or an aiohttp runner/site."""
-    if hasattr(obj, "cleanup"):
-        await obj.cleanup()
-        return
-    if hasattr(obj, "close"):
-        obj.close()
-    if hasattr(obj, "wait_closed"):
-        try:
-            await asyncio.wait_for(obj.wait_closed(), 10)
-        except TimeoutError:
-            log.warning("listener.close_timeout")
+async def _close(listener: Listener) -> None:
+    """Close one listener, waiting at most 10 s for its sessions."""
+    listener.close()
+    try:
+        await asyncio.wait_for(listener.wait_closed(), 10)
+    except TimeoutError:
+        log.warning("listener.close_timeout")
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None = None,
@@ -48,7 +40,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
     await tlsmaps.write_tls_maps(cfg, await store.list_domains())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    servers: list[Any] = []
+    servers: list[Listener] = []
 
     def _reload() -> None:
         sdnotify.notify("RELOADING=1")
@@ -66,14 +58,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload)
     try:
-        for name in SERVICES:
-            if name in POOLED:
-                started = await workers.start(cfg, store, name,
-                                              getattr(cfg.limits, POOLED[name]))
-            else:
-                started = await importlib.import_module(f"mailpolicy.{name}").start(cfg, store)
-            servers.extend(started)
-            log.info("service.started", service=name.split(".")[0])
+        for service in SERVICES:
+            servers.extend(await workers.start(cfg, store, service))
+            log.info("service.started", service=service.name)
         workers.settle_gc()
         sdnotify.notify("READY=1")
         log.info("daemon.ready", pid=os.getpid(), policy=cfg.listen.policy,

@@ -6,7 +6,7 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 
-from .config import Config
+from mailpolicy.config import Config
 
 
 def host_addresses() -> tuple[str, ...]:

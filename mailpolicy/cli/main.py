@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_args import build_parser, default_socket
-from .cli_client import Client, Refused
-from .cli_output import (
+from mailpolicy.cli.args import build_parser, default_socket
+from mailpolicy.cli.client import Client, Refused
+from mailpolicy.cli.output import (
     human_size,
     print_json,
     print_pairs,
@@ -261,13 +261,15 @@ def cmd_dns_records(args: argparse.Namespace, api: Client) -> None:
 
 # ---------------------------------------------------------------- local commands
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .daemon import run
+    from mailpolicy.runtime.daemon import run
 
     return run(args.config)
 
 
 def cmd_postfix_config(args: argparse.Namespace) -> int:
-    from . import config, outbound, postfixconf
+    from mailpolicy import config
+    from mailpolicy.core import outbound
+    from mailpolicy.deploy import postfix as postfixconf
 
     try:
         cfg = config.load(args.config)

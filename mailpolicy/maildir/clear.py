@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .usage import folders, reset, size_from_name
+from mailpolicy.maildir.usage import folders, reset, size_from_name
 
 HOLD_MARK = ".clear-"
 DIR_MODE = 0o700

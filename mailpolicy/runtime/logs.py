@@ -16,7 +16,7 @@ import structlog
 from structlog._config import _CONFIG
 from structlog.contextvars import _CONTEXT_VARS
 
-from .config import Config
+from mailpolicy.config import Config
 
 PIPE_BUF = 4096  # bytes that one write(2) puts into a pipe in one piece (Linux)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import structlog
 
-from .addresses import AddressError, normalize_domain
-from .config import Config
-from .model import Domain
-from .tlscert import CertificateError, certificate_names, covered_names
+from mailpolicy.config import Config
+from mailpolicy.core.addresses import AddressError, normalize_domain
+from mailpolicy.core.model import Domain
+from mailpolicy.core.tlscert import CertificateError, certificate_names, covered_names
 
 log = structlog.get_logger("mailpolicy.tlsmaps")
 
