@@ -115,6 +115,13 @@ class Limits(_Section):
     max_concurrency: int = 64
     lmtp_workers: int = 0  # LMTP processes: 0 = one per CPU core, 1 = in the main process
     policy_workers: int = 0  # policy service processes: the same
+    # Postfix smtpd's smtpd_timeout (per request) and smtpd_min_data_rate, for LMTP and filter
+    command_timeout_seconds: float = 300.0
+    min_data_rate: int = 500  # bytes/s that extend the DATA deadline
+    lmtp_max_connections: int = 256  # per listener (and per LMTP worker); beyond: 421 4.3.2
+    filter_max_connections: int = 256
+    policy_max_connections: int = 1000  # per policy process; beyond: closed without a reply
+    policy_request_timeout_seconds: float = 10.0  # from a request's first byte to its end
 
 
 class Policy(_Section):
@@ -238,6 +245,8 @@ def split_hostport(value: str, key: str = "") -> tuple[str, int]:
 
 def _validate(cfg: Config) -> None:
     for name in ("policy", "socketmap", "filter", "lmtp"):
+        if name == "lmtp" and not cfg.listen.lmtp and cfg.listen.lmtp_socket:
+            continue  # LMTP on its Unix socket only
         split_hostport(getattr(cfg.listen, name), f"listen.{name}")
     for i, ns in enumerate(cfg.dns.nameservers):
         if ":" in ns and not ns.startswith("["):
@@ -247,6 +256,12 @@ def _validate(cfg: Config) -> None:
     for key in ("lmtp_workers", "policy_workers"):
         if getattr(cfg.limits, key) < 0:
             raise ConfigError(f"limits.{key}: must be 0 (one per CPU core) or more")
+    for key in ("command_timeout_seconds", "lmtp_max_connections", "filter_max_connections",
+                "policy_max_connections", "policy_request_timeout_seconds"):
+        if getattr(cfg.limits, key) <= 0:
+            raise ConfigError(f"limits.{key}: must be more than 0")
+    if cfg.limits.min_data_rate < 0:
+        raise ConfigError("limits.min_data_rate: must be 0 (no extension) or more")
     if cfg.autoreply.interval_days < 1:
         raise ConfigError("autoreply.interval_days: must be at least 1")
     if cfg.dmarc.update_server:

@@ -11,6 +11,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from mailpolicy.config import format_size
 from mailpolicy.core.model import Autoresponder, Domain, Mailbox
+from mailpolicy.core.quota import exceeds_quota
 
 # one-line values: no control characters at all (NUL, CR, LF, ...)
 _LINE = r"^[^\x00-\x1f\x7f]*$"
@@ -181,7 +182,7 @@ def mailbox_view(m: Mailbox, used: int | None = None, autoreply_on: bool | None 
         out["properties"] = {
             "enabled": m.enabled, "forwards": bool(m.copies_to), "no_save": m.no_save,
             "autoreply": bool(autoreply_on),
-            "over_quota": m.max_size is not None and used >= m.max_size,
+            "over_quota": exceeds_quota(used, 0, m.max_size),
         }
     return out
 

@@ -9,10 +9,11 @@ from typing import Any
 from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder
 
 
-async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[], None], *,
+async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[int], None], *,
                     crlf: bool = False) -> DataDecoder:
     """Read DATA up to the terminating dot line in large steps (never past it, so pipelined
-    commands stay in the reader). `crlf`: keep CRLF line ends (see DataDecoder)."""
+    commands stay in the reader); `tick(n)` after each step of n bytes. `crlf`: keep CRLF
+    line ends (see DataDecoder)."""
     decoder = DataDecoder(limit=limit, crlf=crlf)
     while True:
         try:
@@ -23,7 +24,7 @@ async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[],
             maybe_end = False
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("connection closed during DATA") from None
-        tick()
+        tick(len(chunk))
         if decoder.feed(chunk, maybe_end):
             return decoder
 

@@ -11,6 +11,7 @@ from mailpolicy.config import Config
 from mailpolicy.core import replies
 from mailpolicy.core.directory import Kind, Resolution
 from mailpolicy.core.model import DefaultAction, Mailbox
+from mailpolicy.core.quota import exceeds_quota, quota_reply
 from mailpolicy.core.replies import Reply
 from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage
 from mailpolicy.maildir.writer import JUNK, maildir_for, write_message
@@ -40,10 +41,6 @@ def _for(rcpt: str, reply: Reply) -> Reply:
     return Reply(reply.code, reply.dsn, f"<{rcpt}> {reply.text}")
 
 
-def quota_reply(cfg: Config) -> Reply:
-    return replies.MAILBOX_FULL if cfg.policy.quota_code == 552 else replies.MAILBOX_FULL_TEMP
-
-
 def rcpt_decision(cfg: Config, rcpt: str, res: Resolution) -> Target | Reply:
     """What RCPT TO:<rcpt> means for local delivery: a Target, or the refusal to give.
     Mailboxes and aliases deliver; a disabled mailbox is 550 5.2.1; an unknown address of a
@@ -62,11 +59,6 @@ def rcpt_decision(cfg: Config, rcpt: str, res: Resolution) -> Target | Reply:
     return Target(rcpt, mailbox, maildir_for(cfg.maildir_root, mailbox.domain, mailbox.name))
 
 
-def over_quota(used: int, size: int, limit: int | None) -> bool:
-    """Whether `size` more bytes would take the mailbox past `limit` (None = unlimited)."""
-    return limit is not None and used + size > limit
-
-
 def rcpt_quota_check(cfg: Config, target: Target, declared_size: int) -> Reply | None:
     """RCPT-time pre-check (blocking): refuse when the mailbox is already full or the size
     announced with MAIL FROM SIZE= would not fit."""
@@ -74,8 +66,8 @@ def rcpt_quota_check(cfg: Config, target: Target, declared_size: int) -> Reply |
     if mailbox is None or target.maildir is None or mailbox.max_size is None:
         return None
     used, _ = current_usage(target.maildir, mailbox.max_size)
-    if used >= mailbox.max_size or over_quota(used, declared_size, mailbox.max_size):
-        return _for(target.rcpt, quota_reply(cfg))
+    if exceeds_quota(used, declared_size, mailbox.max_size):
+        return _for(target.rcpt, quota_reply(cfg.policy.quota_code))
     return None
 
 
@@ -144,8 +136,8 @@ def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytea
         size = len(head) + len(message)
         if mailbox.max_size is not None:
             used, _ = current_usage(target.maildir, mailbox.max_size)
-            if over_quota(used, size, mailbox.max_size):
-                return quota_reply(cfg)
+            if exceeds_quota(used, size, mailbox.max_size):
+                return quota_reply(cfg.policy.quota_code)
         folder = JUNK if quarantine else ""
         maildir = target.maildir
         path = write_message(maildir, (head, message), folder,

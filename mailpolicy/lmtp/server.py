@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from mailpolicy import autoreply
@@ -26,7 +25,8 @@ from mailpolicy.core import replies
 from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory, resolve
 from mailpolicy.core.replies import Reply
-from mailpolicy.esmtp.data import data_command_ok, read_data
+from mailpolicy.esmtp.adapter import ConnectionLimit, LMTPServerBase, Timeouts
+from mailpolicy.esmtp.data import data_command_ok
 from mailpolicy.lmtp.deliver import (
     Target,
     deliver_one,
@@ -38,32 +38,14 @@ from mailpolicy.lmtp.deliver import (
 log = structlog.get_logger("mailpolicy.lmtp")
 
 READ_LIMIT = 64 * 1024  # StreamReader limit: how much DATA one read step may buffer
-TIMEOUT = 300.0
-CACHE_TTL = 2.0  # seconds a directory answer or the autoresponder set is reused
+CACHE_TTL = 2.0  # seconds the set of enabled autoresponders is reused
 IO_THREADS_MAX = 64  # file I/O threads (fsync waits in parallel, like Dovecot's processes)
 SOCKET_MODE = 0o660
-_HAS_DSN = re.compile(rb"^[245]\d\d [245]\.\d{1,3}\.\d{1,3}(?: |$)")
-_DEFAULT_DSN = {221: "2.0.0", 250: "2.0.0", 252: "2.5.0", 421: "4.3.0", 451: "4.3.0",
-                500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
-                550: "5.0.0", 552: "5.3.4", 553: "5.1.3", 554: "5.0.0", 555: "5.5.4"}
 
 # a plain <dot-atom@domain> path (UTF-8 allowed): parsed without the email header parser
 _PLAIN_PATH = re.compile(r"<([\w!#$%&'*+/=?^`{|}~.-]+@[\w.-]+)>(.*)\Z", re.S)
 
 AutoreplyHook = Callable[..., Awaitable[Any]]
-
-
-def with_dsn(line: bytes) -> bytes:
-    """Add an enhanced status code (RFC 2034) to a final reply line that lacks one."""
-    if (len(line) < 4 or line[3:4] != b" " or line[:1] not in b"245" or line[:3] == b"220"
-            or _HAS_DSN.match(line)):
-        return line  # RFC 2034: not on the greeting, LHLO lines or 3xx
-    try:
-        code = int(line[:3])
-    except ValueError:
-        return line
-    dsn = _DEFAULT_DSN.get(code, f"{code // 100}.0.0")
-    return line[:4] + dsn.encode() + b" " + line[4:]
 
 
 class LMTPEnvelope(Envelope):
@@ -188,33 +170,38 @@ class LMTPHandler:
                 log.warning("lmtp.autoreply_failed", mailbox=t.mailbox.address, error=repr(e))
 
 
-class LMTPServer(LMTP):
+class LMTPServer(LMTPServerBase):
     """One LMTP connection. DATA is read in large chunks into one LF-normalised buffer and
-    answered with one reply per accepted recipient, in order (also for 552 and bare LF)."""
+    answered with one reply per accepted recipient, in order (also for 552 and bare LF). A
+    delivery slot is taken only once the message is read, for the delivery itself."""
 
     line_length_limit = READ_LIMIT
     event_handler: LMTPHandler
 
-    def __init__(self, handler: LMTPHandler, cfg: Config, hostname: str) -> None:
+    def __init__(self, handler: LMTPHandler, cfg: Config, hostname: str,
+                 connection_limit: ConnectionLimit | None = None) -> None:
         super().__init__(handler, hostname=hostname, ident="mailpolicy LMTP",
                          data_size_limit=cfg.internal_size_limit,
-                         enable_SMTPUTF8=True, decode_data=False, timeout=TIMEOUT)
+                         enable_SMTPUTF8=True, decode_data=False,
+                         timeouts=Timeouts.from_config(cfg), connection_limit=connection_limit)
         self.command_size_limits = collections.defaultdict(
             lambda: self.command_size_limit, {"MAIL": 1024, "RCPT": 1024})
 
-    def _create_envelope(self) -> LMTPEnvelope:
+    def new_envelope(self) -> LMTPEnvelope:
         return LMTPEnvelope()
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+    def parse_path(self, arg: str) -> tuple[str | None, str | None]:
         m = _PLAIN_PATH.match(arg.lstrip()) if arg else None
         if m is not None:
             return m.group(1), m.group(2)
-        return super()._getaddr(arg)
+        return super().parse_path(arg)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self.refused:
+            return
         self.event_handler.connections.add(self)
-        task = self._handler_coroutine
+        task = self.session_task
         if task is not None and not task.done():
             tasks = self.event_handler.tasks
             tasks.add(task)
@@ -223,11 +210,6 @@ class LMTPServer(LMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.event_handler.connections.discard(self)
         super().connection_lost(error)
-
-    async def push(self, status: str | bytes) -> None:  # type: ignore[override]
-        line = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
-        self._writer.write(with_dsn(line) + b"\r\n")
-        await self._writer.drain()
 
     async def check_helo_needed(self, helo: str = "LHLO") -> bool:
         assert self.session is not None
@@ -240,16 +222,12 @@ class LMTPServer(LMTP):
         if not arg:
             await self.push("501 5.5.4 Syntax: LHLO hostname")
             return
-        self._set_rset_state()
+        self.reset_transaction()
         assert self.session is not None
         self.session.extended_smtp = True
         self.session.host_name = arg
-        lines = [self.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8",
-                 f"SIZE {self.data_size_limit}"]
-        text = "".join(f"250{' ' if i == len(lines) - 1 else '-'}{x}\r\n"
-                       for i, x in enumerate(lines))
-        self._writer.write(text.encode())
-        await self._writer.drain()
+        await self.write_lhlo([self.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
+                               "SMTPUTF8", f"SIZE {self.data_size_limit}"])
 
     async def smtp_DATA(self, arg: str) -> None:
         if not await data_command_ok(self, arg):
@@ -257,24 +235,24 @@ class LMTPServer(LMTP):
         envelope = self.envelope
         assert isinstance(envelope, LMTPEnvelope)
         handler = self.event_handler
-        async with handler.slots:
-            await self.push("354 End data with <CR><LF>.<CR><LF>")
-            data = await read_data(self._reader, self.data_size_limit or 0,
-                                   self._reset_timeout)
-            n = len(envelope.rcpt_tos)
-            if data.too_big:
-                result = [replies.TOO_BIG] * n
-            elif data.bare:
-                result = [replies.BARE_LF] * n
-            else:
-                result = await handler.deliver_all(envelope, data.message)
-            self._writer.write(b"".join(
-                f"{r.code} {r.dsn} <{rcpt}> {r.text}\r\n".encode("utf-8", "surrogateescape")
-                for r, rcpt in zip(result, envelope.rcpt_tos, strict=True)))
-            await self._writer.drain()
-        self._set_post_data_state()
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = await self.read_message()
+        n = len(envelope.rcpt_tos)
+        if data.too_big:
+            result = [replies.TOO_BIG] * n
+        elif data.bare:
+            result = [replies.BARE_LF] * n
+        else:
+            with self.busy():
+                async with handler.slots:
+                    result = await handler.deliver_all(envelope, data.message)
+        await self.write(b"".join(
+            f"{r.code} {r.dsn} <{rcpt}> {r.text}\r\n".encode("utf-8", "surrogateescape")
+            for r, rcpt in zip(result, envelope.rcpt_tos, strict=True)))
+        self.end_transaction()
         if not (data.too_big or data.bare):
-            await handler.after_delivery(envelope, data.message, result)
+            with self.busy():
+                await handler.after_delivery(envelope, data.message, result)
 
 
 class Listener(asyncio.AbstractServer):
@@ -341,28 +319,34 @@ def bind_inherited(cfg: Config) -> socket.socket | None:
 
 async def start(cfg: Config, store: Any, *, reuse_port: bool = False,
                 inherited: socket.socket | None = None) -> list[asyncio.AbstractServer]:
-    """Bind cfg.listen.lmtp (TCP; with SO_REUSEPORT in a worker process) and serve
-    cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `inherited`)."""
+    """Bind cfg.listen.lmtp (TCP, unless ""; with SO_REUSEPORT in a worker process) and serve
+    cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `inherited`). Each
+    listener takes at most limits.lmtp_max_connections connections."""
     loop = asyncio.get_running_loop()
     handler = LMTPHandler(cfg, store)
     hostname = cfg.hostname
 
-    def factory() -> LMTPServer:
-        return LMTPServer(handler, cfg, hostname)
+    def factory_for(limit: ConnectionLimit) -> Callable[[], LMTPServer]:
+        return lambda: LMTPServer(handler, cfg, hostname, limit)
 
-    host, port = split_hostport(cfg.listen.lmtp, "listen.lmtp")
-    servers: list[asyncio.AbstractServer] = [
-        Listener(await loop.create_server(factory, host, port, reuse_address=True,
-                                          reuse_port=reuse_port or None), handler)]
-    if cfg.listen.lmtp_socket:
-        try:
+    def new_limit() -> ConnectionLimit:
+        return ConnectionLimit(cfg.limits.lmtp_max_connections)
+
+    servers: list[asyncio.AbstractServer] = []
+    try:
+        if cfg.listen.lmtp:
+            host, port = split_hostport(cfg.listen.lmtp, "listen.lmtp")
+            servers.append(Listener(await loop.create_server(
+                factory_for(new_limit()), host, port, reuse_address=True,
+                reuse_port=reuse_port or None), handler))
+        if cfg.listen.lmtp_socket:
             sock = inherited if inherited is not None else bind_unix(cfg)
-            unix = await loop.create_unix_server(factory, sock=sock)
-        except BaseException:
-            for s in servers:
-                s.close()
-            raise
-        servers.append(Listener(unix, handler))
-    log.info("lmtp.listening", tcp=cfg.listen.lmtp, unix=cfg.listen.lmtp_socket or None,
-             pid=os.getpid())
+            unix = await loop.create_unix_server(factory_for(new_limit()), sock=sock)
+            servers.append(Listener(unix, handler))
+    except BaseException:
+        for s in servers:
+            s.close()
+        raise
+    log.info("lmtp.listening", tcp=cfg.listen.lmtp or None,
+             unix=cfg.listen.lmtp_socket or None, pid=os.getpid())
     return servers

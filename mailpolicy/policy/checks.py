@@ -10,7 +10,8 @@ from typing import NamedTuple
 from mailpolicy.config import Policy
 from mailpolicy.core.directory import Kind, Resolution
 from mailpolicy.core.model import DefaultAction, Mailbox
-from mailpolicy.core.replies import DISABLED, MAILBOX_FULL, MAILBOX_FULL_TEMP
+from mailpolicy.core.quota import exceeds_quota, quota_reply
+from mailpolicy.core.replies import DISABLED
 from mailpolicy.policy.protocol import Request
 
 DUNNO = "DUNNO"  # "no opinion": never OK, which would skip the restrictions after us
@@ -85,9 +86,8 @@ def quota(ctx: Context) -> str | None:
     used = ctx.used
     if mailbox is None or mailbox.max_size is None or used is None:
         return None
-    if used >= mailbox.max_size or used + ctx.request.size > mailbox.max_size:
-        reply = MAILBOX_FULL_TEMP if ctx.policy.quota_code == 452 else MAILBOX_FULL
-        return f"{reply.code} {reply.dsn} {reply.text}"
+    if exceeds_quota(used, ctx.request.size, mailbox.max_size):
+        return str(quota_reply(ctx.policy.quota_code))
     return None
 
 

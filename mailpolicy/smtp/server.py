@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 import secrets
 from typing import Any
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, syntax
+from aiosmtpd.smtp import Envelope, syntax
 
 from mailpolicy import autoreply
 from mailpolicy.auth.step import DmarcStep
@@ -18,7 +17,8 @@ from mailpolicy.config import Config, split_hostport
 from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory
 from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
-from mailpolicy.esmtp.data import data_command_ok, read_data
+from mailpolicy.esmtp.adapter import ConnectionLimit, ESMTPServer, Timeouts
+from mailpolicy.esmtp.data import data_command_ok
 from mailpolicy.runtime.service import Listener
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
@@ -28,30 +28,13 @@ from mailpolicy.smtp.srs import Srs, SrsReverseStep, SrsStep
 
 log = structlog.get_logger("mailpolicy.filter")
 
-_CODE_RE = re.compile(r"^(\d)(\d\d)([ -])(.*)$", re.DOTALL)
-_HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?:\s|$)")
-_DEFAULT_DSN = {500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
-                530: "5.7.0", 552: "5.3.4", 553: "5.1.3", 555: "5.5.4"}
-
-
 AUTOREPLY_DEADLINE = 15.0  # seconds an autoreply may add to the answer for its message
+
 
 def has_bare_newline(content: bytes) -> bool:
     """True when the message has a LF not preceded by CR, or a CR not followed by LF."""
     crlf = content.count(b"\r\n")
     return content.count(b"\n") != crlf or content.count(b"\r") != crlf
-
-
-def with_enhanced_code(status: str) -> str:
-    """Give an aiosmtpd built-in reply an enhanced status code (RFC 2034)."""
-    m = _CODE_RE.match(status)
-    if not m or _HAS_ENHANCED.match(m.group(4)):
-        return status
-    code = int(m.group(1) + m.group(2))
-    if code in (220, 354):
-        return status
-    dsn = _DEFAULT_DSN.get(code, f"{m.group(1)}.0.0")
-    return f"{code}{m.group(3)}{dsn} {m.group(4)}"
 
 
 class ReinjectStep:
@@ -79,6 +62,7 @@ class Filter:
         self.networks = [ipaddress.ip_network(n, strict=False)
                          for n in cfg.filter.authorized_xforward]
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
+        self.connections = ConnectionLimit(cfg.limits.filter_max_connections)
         # steps shared by every session; a DMARC step goes before "rewrite" (see pipeline.py)
         self.dmarc = DmarcStep(cfg, self.directory)
         self.pre_steps: list[Step] = [HopStep(self.hostname, cfg.filter.max_passes),
@@ -112,7 +96,7 @@ class FilterEnvelope(Envelope):
         self.bare = False  # the DATA had a bare LF or CR (then content is empty)
 
 
-class FilterSMTP(SMTP):
+class FilterSMTP(ESMTPServer):
     """One filter session."""
 
     line_length_limit = 64 * 1024  # transparency: long lines pass (Postfix folds at 998 anyway)
@@ -122,32 +106,21 @@ class FilterSMTP(SMTP):
         self.next_hop_conn = flt.next_hop()
         self.steps = flt.pipeline(self.next_hop_conn)
         self.messages = 0
-        self._in_helo = False
         super().__init__(_Handler(self), data_size_limit=flt.cfg.internal_size_limit,
                          enable_SMTPUTF8=True, decode_data=False, hostname=flt.hostname,
-                         ident="mailpolicy filter", timeout=300, loop=loop)
+                         ident="mailpolicy filter", timeouts=Timeouts.from_config(flt.cfg),
+                         connection_limit=flt.connections, loop=loop)
 
-    def _create_envelope(self) -> FilterEnvelope:
+    def new_envelope(self) -> FilterEnvelope:
         return FilterEnvelope()
 
-    async def push(self, status: Any) -> None:
-        if isinstance(status, str) and not self._in_helo:
-            status = with_enhanced_code(status)
-        await super().push(status)
-
     async def smtp_EHLO(self, hostname: str) -> None:
-        self._in_helo = True
-        try:
+        with self.greeting_reply():
             await super().smtp_EHLO(hostname)
-        finally:
-            self._in_helo = False
 
     async def smtp_HELO(self, hostname: str) -> None:
-        self._in_helo = True
-        try:
+        with self.greeting_reply():
             await super().smtp_HELO(hostname)
-        finally:
-            self._in_helo = False
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if self.filter.mode == "before-queue" and self.messages >= 1:
@@ -180,19 +153,22 @@ class FilterSMTP(SMTP):
         envelope = self.envelope
         assert isinstance(envelope, FilterEnvelope)
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        data = await read_data(self._reader, self.data_size_limit or 0, self._reset_timeout,
-                               crlf=True)
+        data = await self.read_message(crlf=True)
         if data.too_big:
-            self._set_post_data_state()
+            self.end_transaction()
             await self.push(str(TOO_BIG))
             return
         content = bytes(data.message)
         data.message = bytearray()
         envelope.content = envelope.original_content = content
         envelope.bare = data.bare
-        status = await self.event_handler.handle_DATA(self, self.session, envelope)
-        self._set_post_data_state()  # a new envelope: XFORWARD attributes reset
+        with self.busy():
+            status = await self.event_handler.handle_DATA(self, self.session, envelope)
+        self.end_transaction()  # a new envelope: XFORWARD attributes reset
         await self.push(status)
+        if status.startswith("421"):  # the next hop is closing: so do we (RFC 5321 3.8)
+            await self.next_hop_conn.quit()
+            self.close_after_reply()
 
     async def smtp_QUIT(self, arg: str) -> None:
         if not arg:

@@ -7,16 +7,14 @@ from pathlib import Path
 from mailpolicy import config
 from mailpolicy.core.directory import Kind, Resolution
 from mailpolicy.core.model import DefaultAction, Domain, Mailbox
-from mailpolicy.core.replies import Reply
+from mailpolicy.core.quota import exceeds_quota, quota_reply
+from mailpolicy.core.replies import Reply, with_enhanced_code
 from mailpolicy.lmtp.deliver import (
     Target,
-    over_quota,
     quarantine_verdict,
-    quota_reply,
     rcpt_decision,
     trace_headers,
 )
-from mailpolicy.lmtp.server import with_dsn
 
 CFG = config.from_dict({"paths": {"state_dir": "/srv/mp", "maildir_root": "/srv/mail"}})
 DOM = Domain(name="example.test")
@@ -88,24 +86,30 @@ def test_redirect_loop_is_refused():
 
 
 def test_quota_reply_follows_config():
-    assert (quota_reply(CFG).code, quota_reply(CFG).dsn) == (552, "5.2.2")
-    cfg = config.from_dict({"policy": {"quota_code": 452}})
-    assert (quota_reply(cfg).code, quota_reply(cfg).dsn) == (452, "4.2.2")
+    assert (quota_reply(CFG.policy.quota_code).code,
+            quota_reply(CFG.policy.quota_code).dsn) == (552, "5.2.2")
+    assert (quota_reply(452).code, quota_reply(452).dsn) == (452, "4.2.2")
 
 
-def test_over_quota_arithmetic():
-    assert not over_quota(90, 10, 100)
-    assert over_quota(91, 10, 100)
-    assert not over_quota(10**12, 1, None)
+def test_one_quota_rule_for_rcpt_and_delivery():
+    assert not exceeds_quota(90, 10, 100)
+    assert exceeds_quota(91, 10, 100)
+    assert not exceeds_quota(10**12, 1, None)
+    # a full mailbox refuses even when the size is not known yet (RCPT without SIZE=)
+    assert exceeds_quota(100, 0, 100) and not exceeds_quota(99, 0, 100)
 
 
-def test_with_dsn_adds_codes_only_where_missing():
-    assert with_dsn(b"250 OK") == b"250 2.0.0 OK"
-    assert with_dsn(b"503 Error: need MAIL command") == b"503 5.5.1 Error: need MAIL command"
-    assert with_dsn(b"550 5.1.1 <x> no") == b"550 5.1.1 <x> no"
-    assert with_dsn(b"220 host ready") == b"220 host ready"
-    assert with_dsn(b"354 End data") == b"354 End data"
-    assert with_dsn(b"250-PIPELINING") == b"250-PIPELINING"
+def test_enhanced_codes_added_only_where_missing():
+    assert with_enhanced_code(b"250 OK") == b"250 2.0.0 OK"
+    assert with_enhanced_code(b"503 Error: need MAIL command") == (
+        b"503 5.5.1 Error: need MAIL command")
+    assert with_enhanced_code(b"550 5.1.1 <x> no") == b"550 5.1.1 <x> no"
+    assert with_enhanced_code(b"220 host ready") == b"220 host ready"
+    assert with_enhanced_code(b"354 End data") == b"354 End data"
+    assert with_enhanced_code(b"552 Error: Too much mail data").startswith(b"552 5.3.4 ")
+    # one table for LMTP and the filter: 451 is 4.3.0 everywhere
+    assert with_enhanced_code(b"451 try later") == b"451 4.3.0 try later"
+    assert with_enhanced_code(b"421 bye") == b"421 4.3.0 bye"
 
 
 def test_quarantine_header_found_in_headers_only():
