@@ -30,14 +30,20 @@ IDLE_TIMEOUT = 600.0  # Postfix closes idle policy connections after 300 s (max_
 DECISION_KEYS = ("queue_id", "instance", "client", "sender", "recipient", "state", "rule",
                  "action")
 MAX_PENDING = 64  # pipelined requests waiting behind a lookup before reading pauses
+REQUEST_TIMEOUT = 10.0  # defaults of limits.policy_request_timeout_seconds ...
+MAX_CONNECTIONS = 1000  # ... and limits.policy_max_connections
 
 
 class PolicyService:
     """Answers check_policy_service requests on persistent connections."""
 
     def __init__(self, policy: Policy, directory: Directory, usage: UsageFn,
-                 max_request: int) -> None:
+                 max_request: int, *, request_timeout: float = REQUEST_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.policy = policy
+        self.request_timeout = request_timeout  # from a request's first byte to its end
+        self.max_connections = max_connections
+        self.connections = 0
         self.directory = directory
         if not isinstance(directory, CachedDirectory):
             directory = CachedDirectory(directory, ttl=0)  # uncached, but peekable
@@ -123,6 +129,8 @@ class PolicyConnection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._eof = False
+        self.refused = False  # over policy_max_connections: closed at once
+        self.request_timer: asyncio.TimerHandle | None = None  # runs while a request is partial
 
     def reply(self, data: bytes) -> None:
         if not self.replies:
@@ -138,6 +146,14 @@ class PolicyConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
+        service = self.service
+        if service.connections >= service.max_connections:
+            self.refused = True  # Postfix then applies smtpd_policy_service_default_action
+            log.warning("policy.too_many_connections", peer=self.peer,
+                        limit=service.max_connections)
+            transport.close()
+            return
+        service.connections += 1
         self.idle = IdleTimer(IDLE_TIMEOUT, transport.abort)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
@@ -161,9 +177,28 @@ class PolicyConnection(asyncio.Protocol):
                     self._malformed()
             elif len(self.pending) > MAX_PENDING:
                 self._pause_reading()
+            if self.parser.idle:
+                if self.request_timer is not None:
+                    self.request_timer.cancel()
+                    self.request_timer = None
+            elif requests or self.request_timer is None:  # a new partial request: its clock
+                if self.request_timer is not None:
+                    self.request_timer.cancel()
+                self.request_timer = asyncio.get_running_loop().call_later(
+                    self.service.request_timeout, self._request_too_slow)
         except Exception:  # never let one connection take the server down
             log.exception("policy connection failed", peer=self.peer)
             self.transport.abort()
+
+    def _request_too_slow(self) -> None:
+        """A request did not arrive whole within the request timeout (a client trickling
+        bytes): answer what came before it and close."""
+        self.request_timer = None
+        log.warning("policy.request_timeout", peer=self.peer,
+                    seconds=self.service.request_timeout)
+        if self.transport is not None:
+            self.send_replies()
+            self.transport.close()
 
     def _malformed(self) -> None:
         assert self.transport is not None
@@ -223,6 +258,11 @@ class PolicyConnection(asyncio.Protocol):
         self._resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
+        self.service.connections -= 1
+        if self.request_timer is not None:
+            self.request_timer.cancel()
         if self.idle is not None:
             self.idle.cancel()
             if self.idle.fired:
@@ -239,7 +279,9 @@ async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
     and serve; returns the servers (the daemon closes them)."""
     service = PolicyService(cfg.policy, CachedDirectory.for_store(store),
                             UsageReader(cfg.maildir_root),
-                            int(cfg.limits.policy_request_max))
+                            int(cfg.limits.policy_request_max),
+                            request_timeout=cfg.limits.policy_request_timeout_seconds,
+                            max_connections=cfg.limits.policy_max_connections)
     host, port = split_hostport(cfg.listen.policy, "listen.policy")
     loop = asyncio.get_running_loop()
     server = await loop.create_server(service.connection, host, port, reuse_address=True,
