@@ -213,6 +213,11 @@ class Config(_Section):
             self.state_dir / "mail")
 
     @property
+    def lmtp_socket(self) -> Path | None:
+        """LMTP's Unix socket (listen.lmtp_socket), None when there is none."""
+        return self._abs(self.listen.lmtp_socket) if self.listen.lmtp_socket else None
+
+    @property
     def admin_socket(self) -> Path:
         return self._abs(self.paths.admin_socket) if self.paths.admin_socket else (
             self.state_dir / "admin.sock")

@@ -57,6 +57,14 @@ def _socketmap(cfg: Config, name: str) -> str:
     return f"socketmap:inet:{_inet(cfg.listen.socketmap, 'listen.socketmap')}:{name}"
 
 
+def _lmtp_nexthop(cfg: Config) -> str:
+    """LMTP's Unix socket when there is one (only Postfix can reach it), else its TCP port.
+    Our lmtp transport runs without chroot, so an absolute path works as it is."""
+    if cfg.lmtp_socket is not None:
+        return f"{LMTP_TRANSPORT}:unix:{cfg.lmtp_socket}"
+    return f"{LMTP_TRANSPORT}:inet:{_inet(cfg.listen.lmtp, 'listen.lmtp')}"
+
+
 def _policy_timeout(cfg: Config) -> int:
     return max(POLICY_TIMEOUT_FLOOR, int(cfg.policy.deadline_seconds * 3 + 0.999))
 
@@ -90,7 +98,7 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
         "virtual_mailbox_domains": _socketmap(cfg, "domains"),
         "virtual_mailbox_maps": _socketmap(cfg, "mailboxes"),
         "sender_dependent_default_transport_maps": _socketmap(cfg, "sender-transport"),
-        "virtual_transport": f"{LMTP_TRANSPORT}:inet:{_inet(cfg.listen.lmtp, 'listen.lmtp')}",
+        "virtual_transport": _lmtp_nexthop(cfg),
     }
     filt = _nexthop(cfg.listen.filter, "listen.filter")
     if cfg.filter.mode == "before-queue":

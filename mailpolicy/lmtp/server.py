@@ -13,7 +13,6 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -295,9 +294,8 @@ class Listener(asyncio.AbstractServer):
 
 def bind_unix(cfg: Config) -> socket.socket:
     """Bind cfg.listen.lmtp_socket (replacing a stale socket file) with SOCKET_MODE."""
-    path = Path(cfg.listen.lmtp_socket)
-    if not path.is_absolute():
-        path = Path(cfg.base_dir or os.getcwd()) / path
+    path = cfg.lmtp_socket
+    assert path is not None
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(path.lstat().st_mode):
             path.unlink()

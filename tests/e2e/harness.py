@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import email.utils
+import grp
 import imaplib
 import json
 import os
@@ -102,16 +103,14 @@ class Stack:
         self.user = self.opts.run_as or default_run_user()
         pw = pwd.getpwnam(self.user)
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
-        import grp
-
         self.group = grp.getgrgid(self.gid).gr_name
         self.ports = {name: free_port() for name in (
             "smtpd", "reinject", "policy", "socketmap", "filter", "lmtp", "imap")}
         self.cfg_file = self.work / "mailpolicy.toml"
+        self.postfix = Postfix(self.work / "postfix", self.ports["smtpd"])
         self.cfg = self._write_mailpolicy_config()
         self.mailpolicy = mailpolicy_proc.Mailpolicy(self.work, self.cfg_file, self.cfg,
                                                      self.uid, self.gid)
-        self.postfix = Postfix(self.work / "postfix", self.ports["smtpd"])
         self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"])
         self.notes: list[str] = []
 
@@ -124,7 +123,10 @@ class Stack:
         data = {
             "listen": {"policy": f"127.0.0.1:{p['policy']}",
                        "socketmap": f"127.0.0.1:{p['socketmap']}",
-                       "filter": f"127.0.0.1:{p['filter']}", "lmtp": f"127.0.0.1:{p['lmtp']}"},
+                       "filter": f"127.0.0.1:{p['filter']}",
+                       # as README "Deploying" says: LMTP only on a Unix socket that only
+                       # Postfix (and mailpolicy) can reach, in Postfix's queue directory
+                       "lmtp": "", "lmtp_socket": str(self._lmtp_socket_dir() / "lmtp")},
             "paths": {"state_dir": str(state)},
             "admin": {"group": ""},
             "outbound": {"ip_pool": ["127.0.0.1"]},
@@ -135,6 +137,15 @@ class Stack:
         data = deep_merge(data, self.opts.mailpolicy)
         self.cfg_file.write_text(to_toml(data))
         return config_mod.from_dict(data)
+
+    def _lmtp_socket_dir(self) -> Path:
+        """README step 1: `install -d -o mailpolicy -g postfix -m 2750
+        /var/spool/postfix/mailpolicy` (setgid: the socket gets the group postfix)."""
+        d = self.postfix.queue_dir / "mailpolicy"
+        d.mkdir(parents=True)  # the queue directory itself stays root's
+        os.chown(d, self.uid, grp.getgrnam("postfix").gr_gid)
+        d.chmod(0o2750)
+        return d
 
     def postfix_fragments(self) -> dict[str, Any]:
         """Exactly what `mailpolicy postfix-config --json` prints for our config."""

@@ -43,6 +43,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def unix_open(path: Path) -> bool:
+    """Something accepts connections on the Unix socket `path` (we run as root here)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -147,12 +158,22 @@ class Mailpolicy:
         from mailpolicy.config import split_hostport
 
         return {name: split_hostport(getattr(self.cfg.listen, key))
-                for name, key in LISTENERS.items()}
+                for name, key in LISTENERS.items() if getattr(self.cfg.listen, key)}
 
     def listener_report(self) -> list[str]:
-        return [f"mailpolicy {name} on {host}:{port}: "
-                f"{'up' if port_open(port, host) else 'NOT LISTENING'}"
-                for name, (host, port) in self.listeners().items()]
+        report = [f"mailpolicy {name} on {host}:{port}: "
+                  f"{'up' if port_open(port, host) else 'NOT LISTENING'}"
+                  for name, (host, port) in self.listeners().items()]
+        if self.cfg.lmtp_socket is not None:
+            up = unix_open(self.cfg.lmtp_socket)
+            report.append(f"mailpolicy lmtp on {self.cfg.lmtp_socket}: "
+                          f"{'up' if up else 'NOT LISTENING'}")
+        return report
+
+    def all_up(self) -> bool:
+        sock = self.cfg.lmtp_socket
+        return (all(port_open(p, h) for h, p in self.listeners().values())
+                and (sock is None or unix_open(sock)))
 
     def command(self, python: str) -> list[str]:
         return cli_command(python, "serve", "-c", str(self.cfg_file))
@@ -174,7 +195,7 @@ class Mailpolicy:
                     f"mailpolicy exited with {self.proc.returncode} "
                     f"at start:\n" + "\n".join(self.listener_report())
                     + f"\n--- mailpolicy log ---\n{tail(self.logfile)}")
-            return all(port_open(p, h) for h, p in self.listeners().values())
+            return self.all_up()
 
         wait_until(up, START_TIMEOUT, "mailpolicy's listeners",
                    lambda: "\n".join(self.listener_report())

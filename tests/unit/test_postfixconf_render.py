@@ -64,6 +64,15 @@ def test_socketmap_tables_and_lmtp_transport_use_the_listeners() -> None:
     assert lmtp.splitlines()[0].split()[-2:] == ["lmtp", "flags=X"]  # final delivery
 
 
+def test_lmtp_unix_socket_is_the_transport_when_set() -> None:
+    """The deployed wiring (README): LMTP only on a Unix socket Postfix alone can reach."""
+    sock = "/var/spool/postfix/mailpolicy/lmtp"
+    cfg = cfg_of(listen={"lmtp": "", "lmtp_socket": sock})
+    assert postfixconf.main_cf(cfg, POOL)["virtual_transport"] == f"mailpolicy-lmtp:unix:{sock}"
+    with pytest.raises(config.ConfigError, match=r"listen\.lmtp"):
+        cfg_of(listen={"lmtp": ""})  # no LMTP listener at all
+
+
 def test_ipv6_listener_is_bracketed() -> None:
     main = postfixconf.main_cf(cfg_of(listen={"socketmap": "[::1]:2001"}), POOL)
     assert main["virtual_mailbox_domains"] == "socketmap:inet:[::1]:2001:domains"
