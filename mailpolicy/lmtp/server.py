@@ -225,7 +225,7 @@ class LMTPServer(LMTP):
         self.event_handler.connections.discard(self)
         super().connection_lost(error)
 
-    async def push(self, status: str | bytes) -> None:  # type: ignore[override]
+    async def push(self, status: str | bytes) -> None:
         line = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         self._writer.write(with_dsn(line) + b"\r\n")
         await self._writer.drain()

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import structlog
 from structlog._config import _CONFIG
 from structlog.contextvars import _CONTEXT_VARS
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 from mailpolicy.config import Config
 
@@ -39,7 +39,7 @@ class FastTimestamp:
             self._format = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + ".%06dZ"
         return self._format % ((now - self._second) * 1e6)  # %d truncates, like int()
 
-    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, _logger: Any, _name: str, event: EventDict) -> EventDict:
         event["timestamp"] = self.now()
         return event
 
