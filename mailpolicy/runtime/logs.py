@@ -1,4 +1,5 @@
-"""Logging set-up: structlog over the stdlib, key=value (or JSON) lines on stderr."""
+"""Logging set-up: structlog and the stdlib's records through one renderer, key=value (or JSON)
+lines on stderr, exceptions with their traceback."""
 
 from __future__ import annotations
 
