@@ -42,6 +42,7 @@ from mailpolicy.auth.results import build, claims_our_id
 from mailpolicy.auth.spf import SpfResult, check_spf, client_ip
 from mailpolicy.config import Config
 from mailpolicy.core.addresses import AddressError, normalize_domain
+from mailpolicy.core.directory import Directory
 from mailpolicy.core.replies import Reply
 
 log = structlog.get_logger("mailpolicy.dmarc")
@@ -106,7 +107,8 @@ class DmarcStep:
 
     name = "dmarc"
 
-    def __init__(self, cfg: Config, store, resolver: Resolver | None = None) -> None:
+    def __init__(self, cfg: Config, store: Directory, resolver: Resolver | None = None,
+                 ) -> None:
         self.cfg = cfg
         self.store = store
         self.resolver = resolver or Resolver.from_config(cfg)

@@ -180,8 +180,8 @@ class HotLine:
         out.write(line)
 
 
-# Third-party loggers that say too much at INFO: each a line per SMTP command (aiosmtpd),
-# per migration check (Alembic). Their warnings and errors still come through.
+# Third-party loggers that say too much at info: a line per SMTP command (aiosmtpd), per
+# migration check (Alembic). Below debug only their warnings and errors come through.
 CHATTY_LOGGERS = ("mail.log", "alembic")
 
 
@@ -238,8 +238,9 @@ def setup(cfg: Config) -> None:
     _handlers[:] = [handler]
     root.addHandler(handler)
     root.setLevel(level)
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in CHATTY_LOGGERS:  # all of it at debug
+        logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG
+                                         else max(level, logging.WARNING))
 
 
 def unexpected(error: BaseException) -> BaseException | None:
