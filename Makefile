@@ -19,8 +19,10 @@ system-deps:
 	@if [ "$$(id -u)" = 0 ]; then sh scripts/install-system-deps.sh; \
 	else echo "not root: end-to-end tests need postfix and dovecot already installed"; fi
 
+## ruff, then mypy (its settings: [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## the whole suite: lint, unit, integration and end-to-end (real Postfix and Dovecot)
 test: $(STAMP) system-deps lint

@@ -65,7 +65,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class Listen(_Section):
+class Listen(_Section, frozen=True):
     """host:port of each listener (loopback by default)."""
 
     policy: str = "127.0.0.1:10040"
@@ -75,39 +75,39 @@ class Listen(_Section):
     lmtp_socket: str = ""
 
 
-class Paths(_Section):
+class Paths(_Section, frozen=True):
     state_dir: str = "var"
     maildir_root: str = ""  # "" = {state_dir}/mail
     admin_socket: str = ""  # "" = {state_dir}/admin.sock
 
 
-class Store(_Section):
+class Store(_Section, frozen=True):
     url: str = ""  # "" = sqlite+aiosqlite:///{state_dir}/mailpolicy.db
     busy_timeout_ms: int = 5000
 
 
-class Admin(_Section):
+class Admin(_Section, frozen=True):
     group: str = "mailpolicy"
     socket_mode: int = 0o660
 
 
-class Outbound(_Section):
+class Outbound(_Section, frozen=True):
     ip_pool: tuple[str, ...] = ()  # empty = the host's own addresses
 
 
-class ClientEndpoint(_Section):
+class ClientEndpoint(_Section, frozen=True):
     host: str = "mail.example.com"
     port: int = 993
     security: Literal["ssl", "starttls", "none"] = "ssl"
 
 
-class ClientSettings(_Section):
+class ClientSettings(_Section, frozen=True):
     imap: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=993, security="ssl")
     pop3: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=995, security="ssl")
     smtp: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=587, security="starttls")
 
 
-class Limits(_Section):
+class Limits(_Section, frozen=True):
     message_size_limit: Size = Size(50 * 1024**2)
     policy_request_max: Size = Size(64 * 1024)
     socketmap_request_max: Size = Size(100 * 1024)
@@ -124,20 +124,20 @@ class Limits(_Section):
     policy_request_timeout_seconds: float = 10.0  # from a request's first byte to its end
 
 
-class Policy(_Section):
+class Policy(_Section, frozen=True):
     reject_text: str = "Recipient address rejected: mailbox does not exist"
     quota_code: Literal[552, 452] = 552
     fallback_action: str = "DEFER_IF_PERMIT 4.3.0 Service temporarily unavailable"
     deadline_seconds: float = 2.0
 
 
-class Reinject(_Section):
+class Reinject(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: int = 10026
     timeout_seconds: float = 60.0
 
 
-class Filter(_Section):
+class Filter(_Section, frozen=True):
     mode: Literal["after-queue", "before-queue"] = "after-queue"
     authorized_xforward: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     max_passes: int = 5
@@ -146,13 +146,13 @@ class Filter(_Section):
     hostname: str = ""  # "" = the host's name
 
 
-class Dns(_Section):
+class Dns(_Section, frozen=True):
     nameservers: tuple[str, ...] = ()  # empty = the system's resolv.conf
     timeout_seconds: float = 3.0
     cache_size: int = 10000
 
 
-class Dmarc(_Section):
+class Dmarc(_Section, frozen=True):
     authserv_id: str = ""  # "" = filter.hostname
     after_queue_action: Literal["quarantine", "discard"] = "quarantine"
     temperror_action: Literal["accept", "defer"] = "accept"
@@ -169,19 +169,19 @@ class Dmarc(_Section):
     verify_processes: int = 0  # DKIM worker processes; 0 = in-process (large messages in a thread)
 
 
-class Autoreply(_Section):
+class Autoreply(_Section, frozen=True):
     interval_days: int = 7
     timezone: str = "UTC"
     check_recipient: bool = True
     send_attempts: int = 3
 
 
-class Log(_Section):
+class Log(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json: bool = False
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     listen: Listen = Listen()
     paths: Paths = Paths()
     store: Store = Store()

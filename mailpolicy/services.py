@@ -12,11 +12,11 @@ from mailpolicy.smtp import server as smtp
 from mailpolicy.socketmap import server as socketmap
 
 SERVICES: tuple[Service, ...] = (
-    Service("policy", policy.start, workers=lambda limits: limits.policy_workers),
+    Service.pooled("policy", policy.start, lambda limits: limits.policy_workers),
     Service("socketmap", socketmap.start),
     Service("filter", smtp.start),
-    Service("lmtp", lmtp.start, workers=lambda limits: limits.lmtp_workers,
-            bind_inherited=lmtp.bind_inherited),
+    Service.pooled("lmtp", lmtp.start, lambda limits: limits.lmtp_workers,
+                   bind_inherited=lmtp.bind_inherited),
     Service("admin", admin.start),
 )
 

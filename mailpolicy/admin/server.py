@@ -85,8 +85,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ApiError as e:
         return error_response(e.status, e.code, e.message, e.field)
     except StoreError as e:
-        return error_response(getattr(e, "status", 400), getattr(e, "code", "error"),
-                              getattr(e, "message", str(e)), getattr(e, "field", ""))
+        return error_response(e.status, e.code, e.message, e.field)
     except web.HTTPRequestEntityTooLarge as e:
         return error_response(413, "too_large", e.text or "request body too large")
     except web.HTTPException as e:

@@ -64,12 +64,13 @@ def build_update(cfg: Config, domain: Domain, publish: bool) -> dns.update.Updat
     name = dns.name.from_text(record_name(domain))
     if not name.is_subdomain(zone):
         raise PublishError(f"{name} is not inside the update zone {zone}")
-    kw = {}
     if cfg.dmarc.tsig_name:
         keyring = dns.tsigkeyring.from_text({cfg.dmarc.tsig_name: cfg.dmarc.tsig_secret})
-        kw = {"keyring": keyring, "keyname": cfg.dmarc.tsig_name,
-              "keyalgorithm": dns.name.from_text(cfg.dmarc.tsig_algorithm)}
-    upd = dns.update.UpdateMessage(zone, **kw)
+        upd = dns.update.UpdateMessage(zone, keyring=keyring,
+                                       keyname=dns.name.from_text(cfg.dmarc.tsig_name),
+                                       keyalgorithm=dns.name.from_text(cfg.dmarc.tsig_algorithm))
+    else:
+        upd = dns.update.UpdateMessage(zone)
     rel = name.relativize(zone)
     if publish:
         upd.replace(rel, RECORD_TTL, "TXT", _txt_strings(dmarc_record(domain, cfg)))

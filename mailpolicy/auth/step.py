@@ -1,7 +1,8 @@
 """The filter's `dmarc` step: SPF + DKIM + DMARC, Authentication-Results, per-domain enforcement.
 
-Insert it before the recipient rewrite:
-``pipeline.insert_before("rewrite", DmarcStep(cfg, store))``.
+The filter (``mailpolicy.smtp.server.Filter``) runs it after ``hops`` and ``srs-reverse`` and
+before ``rewrite``: the checks need the recipients as the client sent them. Each enforcement is
+logged at info as ``dmarc.enforced`` with the queue id and the action taken.
 
 What it does to a Transaction:
 - strips incoming Authentication-Results fields that claim our authserv-id and every incoming
@@ -27,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+
+import structlog
 
 from mailpolicy.auth import dkim as dkim_mod
 from mailpolicy.auth import dmarc as dm
@@ -40,9 +42,10 @@ from mailpolicy.auth.results import build, claims_our_id
 from mailpolicy.auth.spf import SpfResult, check_spf, client_ip
 from mailpolicy.config import Config
 from mailpolicy.core.addresses import AddressError, normalize_domain
+from mailpolicy.core.directory import Directory
 from mailpolicy.core.replies import Reply
 
-log = logging.getLogger("mailpolicy.dmarc")
+log = structlog.get_logger("mailpolicy.dmarc")
 
 QUARANTINE_HEADER = "X-Mailpolicy-Quarantine"
 
@@ -104,7 +107,8 @@ class DmarcStep:
 
     name = "dmarc"
 
-    def __init__(self, cfg: Config, store, resolver: Resolver | None = None) -> None:
+    def __init__(self, cfg: Config, store: Directory, resolver: Resolver | None = None,
+                 ) -> None:
         self.cfg = cfg
         self.store = store
         self.resolver = resolver or Resolver.from_config(cfg)
@@ -151,27 +155,37 @@ class DmarcStep:
         enforced = await self._enforced_rcpts(tx.rcpt_tos)
         if not enforced:
             return None
-        log.info("dmarc %s id=%s from=%s dis=%s rcpts=%d", d.result, tx.queue_id, d.domain,
-                 d.disposition, len(enforced))
+        reply, action = await self._enforce(tx, d, enforced)
+        log.info("dmarc.enforced", id=tx.id, queue_id=tx.queue_id, result=d.result,
+                 policy=d.policy, disposition=d.disposition, header_from=d.domain or "-",
+                 action=action, mode=tx.mode, rcpts=",".join(enforced))
+        return reply
+
+    async def _enforce(self, tx, d: dm.DmarcResult, enforced: list[str],
+                       ) -> tuple[Reply | None, str]:
+        """Apply a fail/temperror verdict to the recipients of DMARC-enabled domains: the
+        reply (None: go on) and what was done (defer, accept, trusted, reject, discard,
+        quarantine)."""
         if d.result == "temperror":
             if self.cfg.dmarc.temperror_action == "defer":
                 return Reply(451, "4.7.0", f"DMARC check for {d.domain or 'the sender'}"
-                             " failed temporarily, try again later")
-            return None
+                             " failed temporarily, try again later"), "defer"
+            return None, "accept"
         if await self._trusted(tx):
             tx.notes["dmarc_override"] = "trusted_forwarder"
-            return None
+            return None, "trusted"
         if tx.mode == "before-queue" and d.disposition == "reject":
-            return Reply(550, "5.7.1", f"Message rejected by DMARC policy for {d.domain}")
+            return Reply(550, "5.7.1", f"Message rejected by DMARC policy for {d.domain}"), \
+                "reject"
         if tx.mode != "before-queue" and self.cfg.dmarc.after_queue_action == "discard":
             gone = set(enforced)
             tx.rcpt_tos[:] = [r for r in tx.rcpt_tos if r not in gone]
             tx.notes["dmarc_discarded"] = sorted(gone)
             if not tx.rcpt_tos:
-                return Reply(250, "2.0.0", "Ok, discarded by DMARC policy")
-            return None
+                return Reply(250, "2.0.0", "Ok, discarded by DMARC policy"), "discard"
+            return None, "discard"
         tx.add_header(QUARANTINE_HEADER, verdict_text(d))
-        return None
+        return None, "quarantine"
 
     async def _enforced_rcpts(self, rcpts: list[str]) -> list[str]:
         """Recipients whose domain has DMARC on."""

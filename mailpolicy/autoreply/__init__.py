@@ -19,16 +19,17 @@ Layer. May import: config, core. Imported by the filter and LMTP.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailpolicy.autoreply.compose import ComposeError, compose, response_key, to_bytes
 from mailpolicy.autoreply.send import claim_and_send, log
+from mailpolicy.autoreply.state import AutoreplyStore, MailStore, ReplyLedger
 from mailpolicy.autoreply.suppress import Decision, decide, parse_headers
 from mailpolicy.config import Config
 from mailpolicy.core.model import Mailbox
 
-__all__ = ["Decision", "decide", "on_delivered", "on_forward_only"]
+__all__ = ["AutoreplyStore", "Decision", "MailStore", "ReplyLedger", "decide", "on_delivered",
+           "on_forward_only"]
 
 
 def today_in(cfg: Config, now: dt.datetime | None = None) -> dt.date:
@@ -36,8 +37,8 @@ def today_in(cfg: Config, now: dt.datetime | None = None) -> dt.date:
     return (now or dt.datetime.now(dt.UTC)).astimezone(ZoneInfo(cfg.autoreply.timezone)).date()
 
 
-async def _respond(cfg: Config, store: Any, mailbox: Mailbox, sender: str, message: bytes,
-                   trigger: str) -> str:
+async def _respond(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, sender: str,
+                   message: bytes, trigger: str) -> str:
     ctx = {"mailbox": mailbox.address, "sender": sender, "trigger": trigger}
     ar = await store.autoreplies.get(mailbox.id)
     if ar is None or not ar.active:
@@ -65,27 +66,25 @@ async def _respond(cfg: Config, store: Any, mailbox: Mailbox, sender: str, messa
     return outcome
 
 
-async def _guarded(cfg: Config, store: Any, mailbox: Mailbox, sender: str, message: bytes,
-                   trigger: str) -> str:
+async def _guarded(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, sender: str,
+                   message: bytes, trigger: str) -> str:
     try:
         return await _respond(cfg, store, mailbox, sender, message, trigger)
     except Exception as e:  # never fail or block the delivery of the original
-        log.exception("autoreply.error", mailbox=getattr(mailbox, "address", "?"),
+        log.exception("autoreply.error", mailbox=mailbox.address,
                       sender=sender, trigger=trigger, error=f"{type(e).__name__}: {e}")
         return "error"
 
 
-async def on_delivered(cfg: Config, store: Any, mailbox: Mailbox, envelope_sender: str,
+async def on_delivered(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, envelope_sender: str,
                        message: bytes) -> None:
     """Answer `message` for `mailbox` after LMTP delivered it (250). Never raises."""
     await _guarded(cfg, store, mailbox, envelope_sender, message, "delivered")
 
 
-async def on_forward_only(cfg: Config, store: Any, mailbox: Mailbox, envelope_sender: str,
-                          message: bytes) -> None:
+async def on_forward_only(cfg: Config, store: AutoreplyStore, mailbox: Mailbox,
+                          envelope_sender: str, message: bytes) -> None:
     """Answer `message` for a do-not-save `mailbox` (the filter forwarded it to its copies
     only and it never reaches LMTP). Never raises."""
     await _guarded(cfg, store, mailbox, envelope_sender, message, "forward-only")
 
-
-respond = _guarded  # returns the outcome (rule name, `sent`, `already-replied`, ...) for tests

@@ -10,6 +10,7 @@ from typing import Any
 import aiosmtplib
 import structlog
 
+from mailpolicy.autoreply.state import AutoreplyStore
 from mailpolicy.config import Config
 from mailpolicy.core.addresses import normalize_address
 from mailpolicy.core.model import Autoresponder, Mailbox
@@ -78,7 +79,7 @@ async def send_with_retries(cfg: Config, recipient: str, data: bytes,
     return False
 
 
-async def claim_and_send(cfg: Config, store: Any, mailbox: Mailbox, ar: Autoresponder, *,
+async def claim_and_send(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, ar: Autoresponder, *,
                          sender: str, key: str, data: bytes, ctx: dict[str, Any]) -> str:
     """Claim (mailbox, sender, key) in the store, send, and release the claim when the send
     failed. Returns the outcome: `sent`, `already-replied` or `failed`."""

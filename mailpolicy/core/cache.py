@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mailpolicy.core.directory import Directory, Resolution, resolve
+from mailpolicy.core.directory import Directory, Resolution, StoreDirectory, resolve
 from mailpolicy.core.model import Domain, Mailbox
 
 DEFAULT_TTL = 2.0  # seconds a lookup (hit or miss) is reused when nothing tells us of writes
@@ -18,21 +18,25 @@ _MISSING = object()
 
 class CachedDirectory:
     """A `Directory` over the store that remembers answers (also "no such thing") for `ttl`
-    seconds. Everything is forgotten at once when the store's `version` (bumped by every
-    directory write in this process) or the optional `stamp()` (the store's directory
-    generation, moved by directory writes of any process; looked at every STAMP_INTERVAL
-    seconds at most) changes, so the TTL is only a backstop. Bounded: the oldest entries go
-    first."""
+    seconds. Everything is forgotten at once when the optional `version()` (the store's
+    version, bumped by every directory write in this process) or `stamp()` (the store's
+    directory generation, moved by directory writes of any process; looked at every
+    STAMP_INTERVAL seconds at most) changes, so the TTL is only a backstop. `synchronous`:
+    the store's lookups never wait (see `resolved`). Bounded: the oldest entries go first."""
 
     def __init__(self, store: Directory, ttl: float = DEFAULT_TTL,
                  max_entries: int = DEFAULT_MAX_ENTRIES,
                  clock: Callable[[], float] = time.monotonic,
-                 stamp: Callable[[], object] | None = None) -> None:
+                 stamp: Callable[[], object] | None = None, *,
+                 version: Callable[[], object] | None = None,
+                 synchronous: bool = False) -> None:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
         self.clock = clock
         self.stamp = stamp
+        self.version = version
+        self.synchronous = synchronous
         self._stamp_value: object = stamp() if stamp else None
         self._stamped_at = clock()
         self._entries: dict[tuple[Any, ...], tuple[float, Any]] = {}
@@ -41,14 +45,19 @@ class CachedDirectory:
         self.misses = 0
 
     @classmethod
-    def for_store(cls, store: Directory) -> CachedDirectory:
-        """The cache the services use: the store's directory generation watched where it can
-        be read without waiting (SQLite), so directory writes of any process are seen within
-        STAMP_INTERVAL; elsewhere the TTL bounds staleness."""
-        generation = getattr(store, "generation", None)
-        if generation is None or generation() is None:
-            return cls(store)
-        return cls(store, ttl=WATCHED_TTL, stamp=generation)
+    def for_store(cls, store: StoreDirectory) -> CachedDirectory:
+        """The cache the services use: cleared by the store's own writes; the store's
+        directory generation watched where it can be read without waiting (SQLite), so
+        directory writes of any process are seen within STAMP_INTERVAL; elsewhere the TTL
+        bounds staleness."""
+        watched = store.generation() is not None
+
+        def version() -> int:
+            return store.version
+
+        return cls(store, ttl=WATCHED_TTL if watched else DEFAULT_TTL,
+                   stamp=store.generation if watched else None, version=version,
+                   synchronous=store.reads_synchronously)
 
     def _store_version(self, now: float | None = None) -> object:
         if self.stamp is not None:
@@ -57,7 +66,7 @@ class CachedDirectory:
             if now - self._stamped_at >= STAMP_INTERVAL:
                 self._stamped_at = now
                 self._stamp_value = self.stamp()
-        return (getattr(self.store, "version", None), self._stamp_value)
+        return (self.version() if self.version is not None else None, self._stamp_value)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -115,7 +124,7 @@ class CachedDirectory:
         if value is not _MISSING:
             self.hits += 1
             return value  # type: ignore[no-any-return]
-        if not getattr(self.store, "reads_synchronously", False):
+        if not self.synchronous:
             return None
         coro = self.resolve(address)
         try:

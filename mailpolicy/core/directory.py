@@ -24,6 +24,26 @@ class Directory(Protocol):
         ...
 
 
+class StoreDirectory(Directory, Protocol):
+    """The Directory the store hands the services: it also tells when its answers may have
+    changed, for their caches (core.cache.CachedDirectory.for_store)."""
+
+    @property
+    def version(self) -> int:
+        """Bumped by every directory write of this process."""
+        ...
+
+    def generation(self) -> int | None:
+        """Moved by every directory write of any process; None when it cannot be read
+        without waiting (then only a TTL bounds how stale a cached answer is)."""
+        ...
+
+    @property
+    def reads_synchronously(self) -> bool:
+        """get_domain and find_mailbox never wait: their coroutines finish on the first step."""
+        ...
+
+
 class Kind(StrEnum):
     MAILBOX = "mailbox"  # a mailbox, directly or through an alias
     UNKNOWN = "unknown"  # no such address in a local domain: the domain's default action

@@ -57,7 +57,7 @@ class Srs:
     def forward(self, sender: str) -> str | None:
         """The SRS address standing for `sender` (None when it cannot be rewritten)."""
         try:
-            return self._srs.forward(sender, self.domain)
+            return str(self._srs.forward(sender, self.domain))
         except srslib.Error:
             return None
 
@@ -75,6 +75,6 @@ class Srs:
         if not self.is_ours(address):
             return None
         try:
-            return self._srs.reverse(address.strip().strip("<>"))
+            return str(self._srs.reverse(address.strip().strip("<>")))
         except srslib.Error:
             return None

@@ -15,6 +15,7 @@ from mailpolicy.core.quota import exceeds_quota, quota_reply
 from mailpolicy.core.replies import Reply
 from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage
 from mailpolicy.maildir.writer import JUNK, maildir_for, write_message
+from mailpolicy.runtime.logs import unexpected
 
 log = structlog.get_logger("mailpolicy.lmtp")
 
@@ -147,5 +148,6 @@ def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytea
         return replies.DELIVERED
     except Exception as e:
         reply = replies.from_exception(e)
-        log.warning("lmtp.delivery_failed", rcpt=target.rcpt, reply=str(reply), error=repr(e))
+        log.warning("lmtp.delivery_failed", rcpt=target.rcpt, reply=str(reply), error=repr(e),
+                    exc_info=unexpected(e))
         return reply

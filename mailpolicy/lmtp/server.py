@@ -19,6 +19,7 @@ import structlog
 from aiosmtpd.smtp import Envelope, Session
 
 from mailpolicy import autoreply
+from mailpolicy.autoreply import MailStore
 from mailpolicy.config import Config, split_hostport
 from mailpolicy.core import replies
 from mailpolicy.core.cache import CachedDirectory
@@ -33,6 +34,7 @@ from mailpolicy.lmtp.deliver import (
     rcpt_decision,
     rcpt_quota_check,
 )
+from mailpolicy.runtime.logs import unexpected
 
 log = structlog.get_logger("mailpolicy.lmtp")
 
@@ -57,7 +59,8 @@ class LMTPEnvelope(Envelope):
 class LMTPHandler:
     """aiosmtpd hooks: MAIL, RCPT (resolve + decision + quota pre-check) and DATA delivery."""
 
-    def __init__(self, cfg: Config, store: Any, directory: Directory | None = None) -> None:
+    def __init__(self, cfg: Config, store: MailStore, directory: Directory | None = None,
+                 ) -> None:
         self.cfg = cfg
         self.store = store
         self.directory: Directory = directory or CachedDirectory.for_store(store)
@@ -96,7 +99,8 @@ class LMTPHandler:
                     return str(full)
         except Exception as e:
             reply = replies.from_exception(e)
-            log.warning("lmtp.rcpt_error", rcpt=address, reply=str(reply), error=repr(e))
+            log.warning("lmtp.rcpt_error", rcpt=address, reply=str(reply), error=repr(e),
+                        exc_info=unexpected(e))
             return f"{reply.code} {reply.dsn} <{address}> {reply.text}"
         envelope.rcpt_tos.append(address)
         envelope.targets.append(decision)
@@ -107,23 +111,20 @@ class LMTPHandler:
         return await asyncio.get_running_loop().run_in_executor(
             self.executor, functools.partial(func, *args))
 
-    async def active_autoresponders(self) -> set[int] | None:
-        """Ids of mailboxes with an enabled autoresponder (cached like directory answers;
-        any store write clears it); None when the store cannot say (then ask for each)."""
-        query = getattr(self.store, "active_autoresponders", None)
-        if query is None:
-            return None
-        version = getattr(self.store, "version", None)
+    async def active_autoresponders(self) -> set[int]:
+        """Ids of mailboxes with an enabled autoresponder (for CACHE_TTL; any store write of
+        this process clears it)."""
+        version = self.store.version
         cached_version, expires, ids = self._active
         if ids is not None and cached_version == version and expires > time.monotonic():
             return ids
-        ids = set(await query())
-        if getattr(self.store, "version", None) == version:
+        ids = await self.store.autoreplies.active()
+        if self.store.version == version:
             self._active = (version, time.monotonic() + CACHE_TTL, ids)
         return ids
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("lmtp.session_error", error=repr(error))
+        log.error("lmtp.session_error", error=repr(error), exc_info=error)
         return str(replies.TEMP_FAILURE)
 
     async def deliver_all(self, envelope: LMTPEnvelope, message: bytearray) -> list[Reply]:
@@ -315,7 +316,7 @@ def bind_inherited(cfg: Config) -> socket.socket | None:
     return bind_unix(cfg) if cfg.listen.lmtp_socket else None
 
 
-async def start(cfg: Config, store: Any, *, reuse_port: bool = False,
+async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
                 inherited: socket.socket | None = None) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.lmtp (TCP, unless ""; with SO_REUSEPORT in a worker process) and serve
     cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `inherited`). Each

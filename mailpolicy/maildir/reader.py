@@ -60,9 +60,9 @@ class UsageReader:
         return None
 
     async def __call__(self, mailbox: Mailbox) -> int:
-        used = self.known(mailbox)
-        if used is not None:
-            return used
+        known = self.known(mailbox)
+        if known is not None:
+            return known
         now = time.monotonic()
         maildir = maildir_for(self.root, mailbox.domain, mailbox.name)
         used, _count = await asyncio.to_thread(current_usage, maildir)

@@ -9,7 +9,7 @@ import structlog
 
 from mailpolicy.config import Config, Policy, split_hostport
 from mailpolicy.core.cache import CachedDirectory
-from mailpolicy.core.directory import Directory
+from mailpolicy.core.directory import Directory, StoreDirectory
 from mailpolicy.maildir.reader import UsageReader
 from mailpolicy.policy.checks import (
     Decision,
@@ -21,7 +21,7 @@ from mailpolicy.policy.checks import (
     decide_now,
 )
 from mailpolicy.policy.protocol import Parser, Request, encode_action
-from mailpolicy.runtime.logs import HotLine
+from mailpolicy.runtime.logs import HotLine, unexpected
 from mailpolicy.runtime.timers import IdleTimer
 
 log = structlog.get_logger("mailpolicy.policy")
@@ -38,7 +38,8 @@ class PolicyService:
     """Answers check_policy_service requests on persistent connections."""
 
     def __init__(self, policy: Policy, directory: Directory, usage: UsageFn,
-                 max_request: int, *, request_timeout: float = REQUEST_TIMEOUT,
+                 max_request: int, usage_known: PeekUsage | None = None, *,
+                 request_timeout: float = REQUEST_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS) -> None:
         self.policy = policy
         self.request_timeout = request_timeout  # from a request's first byte to its end
@@ -50,9 +51,9 @@ class PolicyService:
         self.resolve: Resolver = directory.resolve
         self.resolved: PeekResolver = directory.resolved
         self.usage = usage
-        self.usage_known: PeekUsage | None = getattr(usage, "known", None)
+        self.usage_known = usage_known  # the usage when known without I/O (or always ask)
         self.max_request = max_request
-        self._log_line = HotLine(log, "policy decision", DECISION_KEYS).info
+        self._log_line = HotLine(log, "policy.decision", DECISION_KEYS).info
         self._outbox: list[PolicyConnection] = []  # connections with replies to send
 
     def send_soon(self, connection: PolicyConnection) -> None:
@@ -79,9 +80,10 @@ class PolicyService:
         return decision
 
     def _fallback(self, request: Request, error: Exception) -> Decision:
-        log.warning("policy lookup failed, answering fallback", queue_id=request.queue_id,
+        log.warning("policy.lookup_failed", queue_id=request.queue_id,
                     recipient=request.recipient,
-                    error=repr(error) if not isinstance(error, TimeoutError) else "timeout")
+                    error=repr(error) if not isinstance(error, TimeoutError) else "timeout",
+                    exc_info=unexpected(error))
         return Decision(self.policy.fallback_action, "fallback")
 
     def answer_now(self, request: Request) -> Decision | None:
@@ -187,7 +189,7 @@ class PolicyConnection(asyncio.Protocol):
                 self.request_timer = asyncio.get_running_loop().call_later(
                     self.service.request_timeout, self._request_too_slow)
         except Exception:  # never let one connection take the server down
-            log.exception("policy connection failed", peer=self.peer)
+            log.exception("policy.connection_failed", peer=self.peer)
             self.transport.abort()
 
     def _request_too_slow(self) -> None:
@@ -202,7 +204,7 @@ class PolicyConnection(asyncio.Protocol):
 
     def _malformed(self) -> None:
         assert self.transport is not None
-        log.warning("malformed policy request, disconnecting without a reply",
+        log.warning("policy.malformed_request",
                     peer=self.peer, error=str(self.parser.error))
         self.send_replies()  # the requests before it are answered
         self.transport.close()
@@ -217,7 +219,7 @@ class PolicyConnection(asyncio.Protocol):
                     return
                 self.reply(encode_action(decision.action))
         except Exception:  # never let one connection take the server down
-            log.exception("policy connection failed", peer=self.peer)
+            log.exception("policy.connection_failed", peer=self.peer)
             transport.abort()
             return
         finally:
@@ -266,20 +268,20 @@ class PolicyConnection(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
             if self.idle.fired:
-                log.info("idle policy connection closed", peer=self.peer)
+                log.info("policy.idle_closed", peer=self.peer)
         if self.task is not None:
             self.task.cancel()
         if exc is None and not self.parser.idle and self.parser.error is None:
-            log.warning("policy client closed mid-request", peer=self.peer)
+            log.warning("policy.closed_mid_request", peer=self.peer)
 
 
-async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
+async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
                 inherited: object = None) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
     and serve; returns the servers (the daemon closes them)."""
-    service = PolicyService(cfg.policy, CachedDirectory.for_store(store),
-                            UsageReader(cfg.maildir_root),
-                            int(cfg.limits.policy_request_max),
+    usage = UsageReader(cfg.maildir_root)
+    service = PolicyService(cfg.policy, CachedDirectory.for_store(store), usage,
+                            int(cfg.limits.policy_request_max), usage.known,
                             request_timeout=cfg.limits.policy_request_timeout_seconds,
                             max_connections=cfg.limits.policy_max_connections)
     host, port = split_hostport(cfg.listen.policy, "listen.policy")

@@ -1,4 +1,5 @@
-"""Logging set-up: structlog over the stdlib, key=value (or JSON) lines on stderr."""
+"""Logging set-up: structlog and the stdlib's records through one renderer, key=value (or JSON)
+lines on stderr, exceptions with their traceback."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, TextIO
 import structlog
 from structlog._config import _CONFIG
 from structlog.contextvars import _CONTEXT_VARS
+from structlog.typing import EventDict, Processor
 
 from mailpolicy.config import Config
 
@@ -38,7 +40,7 @@ class FastTimestamp:
             self._format = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + ".%06dZ"
         return self._format % ((now - self._second) * 1e6)  # %d truncates, like int()
 
-    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, _logger: Any, _name: str, event: EventDict) -> EventDict:
         event["timestamp"] = self.now()
         return event
 
@@ -178,11 +180,32 @@ class HotLine:
         out.write(line)
 
 
+# Third-party loggers that say too much at info: a line per SMTP command (aiosmtpd), per
+# migration check (Alembic). Below debug only their warnings and errors come through.
+CHATTY_LOGGERS = ("mail.log", "alembic")
+
+
+def _exception_renderer(json_lines: bool) -> Processor:
+    """How an `exc_info` becomes text in a line: the type, message and frames as a structured
+    `exception` list for JSON, the formatted traceback as one `exception=...` value for
+    key=value (its newlines escaped, so it stays one line)."""
+    if json_lines:
+        return structlog.processors.dict_tracebacks
+    return structlog.processors.format_exc_info
+
+
+_handlers: list[logging.Handler] = []  # the stdlib handler setup() installed (at most one)
+
+
 def setup(cfg: Config) -> None:
-    """Configure structlog and the stdlib root logger from cfg.log."""
-    level = getattr(logging, cfg.log.level.upper())
-    renderer = (structlog.processors.JSONRenderer() if cfg.log.json
-                else structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=False))
+    """Configure structlog and the stdlib root logger from cfg.log: both render through the
+    same processors (level, timestamp, exception with its traceback, key=value or JSON), at
+    cfg.log.level, on stderr."""
+    level = logging.getLevelNamesMapping()[cfg.log.level.upper()]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer() if cfg.log.json
+        else structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=False))
+    exception = _exception_renderer(cfg.log.json)
     timestamp = FastTimestamp()
     _flush_pending()  # the lines of a previous set-up
     out = _Output(level, cfg.log.json, timestamp, sys.stderr)
@@ -191,6 +214,7 @@ def setup(cfg: Config) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         timestamp,
+        exception,
         renderer,
     ]
     _output[:] = [out]
@@ -200,9 +224,27 @@ def setup(cfg: Config) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.root.handlers:  # stdlib lines too come after the pending ones
-        if (getattr(handler, "stream", None) is sys.stderr
-                and _before_stdlib_line not in handler.filters):
-            handler.addFilter(_before_stdlib_line)
+    # the stdlib's records (libraries, asyncio's "exception was never retrieved") become the
+    # same lines: event = the message, plus the logger's name
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name,
+                           structlog.processors.add_log_level, timestamp, exception],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler.addFilter(_before_stdlib_line)  # stdlib lines too come after the pending ones
+    root = logging.getLogger()
+    for old in _handlers:
+        root.removeHandler(old)
+    _handlers[:] = [handler]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in CHATTY_LOGGERS:  # all of it at debug
+        logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG
+                                         else max(level, logging.WARNING))
+
+
+def unexpected(error: BaseException) -> BaseException | None:
+    """`exc_info=unexpected(e)` in a log call: the exception (so its type and traceback are
+    written) unless it is an expected I/O failure, a timeout or an OSError, whose message
+    says all."""
+    return None if isinstance(error, TimeoutError | OSError) else error

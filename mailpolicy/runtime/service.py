@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from mailpolicy.config import Config, Limits
+from mailpolicy.store import Store
 
 
 class Listener(Protocol):
@@ -18,18 +19,41 @@ class Listener(Protocol):
     async def wait_closed(self) -> None: ...
 
 
-StartFn = Callable[..., Awaitable[list[Any]]]
+StartFn = Callable[[Config, Store], Awaitable[Sequence[Listener]]]
+"""`start(cfg, store)`: bind and serve in the calling event loop; the started listeners."""
+
+
+class WorkerStartFn(Protocol):
+    """`start(cfg, store, reuse_port=True, inherited=sock)`: the same in a worker process of a
+    pool, binding its TCP port with SO_REUSEPORT and accepting on `inherited` as well."""
+
+    def __call__(self, cfg: Config, store: Store, /, *, reuse_port: bool = False,
+                 inherited: socket.socket | None = None) -> Awaitable[Sequence[Listener]]: ...
+
+
+@dataclass(frozen=True)
+class Pool:
+    """How a service runs as a pool of worker processes: how many (`workers` of the limits; 1
+    = in the daemon's loop), the start function of each worker, and `bind_inherited(cfg)`,
+    a listener bound once by the pool whose descriptor every worker accepts from."""
+
+    start: WorkerStartFn
+    workers: Callable[[Limits], int]
+    bind_inherited: Callable[[Config], socket.socket | None] | None = None
 
 
 @dataclass(frozen=True)
 class Service:
-    """One protocol service as the daemon starts it.
-
-    `start(cfg, store)` serves in the calling loop; a pooled service (`workers` says how many
-    processes from `limits`) is also called as `start(cfg, store, reuse_port=True,
-    inherited=sock)` in each worker, where `bind_inherited(cfg)` made `sock` once."""
+    """One protocol service as the daemon starts it: `start(cfg, store)` serves in the calling
+    loop; a `pool` service may run in worker processes instead (runtime.workers)."""
 
     name: str
     start: StartFn
-    workers: Callable[[Limits], int] | None = None
-    bind_inherited: Callable[[Config], socket.socket | None] | None = None
+    pool: Pool | None = None
+
+    @classmethod
+    def pooled(cls, name: str, start: WorkerStartFn, workers: Callable[[Limits], int],
+               bind_inherited: Callable[[Config], socket.socket | None] | None = None,
+               ) -> Service:
+        """A service that runs in `workers(limits)` processes (started by `start`)."""
+        return cls(name, start, Pool(start, workers, bind_inherited))

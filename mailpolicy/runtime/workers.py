@@ -2,11 +2,11 @@
 
 Used for the hot services, LMTP (`limits.lmtp_workers`) and the policy service
 (`limits.policy_workers`). A count of 1 serves in the daemon's own event loop; N > 1 (0 = one
-per CPU core) starts N processes `python -m mailpolicy.runtime.workers SERVICE`, each with its own
-event loop, Store and caches, each calling the service module's
-`start(cfg, store, reuse_port=True, inherited=sock)` (the kernel spreads connections over
-them). A service module may define `bind_inherited(cfg) -> socket | None`: a listener bound
-once here whose descriptor every worker inherits and accepts from (LMTP's Unix socket).
+per CPU core) starts N processes `python -P -m mailpolicy.runtime.workers SERVICE`, each with
+its own event loop, Store and caches, each calling the service's `Pool.start(cfg, store,
+reuse_port=True, inherited=sock)` (the kernel spreads connections over them). A pool may have
+`bind_inherited(cfg) -> socket | None`: a listener bound once here whose descriptor every
+worker inherits and accepts from (LMTP's Unix socket).
 
 The config reaches a worker as one JSON line on its stdin; the pipe then stays open and its
 end (the daemon died, even by SIGKILL) stops the worker, as does PR_SET_PDEATHSIG on Linux.
@@ -32,14 +32,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import structlog
 
 from mailpolicy.config import Config
-from mailpolicy.runtime.service import Listener, Service
+from mailpolicy.runtime.service import Listener, Pool, Service
 from mailpolicy.store import Store
 
 log = structlog.get_logger("mailpolicy.workers")
@@ -73,10 +73,10 @@ def settle_gc() -> None:
 async def start(cfg: Config, store: Store, service: Service) -> list[Listener]:
     """Serve `service`: in the daemon's loop when it is not pooled or its `workers` setting
     asks for one process, else as a supervised pool of worker processes."""
-    n = worker_count(service.workers(cfg.limits)) if service.workers is not None else 1
-    if n <= 1:
-        return await service.start(cfg, store)
-    pool = WorkerPool(cfg, n, service)
+    n = worker_count(service.pool.workers(cfg.limits)) if service.pool is not None else 1
+    if service.pool is None or n <= 1:
+        return list(await service.start(cfg, store))
+    pool = WorkerPool(cfg, n, service.name, service.pool)
     await pool.start()
     return [pool]
 
@@ -84,11 +84,11 @@ async def start(cfg: Config, store: Store, service: Service) -> list[Listener]:
 class WorkerPool:
     """N supervised worker processes; close() + wait_closed() stop them (as for a server)."""
 
-    def __init__(self, cfg: Config, n: int, service: Service) -> None:
+    def __init__(self, cfg: Config, n: int, name: str, pool: Pool) -> None:
         self.cfg = cfg
         self.n = n
-        self.service = service
-        self.name = service.name  # for log events: lmtp.worker_exited, ...
+        self.pool = pool
+        self.name = name  # the service's: argv of a worker, and log events (lmtp.worker_exited)
         self.procs: list[asyncio.subprocess.Process | None] = [None] * n
         self.supervisors: list[asyncio.Task[None]] = []
         self.inherited: socket.socket | None = None
@@ -99,8 +99,8 @@ class WorkerPool:
         return [p.pid for p in self.procs if p is not None and p.returncode is None]
 
     async def start(self) -> None:
-        if self.service.bind_inherited is not None:
-            self.inherited = self.service.bind_inherited(self.cfg)
+        if self.pool.bind_inherited is not None:
+            self.inherited = self.pool.bind_inherited(self.cfg)
         try:
             results = await asyncio.gather(*(self._spawn(i) for i in range(self.n)),
                                            return_exceptions=True)
@@ -170,13 +170,13 @@ class WorkerPool:
             if self.closing:
                 return
             try:
-                self.procs[index] = await self._spawn(index)
+                self.procs[index] = new = await self._spawn(index)
             except OSError as e:
                 log.error(f"{self.name}.worker_restart_failed", worker=index, error=str(e))
                 continue
             started = time.monotonic()
             self.restarts += 1
-            log.info(f"{self.name}.worker_restarted", worker=index, pid=self.procs[index].pid)
+            log.info(f"{self.name}.worker_restarted", worker=index, pid=new.pid)
 
     def close(self) -> None:
         """Ask every worker to stop (SIGTERM, and its stdin closes)."""
@@ -223,7 +223,7 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(1)
 
 
-async def _serve(cfg: Config, service: Service, inherited_fd: int | None) -> None:
+async def _serve(cfg: Config, pool: Pool, inherited_fd: int | None) -> None:
     from mailpolicy.core import outbound
     from mailpolicy.runtime import logs
 
@@ -249,10 +249,10 @@ async def _serve(cfg: Config, service: Service, inherited_fd: int | None) -> Non
     loop.add_reader(0, stdin_ready)
     store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
                              busy_timeout_ms=cfg.store.busy_timeout_ms)
-    servers: list[Any] = []
+    servers: Sequence[Listener] = ()
     try:
         inherited = socket.socket(fileno=inherited_fd) if inherited_fd is not None else None
-        servers = await service.start(cfg, store, reuse_port=True, inherited=inherited)
+        servers = await pool.start(cfg, store, reuse_port=True, inherited=inherited)
         settle_gc()
         os.write(1, READY + b"\n")
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -276,6 +276,9 @@ def main() -> int:
     from mailpolicy.services import by_name
 
     service = by_name(sys.argv[1])
+    if service.pool is None:
+        print(f"mailpolicy: {service.name} does not run in worker processes", file=sys.stderr)
+        return 2
 
     line = b""
     while not line.endswith(b"\n"):
@@ -287,7 +290,7 @@ def main() -> int:
     _die_with_parent(int(msg["parent"]))
     cfg = config_mod.from_dict(msg["config"], base_dir=msg["base_dir"])
     try:
-        asyncio.run(_serve(cfg, service, msg["inherited_fd"]))
+        asyncio.run(_serve(cfg, service.pool, msg["inherited_fd"]))
     except OSError as e:
         print(f"mailpolicy {service.name} worker {msg['index']}: {e}", file=sys.stderr)
         return 1

@@ -19,10 +19,10 @@ message on and returns the next hop's verdict. An exception in any step becomes 
 message stays queued at the client); never return 5xx in after-queue mode unless the failure is
 permanent and bouncing is acceptable (our own Postfix would bounce to a possibly forged sender).
 
-The default order (see ``mailpolicy.smtp.server.build_pipeline``):
-``hops`` (loop guard) → [``dmarc``: checks need the original recipients, insert it with
-``pipeline.insert_before("rewrite", step)``] → ``rewrite`` (aliases, copies, default actions)
-→ ``srs`` (envelope sender for external copies) → ``reinject``.
+The order (``mailpolicy.smtp.server.Filter.pipeline`` builds it for each session):
+``hops`` (loop guard) → ``srs-reverse`` (bounces to our SRS addresses go back to the original
+sender) → ``dmarc`` (its checks need the recipients as sent) → ``rewrite`` (aliases, copies,
+default actions) → ``srs`` (envelope sender for external copies) → ``reinject``.
 
 What a step may change on the Transaction: ``rcpt_tos`` (the envelope recipients sent on),
 ``senders`` (per-recipient envelope sender, e.g. SRS), ``prepend`` / ``add_header`` (new header

@@ -235,7 +235,7 @@ class RewriteStep:
         resolutions = await collect(self.directory, tx.rcpt_tos)
         plan = plan_recipients(tx.rcpt_tos, resolutions, already_forwarded(tx.headers))
         for e in plan.events:
-            emit = log.warning if e.action in ("loop", "limit", "drop") else log.info
+            emit = log.warning if e.action in ("loop", "limit") else log.info
             emit(f"rewrite.{e.action}", id=tx.id, queue_id=tx.queue_id, address=e.address,
                  detail=e.detail)
         tx.rcpt_tos = plan.recipients

@@ -13,9 +13,9 @@ from aiosmtpd.smtp import Envelope, syntax
 
 from mailpolicy import autoreply
 from mailpolicy.auth.step import DmarcStep
+from mailpolicy.autoreply import MailStore
 from mailpolicy.config import Config, split_hostport
 from mailpolicy.core.cache import CachedDirectory
-from mailpolicy.core.directory import Directory
 from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
 from mailpolicy.esmtp.adapter import ConnectionLimit, ESMTPServer, Timeouts
 from mailpolicy.esmtp.data import data_command_ok
@@ -52,7 +52,7 @@ class ReinjectStep:
 class Filter:
     """State shared by all filter sessions: config, directory cache, SRS, concurrency bound."""
 
-    def __init__(self, cfg: Config, store: Directory) -> None:
+    def __init__(self, cfg: Config, store: MailStore) -> None:
         self.cfg = cfg
         self.store = store
         self.hostname = cfg.hostname
@@ -238,7 +238,7 @@ class _Handler:
         return str(reply)
 
 
-async def start(cfg: Config, store: Directory) -> list[Listener]:
+async def start(cfg: Config, store: MailStore) -> list[Listener]:
     """Bind the filter listener (cfg.listen.filter) and return the serving server."""
     host, port = split_hostport(cfg.listen.filter, "listen.filter")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command

@@ -9,8 +9,9 @@ import structlog
 
 from mailpolicy.config import Config, split_hostport
 from mailpolicy.core.cache import CachedDirectory
-from mailpolicy.core.directory import Directory
+from mailpolicy.core.directory import Directory, StoreDirectory
 from mailpolicy.core.srs import Srs
+from mailpolicy.runtime.logs import unexpected
 from mailpolicy.runtime.timers import IdleTimer
 from mailpolicy.socketmap.maps import SrsReverser, lookup
 from mailpolicy.socketmap.protocol import Parser, ProtocolError, Reply, parse_query, temp
@@ -38,16 +39,17 @@ class SocketmapService:
         try:
             query = parse_query(payload)
         except ProtocolError as e:
-            log.warning("bad socketmap query", error=str(e))
+            log.warning("socketmap.bad_query", error=str(e))
             return temp("malformed query")
         try:
             async with asyncio.timeout(self.deadline):
                 reply = await lookup(self.directory, query, self.srs)
         except Exception as e:
-            log.warning("socketmap lookup failed", map=query.name, key=query.key,
-                        error="timeout" if isinstance(e, TimeoutError) else repr(e))
+            log.warning("socketmap.lookup_failed", map=query.name, key=query.key,
+                        error="timeout" if isinstance(e, TimeoutError) else repr(e),
+                        exc_info=unexpected(e))
             return temp("lookup failed")
-        log.debug("socketmap lookup", map=query.name, key=query.key, status=reply.status,
+        log.debug("socketmap.lookup", map=query.name, key=query.key, status=reply.status,
                   data=reply.data)
         return reply
 
@@ -65,7 +67,7 @@ class SocketmapService:
                 for payload in payloads:
                     writer.write((await self.answer(payload)).encode())
                 if parser.error is not None:
-                    log.warning("socketmap framing error, disconnecting", peer=peer,
+                    log.warning("socketmap.framing_error", peer=peer,
                                 error=str(parser.error))
                     writer.write(temp("malformed netstring").encode())
                     await writer.drain()
@@ -75,7 +77,7 @@ class SocketmapService:
         except (ConnectionError, OSError):
             pass
         except Exception:
-            log.exception("socketmap connection failed", peer=peer)
+            log.exception("socketmap.connection_failed", peer=peer)
         finally:
             idle.cancel()
             writer.close()
@@ -83,7 +85,7 @@ class SocketmapService:
                 await writer.wait_closed()
 
 
-async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
+async def start(cfg: Config, store: StoreDirectory) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
     service = SocketmapService(CachedDirectory.for_store(store),
                                int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))

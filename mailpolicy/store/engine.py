@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -23,7 +24,7 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _connect(dbapi_conn: Any, _record: object) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")

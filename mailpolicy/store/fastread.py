@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 
 
-def domain_from(m: Mapping[str, Any]) -> Domain:
+def domain_from(m: Mapping[Any, Any]) -> Domain:
     """A Domain from a row mapping (SQLAlchemy `row._mapping` or sqlite3.Row)."""
     return Domain(id=m["id"], name=m["name"], owner=m["owner"], outbound_ip=m["outbound_ip"],
                   default_action=DefaultAction(m["default_action"]),
@@ -26,7 +26,7 @@ def domain_from(m: Mapping[str, Any]) -> Domain:
                   tls_cert=m["tls_cert"], tls_key=m["tls_key"])
 
 
-def mailbox_from(m: Mapping[str, Any], domain: str, aliases: tuple[str, ...],
+def mailbox_from(m: Mapping[Any, Any], domain: str, aliases: tuple[str, ...],
                  copies: tuple[str, ...]) -> Mailbox:
     """A Mailbox from a `mailboxes` row mapping plus its aliases and copies."""
     return Mailbox(id=m["id"], name=m["name"], domain=domain, password_hash=m["password_hash"],
@@ -50,7 +50,7 @@ class SqliteReader:
         if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "",
                                                                              ":memory:"):
             return None
-        return cls(parsed.database, busy_timeout_ms)  # type: ignore[arg-type]
+        return cls(parsed.database, busy_timeout_ms)
 
     def close(self) -> None:
         self.conn.close()

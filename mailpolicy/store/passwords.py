@@ -41,6 +41,6 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     h = stored.split("}", 1)[1] if stored.startswith("{") else stored
     try:
-        return _CTX.verify(password, h)
+        return bool(_CTX.verify(password, h))
     except (ValueError, TypeError):
         return False

@@ -335,7 +335,9 @@ class Store:
                     domain_id=domain.id, name=name, password_hash=values.get("password_hash", ""),
                     max_size=values["max_size"], no_save=values["no_save"],
                     enabled=values["enabled"], created_at=time.time()))
-                mid = res.inserted_primary_key[0]
+                key = res.inserted_primary_key
+                assert key is not None  # an INSERT of one row
+                mid = int(key[0])
                 await self._save_lists(conn, mid, domain.id, values)
                 await self.db.audit(conn, actor, "mailbox.create", f"{name}@{dname}",
                                   {k: val for k, val in values.items() if k != "password_hash"})
@@ -354,6 +356,8 @@ class Store:
         async with self.db.write() as conn:
             did = await conn.scalar(sa.select(mailboxes.c.domain_id).where(
                 mailboxes.c.id == current.id))
+            if did is None:  # removed since get_mailbox() above
+                raise NotFound(f"no mailbox {address}", "address")
             await self._check_names(conn, did, values["aliases"], current.id)
             row = {k: values[k] for k in ("max_size", "no_save", "enabled")}
             if "password_hash" in values:

@@ -22,17 +22,6 @@ PASSWORD = "correct horse battery staple"
 AUTHSERV = "mx.dmarc-e2e.test"
 
 
-def _dmarc_wired() -> bool:
-    pkg = Path(__file__).resolve().parents[2] / "mailpolicy"
-    return any("DmarcStep" in p.read_text() for p in [*pkg.glob("smtp/*.py"), pkg / "daemon.py"]
-               if p.exists())
-
-
-pytestmark = pytest.mark.skipif(
-    not _dmarc_wired(), reason="DmarcStep is not wired into the filter (mailpolicy/smtp/server.py"
-    ": pipeline.insert_before('rewrite', DmarcStep(cfg, store))) yet")
-
-
 class ThreadDns:
     """The zone server on its own event loop in a daemon thread (the e2e tests are sync)."""
 

@@ -56,7 +56,7 @@ async def test_ttl_expires():
 
 async def test_store_version_change_clears_everything():
     store = Counting()
-    cache = CachedDirectory(store, ttl=1000, clock=Clock())
+    cache = CachedDirectory(store, ttl=1000, clock=Clock(), version=lambda: store.version)
     assert await cache.find_mailbox("example.com", "new") is None
     store.boxes[("example.com", "new")] = (Mailbox("new", "example.com"), False)
     store.version += 1  # what the Store does on every write
@@ -70,7 +70,7 @@ async def test_answer_fetched_across_a_write_is_not_kept():
             return await super().get_domain(name)
 
     store = Racy()
-    cache = CachedDirectory(store, ttl=1000, clock=Clock())
+    cache = CachedDirectory(store, ttl=1000, clock=Clock(), version=lambda: store.version)
     await cache.get_domain("example.com")
     await cache.get_domain("example.com")
     assert store.calls == 2
@@ -103,9 +103,34 @@ def test_resolved_answers_a_miss_at_once_only_from_a_synchronous_store():
     cache = CachedDirectory(store, ttl=5, clock=Clock())
     assert cache.resolved("info@example.com") is None  # may need I/O: the async way answers
     assert store.calls == 0
-    store.reads_synchronously = True  # type: ignore[attr-defined]
+    cache = CachedDirectory(store, ttl=5, clock=Clock(), synchronous=True)
     first = cache.resolved("info@example.com")
     assert first is not None and first.kind is Kind.MAILBOX and first.mailbox.name == "info"
     assert cache.resolved("nobody@example.com").kind is Kind.UNKNOWN
     calls = store.calls
     assert cache.resolved("info@example.com") is first and store.calls == calls  # remembered
+
+
+async def test_for_store_wires_what_the_store_tells() -> None:
+    from mailpolicy.core.cache import DEFAULT_TTL, WATCHED_TTL
+    from mailpolicy.core.directory import StoreDirectory
+
+    class Told(Counting):
+        reads_synchronously = False
+        gen: int | None = None
+
+        def generation(self) -> int | None:
+            return self.gen
+
+    store = Told()
+    typed: StoreDirectory = store  # the protocol the services' stores meet
+    cache = CachedDirectory.for_store(typed)
+    assert (cache.ttl, cache.stamp, cache.synchronous) == (DEFAULT_TTL, None, False)
+    assert await cache.find_mailbox("example.com", "new") is None
+    store.boxes[("example.com", "new")] = (Mailbox("new", "example.com"), False)
+    store.version += 1
+    assert (await cache.find_mailbox("example.com", "new"))[0].name == "new"
+
+    store.gen, store.reads_synchronously = 7, True
+    cache = CachedDirectory.for_store(store)
+    assert (cache.ttl, cache.stamp is not None, cache.synchronous) == (WATCHED_TTL, True, True)

@@ -41,6 +41,9 @@ def stream() -> Iterator[Stream]:
     yield Stream()
     logs._output.clear()
     structlog.reset_defaults()
+    for handler in logs._handlers:
+        logging.root.removeHandler(handler)
+    logs._handlers.clear()
 
 
 def configure(stream: Stream, json_lines: bool = False) -> tuple[logs.HotLine, Any]:
@@ -48,13 +51,13 @@ def configure(stream: Stream, json_lines: bool = False) -> tuple[logs.HotLine, A
         patch.setattr(sys, "stderr", stream)
         logs.setup(config.from_dict({"log": {"json": json_lines}}))
     logger = structlog.get_logger("test")
-    return logs.HotLine(logger, "policy decision", KEYS), logger
+    return logs.HotLine(logger, "policy.decision", KEYS), logger
 
 
 def test_same_line_as_structlog(stream: Stream) -> None:
     hot, logger = configure(stream)
     hot.info(*VALUES)  # no loop running: written at once
-    logger.info("policy decision", **dict(zip(KEYS, VALUES, strict=True)))
+    logger.info("policy.decision", **dict(zip(KEYS, VALUES, strict=True)))
     mine, theirs = stream.getvalue().splitlines()
     assert TS.sub("", mine) == TS.sub("", theirs) and TS.search(mine)
 
@@ -62,7 +65,7 @@ def test_same_line_as_structlog(stream: Stream) -> None:
 def test_same_json_as_structlog(stream: Stream) -> None:
     hot, logger = configure(stream, json_lines=True)
     hot.info(*VALUES)
-    logger.info("policy decision", **dict(zip(KEYS, VALUES, strict=True)))
+    logger.info("policy.decision", **dict(zip(KEYS, VALUES, strict=True)))
     mine, theirs = (json.loads(line) for line in stream.getvalue().splitlines())
     assert mine.pop("timestamp") and theirs.pop("timestamp")
     assert mine == theirs and list(mine) == list(theirs)
@@ -89,28 +92,69 @@ def test_other_lines_come_after_the_pending_ones(stream: Stream) -> None:
 
     async def main() -> None:
         hot.info(*VALUES)
-        logger.warning("something else")
+        logger.warning("something")
         hot.info(*VALUES)
 
     asyncio.run(main())
     events = [line.split()[0] for line in stream.getvalue().splitlines()]
-    assert events == ["event='policy", "event='something", "event='policy"]
+    assert events == ["event='policy.decision'", "event='something'", "event='policy.decision'"]
 
 
 def test_stdlib_lines_come_after_the_pending_ones(stream: Stream) -> None:
-    handler = logging.StreamHandler(stream)  # what basicConfig() makes outside pytest
-    logging.root.addHandler(handler)
+    hot, _ = configure(stream)
+
+    async def main() -> None:
+        hot.info(*VALUES)
+        logging.getLogger("some.library").warning("trouble")
+
+    asyncio.run(main())
+    second = TS.sub("", stream.getvalue().splitlines()[1])
+    assert second == "event='trouble' logger='some.library' level='warning' "
+
+
+def test_stdlib_lines_at_the_configured_level_come_through_rendered(stream: Stream) -> None:
+    configure(stream)  # the default level: info
+    logging.getLogger("some.library").info("decided %s", "this")
+    logging.getLogger("some.library").debug("not this")
+    logging.getLogger("mail.log").info("a line per SMTP command")  # quiet below warning
+    (line,) = stream.getvalue().splitlines()
+    assert line.startswith("event='decided this' logger='some.library' level='info' timestamp=")
+
+
+def _fail() -> None:
+    raise LookupError("no such thing")
+
+
+@pytest.mark.parametrize("source", ["structlog", "stdlib"])
+def test_exceptions_are_written_with_type_and_traceback(stream: Stream, source: str) -> None:
+    _, logger = configure(stream)
     try:
-        hot, _ = configure(stream)
+        _fail()
+    except LookupError:
+        if source == "structlog":
+            logger.exception("thing.failed", key="k")
+        else:
+            logging.getLogger("some.library").exception("thing failed")
+    (line,) = stream.getvalue().splitlines()  # one line: the traceback's newlines escaped
+    assert "exception='Traceback (most recent call last):\\n" in line
+    assert "in _fail\\n" in line and "LookupError: no such thing" in line
+    assert "exc_info" not in line
 
-        async def main() -> None:
-            hot.info(*VALUES)
-            logging.getLogger("some.library").warning("trouble")
 
-        asyncio.run(main())
-    finally:
-        logging.root.removeHandler(handler)
-    assert stream.getvalue().splitlines()[1] == "trouble"
+@pytest.mark.parametrize("source", ["structlog", "stdlib"])
+def test_json_exceptions_are_structured(stream: Stream, source: str) -> None:
+    _, logger = configure(stream, json_lines=True)
+    try:
+        _fail()
+    except LookupError as e:
+        if source == "structlog":
+            logger.error("thing.failed", exc_info=e)
+        else:
+            logging.getLogger("some.library").error("thing failed", exc_info=True)
+    (line,) = stream.getvalue().splitlines()
+    (exc,) = json.loads(line)["exception"]
+    assert exc["exc_type"] == "LookupError" and exc["exc_value"] == "no such thing"
+    assert exc["frames"][-1]["name"] == "_fail"
 
 
 def test_pieces_end_at_a_line_end_and_fit_a_pipe_write() -> None:
@@ -137,7 +181,7 @@ def test_reconfigured_structlog_is_used(stream: Stream) -> None:
 
     structlog.configure(processors=[keep])
     hot.info(*VALUES)
-    assert seen == [{"event": "policy decision", **dict(zip(KEYS, VALUES, strict=True))}]
+    assert seen == [{"event": "policy.decision", **dict(zip(KEYS, VALUES, strict=True))}]
 
 
 def test_timestamp_over_second_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
