@@ -143,12 +143,12 @@ class ESMTPServer(SMTP):
         finally:
             self._greeting_reply = False
 
-    async def read_message(self, *, crlf: bool = False) -> DataDecoder:
+    async def read_message(self, *, crlf: bool = False, to_bytes: bool = False) -> DataDecoder:
         """Read the DATA stream after `354` under the DATA deadline (see the module text)."""
         self._reset_timeout()
         self._deadline = time.monotonic() + self.timeouts.command
         return await read_data(self._reader, self.data_size_limit or 0, self._data_received,
-                               crlf=crlf)
+                               crlf=crlf, to_bytes=to_bytes)
 
     def close_after_reply(self) -> None:
         """End the session once what was pushed is sent (after a 421)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -10,11 +11,11 @@ from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder
 
 
 async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[int], None], *,
-                    crlf: bool = False) -> DataDecoder:
+                    crlf: bool = False, to_bytes: bool = False) -> DataDecoder:
     """Read DATA up to the terminating dot line in large steps (never past it, so pipelined
     commands stay in the reader); `tick(n)` after each step of n bytes. `crlf`: keep CRLF
-    line ends (see DataDecoder)."""
-    decoder = DataDecoder(limit=limit, crlf=crlf)
+    line ends (see DataDecoder); `to_bytes`: collect it for DataDecoder.take()."""
+    decoder = DataDecoder(limit=limit, crlf=crlf, buffer=io.BytesIO() if to_bytes else None)
     while True:
         try:
             chunk = await reader.readuntil(TERMINATOR)

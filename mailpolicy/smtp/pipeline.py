@@ -162,16 +162,23 @@ class Transaction:
         """Prepend `Name: value` (folded); later calls come after earlier ones."""
         self.prepend.append(fold(name, value))
 
-    def message_bytes(self) -> bytes:
-        """What goes to the next hop: prepended fields, incoming header block minus stripped
-        fields, then the rest of the message byte for byte."""
+    def message_parts(self) -> list[bytes | memoryview]:
+        """What goes to the next hop, in parts that copy nothing large: prepended fields plus
+        the incoming header block minus stripped fields, then the rest of the message (a view
+        of `content`, byte for byte)."""
         head = b"".join(self.prepend)
         if not self.strip_headers and not self.strip_if:
-            return head + self.content if head else self.content
+            return [head, memoryview(self.content)]
         fields, body_at = split_headers(self.content)
         kept = [h.raw for h in fields
                 if h.name not in self.strip_headers and not any(p(h) for p in self.strip_if)]
-        return head + b"".join(kept) + self.content[body_at:]
+        return [head + b"".join(kept), memoryview(self.content)[body_at:]]
+
+    def message_bytes(self) -> bytes:
+        """message_parts() as one bytes object (a copy of the message)."""
+        if not self.prepend and not self.strip_headers and not self.strip_if:
+            return self.content
+        return b"".join(self.message_parts())
 
     def envelopes(self) -> list[tuple[str, list[str]]]:
         """Recipients grouped by envelope sender (original sender first), order kept."""

@@ -153,13 +153,12 @@ class FilterSMTP(ESMTPServer):
         envelope = self.envelope
         assert isinstance(envelope, FilterEnvelope)
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        data = await self.read_message(crlf=True)
+        data = await self.read_message(crlf=True, to_bytes=True)
         if data.too_big:
             self.end_transaction()
             await self.push(str(TOO_BIG))
             return
-        content = bytes(data.message)
-        data.message = bytearray()
+        content = data.take()  # the message is in memory once (see issue #14 "Memory")
         envelope.content = envelope.original_content = content
         envelope.bare = data.bare
         with self.busy():
