@@ -58,7 +58,7 @@ class _Sig:
 def header_block(message: bytes) -> bytes:
     """The message's header block with the empty line after it: all that signature lists need
     (dkimpy's parser splits the whole message into lines, ~2.5 times its size)."""
-    if message.startswith((b"\r\n", b"\n")):
+    if message[:1] == b"\n" or message[:2] == b"\r\n":  # (also for an mmap)
         return b""
     m = _HEADER_END.search(message)
     return message[: m.end()] if m else message
@@ -128,9 +128,10 @@ async def verify_all(message: bytes, resolver: Resolver, *, max_signatures: int 
             verdicts.update(_verify_parsed(parsed, to_verify, table))
         elif executor is None:
             verdicts.update(await asyncio.to_thread(_verify_sync, message, to_verify, table))
-        else:
+        else:  # a process pool: an mmap (spooled message) cannot be pickled
+            data = message if isinstance(message, bytes) else bytes(message)
             verdicts.update(await asyncio.get_running_loop().run_in_executor(
-                executor, _verify_sync, message, to_verify, table))
+                executor, _verify_sync, data, to_verify, table))
     results = []
     for s in sigs:
         base = {"domain": s.domain, "selector": s.selector, "auid": s.auid,

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Callable
 from typing import Any
 
-from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder
+from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder, Sink
 
 
 async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[int], None], *,
-                    crlf: bool = False, to_bytes: bool = False) -> DataDecoder:
+                    crlf: bool = False, buffer: Sink | None = None) -> DataDecoder:
     """Read DATA up to the terminating dot line in large steps (never past it, so pipelined
     commands stay in the reader); `tick(n)` after each step of n bytes. `crlf`: keep CRLF
-    line ends (see DataDecoder); `to_bytes`: collect it for DataDecoder.take()."""
-    decoder = DataDecoder(limit=limit, crlf=crlf, buffer=io.BytesIO() if to_bytes else None)
+    line ends (see DataDecoder); `buffer`: where the message is written (else the decoder's
+    bytearray)."""
+    decoder = DataDecoder(limit=limit, crlf=crlf, buffer=buffer)
     while True:
         try:
             chunk = await reader.readuntil(TERMINATOR)

@@ -6,9 +6,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 TERMINATOR = b".\r\n"  # what the reader waits for; a real end is <CRLF>.<CRLF> or a first "."
 KEEP_TAIL = 8  # bytes of a discarded over-long line kept to recognise the terminator
+
+
+class Sink(Protocol):
+    """Where DataDecoder may write the message instead of its own bytearray."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
 
 
 @dataclass(slots=True)
@@ -23,7 +30,7 @@ class DataDecoder:
     limit: int = 0  # 0 = no limit
     crlf: bool = False  # keep CRLF line ends (else CRLF → LF)
     message: bytearray = field(default_factory=bytearray)
-    buffer: io.BytesIO | None = None  # set: the message goes here instead (see take())
+    buffer: Sink | None = None  # set: the message is written here instead (see take())
     size: int = 0
     bare: bool = False
     too_big: bool = False
@@ -98,17 +105,16 @@ class DataDecoder:
             self.message += out
 
     def take(self) -> bytes:
-        """The message as bytes, once: with `buffer` without copying it (a BytesIO hands its
-        own buffer over), so the message is in memory once, not twice."""
-        if self.buffer is None:
-            return bytes(self.message)
-        data, self.buffer = self.buffer.getvalue(), io.BytesIO()
-        return data
+        """The message as bytes, once: with a BytesIO `buffer` without copying it (it hands
+        its own buffer over), so the message is in memory once, not twice."""
+        if isinstance(self.buffer, io.BytesIO):
+            data, self.buffer = self.buffer.getvalue(), io.BytesIO()
+            return data
+        return bytes(self.message)
 
     def _drop(self) -> None:
         self.message = bytearray()
-        if self.buffer is not None:
-            self.buffer = io.BytesIO()
+        self.buffer = None  # nothing more is written (the caller still holds its buffer)
 
     def _bare(self) -> None:
         self.bare = True
