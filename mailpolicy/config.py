@@ -120,6 +120,8 @@ class Limits(_Section, frozen=True):
     min_data_rate: int = 500  # bytes/s that extend the DATA deadline
     lmtp_max_connections: int = 256  # per listener (and per LMTP worker); beyond: 421 4.3.2
     filter_max_connections: int = 256
+    filter_spool_threshold: Size = Size(1024**2)  # a bigger message is kept in a spool file
+    filter_messages_in_memory: int = 32  # more at once are kept in spool files
     policy_max_connections: int = 1000  # per policy process; beyond: closed without a reply
     policy_request_timeout_seconds: float = 10.0  # from a request's first byte to its end
 
@@ -262,7 +264,8 @@ def _validate(cfg: Config) -> None:
         if getattr(cfg.limits, key) < 0:
             raise ConfigError(f"limits.{key}: must be 0 (one per CPU core) or more")
     for key in ("command_timeout_seconds", "lmtp_max_connections", "filter_max_connections",
-                "policy_max_connections", "policy_request_timeout_seconds"):
+                "policy_max_connections", "policy_request_timeout_seconds",
+                "filter_messages_in_memory"):
         if getattr(cfg.limits, key) <= 0:
             raise ConfigError(f"limits.{key}: must be more than 0")
     if cfg.limits.min_data_rate < 0:

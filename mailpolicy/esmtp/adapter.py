@@ -32,7 +32,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 from mailpolicy.config import Config
 from mailpolicy.core.replies import with_enhanced_code
 from mailpolicy.esmtp.data import read_data
-from mailpolicy.esmtp.stream import DataDecoder
+from mailpolicy.esmtp.stream import DataDecoder, Sink
 
 log = structlog.get_logger("mailpolicy.esmtp")
 
@@ -143,12 +143,14 @@ class ESMTPServer(SMTP):
         finally:
             self._greeting_reply = False
 
-    async def read_message(self, *, crlf: bool = False) -> DataDecoder:
-        """Read the DATA stream after `354` under the DATA deadline (see the module text)."""
+    async def read_message(self, *, crlf: bool = False,
+                           buffer: Sink | None = None) -> DataDecoder:
+        """Read the DATA stream after `354` under the DATA deadline (see the module text), into
+        `buffer` if given."""
         self._reset_timeout()
         self._deadline = time.monotonic() + self.timeouts.command
         return await read_data(self._reader, self.data_size_limit or 0, self._data_received,
-                               crlf=crlf)
+                               crlf=crlf, buffer=buffer)
 
     def close_after_reply(self) -> None:
         """End the session once what was pushed is sent (after a 421)."""

@@ -6,15 +6,16 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder
+from mailpolicy.esmtp.stream import TERMINATOR, DataDecoder, Sink
 
 
 async def read_data(reader: asyncio.StreamReader, limit: int, tick: Callable[[int], None], *,
-                    crlf: bool = False) -> DataDecoder:
+                    crlf: bool = False, buffer: Sink | None = None) -> DataDecoder:
     """Read DATA up to the terminating dot line in large steps (never past it, so pipelined
     commands stay in the reader); `tick(n)` after each step of n bytes. `crlf`: keep CRLF
-    line ends (see DataDecoder)."""
-    decoder = DataDecoder(limit=limit, crlf=crlf)
+    line ends (see DataDecoder); `buffer`: where the message is written (else the decoder's
+    bytearray)."""
+    decoder = DataDecoder(limit=limit, crlf=crlf, buffer=buffer)
     while True:
         try:
             chunk = await reader.readuntil(TERMINATOR)

@@ -1,11 +1,21 @@
-"""DATA decoding (pure): dot-unstuffing, CRLF kept or → LF, bare CR/LF and size checks."""
+"""DATA decoding (pure): dot-unstuffing, CRLF kept or → LF, bare CR/LF and size checks; and
+the reverse, dot-stuffing a message for sending in pieces."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 TERMINATOR = b".\r\n"  # what the reader waits for; a real end is <CRLF>.<CRLF> or a first "."
 KEEP_TAIL = 8  # bytes of a discarded over-long line kept to recognise the terminator
+
+
+class Sink(Protocol):
+    """Where DataDecoder may write the message instead of its own bytearray."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
 
 
 @dataclass(slots=True)
@@ -20,6 +30,7 @@ class DataDecoder:
     limit: int = 0  # 0 = no limit
     crlf: bool = False  # keep CRLF line ends (else CRLF → LF)
     message: bytearray = field(default_factory=bytearray)
+    buffer: Sink | None = None  # set: the message is written here instead (see take())
     size: int = 0
     bare: bool = False
     too_big: bool = False
@@ -86,10 +97,61 @@ class DataDecoder:
             self.size += len(out) + pairs
         if self.limit and self.size > self.limit:
             self.too_big = True
-            self.message = bytearray()
+            self._drop()
             return
-        self.message += out
+        if self.buffer is not None:
+            self.buffer.write(out)
+        else:
+            self.message += out
+
+    def take(self) -> bytes:
+        """The message as bytes, once: with a BytesIO `buffer` without copying it (it hands
+        its own buffer over), so the message is in memory once, not twice."""
+        if isinstance(self.buffer, io.BytesIO):
+            data, self.buffer = self.buffer.getvalue(), io.BytesIO()
+            return data
+        return bytes(self.message)
+
+    def _drop(self) -> None:
+        self.message = bytearray()
+        self.buffer = None  # nothing more is written (the caller still holds its buffer)
 
     def _bare(self) -> None:
         self.bare = True
-        self.message = bytearray()
+        self._drop()
+
+
+SEND_CHUNK = 256 * 1024  # bytes of message per piece of the outgoing DATA stream
+
+
+def dot_stuffed(parts: Iterable[bytes | bytearray | memoryview],
+                chunk: int = SEND_CHUNK) -> Iterator[bytes]:
+    """The DATA stream (RFC 5321 4.5.2) of a message with CRLF line ends given in `parts`
+    (concatenated as they are): every line that starts with "." gets another, a final CRLF is
+    added when missing, then the terminating ".<CRLF>". Pieces of about `chunk` bytes are
+    copied one at a time, so sending needs no copy of the whole message."""
+    at_line_start = True
+    carry = b""  # a CR held back so that a CRLF is never split between two pieces
+    sent_any = False
+    for part in parts:
+        view = memoryview(part)
+        pos, n = 0, len(view)
+        while pos < n:
+            piece = carry + bytes(view[pos:pos + chunk])
+            pos += len(piece) - len(carry)
+            carry = b""
+            if piece.endswith(b"\r"):
+                carry, piece = b"\r", piece[:-1]
+            if not piece:
+                continue
+            out = piece.replace(b"\r\n.", b"\r\n..")
+            if at_line_start and out[:1] == b".":
+                out = b"." + out
+            at_line_start = piece.endswith(b"\r\n")
+            sent_any = True
+            yield out
+    if carry:  # the message ended with a lone CR: end the line
+        yield b"\r\n"
+    elif sent_any and not at_line_start:
+        yield b"\r\n"
+    yield b".\r\n"

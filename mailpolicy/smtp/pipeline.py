@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import structlog
 
 from mailpolicy.core.replies import TEMP_FAILURE, Reply
+from mailpolicy.esmtp.spool import Content
 from mailpolicy.smtp import xforward as xf
 
 log = structlog.get_logger("mailpolicy.filter")
@@ -64,9 +65,9 @@ class Header:
         return re.sub(rb"\r\n([ \t])", rb"\1", v).decode("utf-8", "replace").strip()
 
 
-def split_headers(content: bytes) -> tuple[list[Header], int]:
+def split_headers(content: Content) -> tuple[list[Header], int]:
     """Split the header block off the message: (fields, offset of the body incl. blank line)."""
-    if content.startswith(b"\r\n"):
+    if content[:2] == b"\r\n":
         return [], 0
     end = content.find(b"\r\n\r\n")
     end = len(content) if end < 0 else end + 2
@@ -115,7 +116,7 @@ class Transaction:
     mail_options: list[str]
     rcpt_tos: list[str]
     xforward: dict[str, str]
-    content: bytes
+    content: Content  # bytes, or an mmap of a spooled message (esmtp/spool.py)
     mode: str = "after-queue"  # "after-queue" | "before-queue"
     id: str = ""
     peer: Any = None  # the SMTP client of the filter (Postfix), not the original client
@@ -162,16 +163,23 @@ class Transaction:
         """Prepend `Name: value` (folded); later calls come after earlier ones."""
         self.prepend.append(fold(name, value))
 
-    def message_bytes(self) -> bytes:
-        """What goes to the next hop: prepended fields, incoming header block minus stripped
-        fields, then the rest of the message byte for byte."""
+    def message_parts(self) -> list[bytes | memoryview]:
+        """What goes to the next hop, in parts that copy nothing large: prepended fields plus
+        the incoming header block minus stripped fields, then the rest of the message (a view
+        of `content`, byte for byte)."""
         head = b"".join(self.prepend)
         if not self.strip_headers and not self.strip_if:
-            return head + self.content if head else self.content
+            return [head, memoryview(self.content)]
         fields, body_at = split_headers(self.content)
         kept = [h.raw for h in fields
                 if h.name not in self.strip_headers and not any(p(h) for p in self.strip_if)]
-        return head + b"".join(kept) + self.content[body_at:]
+        return [head + b"".join(kept), memoryview(self.content)[body_at:]]
+
+    def message_bytes(self) -> bytes:
+        """message_parts() as one bytes object (a copy of the message)."""
+        if not self.prepend and not self.strip_headers and not self.strip_if:
+            return self.content if isinstance(self.content, bytes) else bytes(self.content)
+        return b"".join(self.message_parts())
 
     def envelopes(self) -> list[tuple[str, list[str]]]:
         """Recipients grouped by envelope sender (original sender first), order kept."""

@@ -9,6 +9,7 @@ import aiosmtplib
 import structlog
 
 from mailpolicy.core.replies import Reply
+from mailpolicy.esmtp.stream import dot_stuffed
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Transaction
 
@@ -16,6 +17,8 @@ log = structlog.get_logger("mailpolicy.filter")
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\s*")
 _CTRL = re.compile(r"[\x00-\x20\x7f<>]")
+SEND_BUFFER = 1024 * 1024  # bytes queued on the socket before DATA waits for it to drain
+DRAIN_POLL = 0.002
 
 
 class Refused(Exception):
@@ -39,6 +42,33 @@ def refusal_reply(stage: str, code: int, text: str, mode: str) -> Reply:
     if permanent and mode != "before-queue" and stage != "DATA":
         code, dsn = 451, "4" + dsn[1:]
     return Reply(code, dsn, f"next hop {stage}: {detail}"[:400])
+
+
+async def send_data(smtp: aiosmtplib.SMTP, parts: list[bytes | memoryview],
+                    reply_timeout: float) -> aiosmtplib.SMTPResponse:
+    """DATA with the message streamed in pieces (dot_stuffed), never copied whole (aiosmtplib's
+    own data() makes several copies of it); the next hop's final reply."""
+    resp = await smtp.execute_command(b"DATA")
+    if resp.code != 354:
+        return resp
+    protocol = smtp.protocol
+    assert protocol is not None and protocol.transport is not None
+    transport = protocol.transport
+    pieces = dot_stuffed(parts)
+    last = b""
+    for piece in pieces:
+        if last:
+            protocol.write(last)
+            while transport.get_write_buffer_size() > SEND_BUFFER:  # bounded by the caller's
+                await asyncio.sleep(DRAIN_POLL)  # timeout; no public drain in aiosmtplib
+                if transport.is_closing():
+                    raise aiosmtplib.SMTPServerDisconnected("connection lost during DATA")
+        last = piece
+    protocol.write(last)  # ".<CRLF>"; read_response() now, no await between: the reply is ours
+    resp = await protocol.read_response(reply_timeout)
+    if resp.code == 421:
+        smtp.close()
+    return resp
 
 
 def _addr(address: str) -> bytes:
@@ -85,7 +115,7 @@ class NextHop:
 
     async def send(self, tx: Transaction) -> Reply:
         """Send every envelope of the transaction; a Reply for the whole message."""
-        message = tx.message_bytes()
+        message = tx.message_parts()
         envelopes = tx.envelopes()
         done: list[str] = []
         try:
@@ -133,14 +163,15 @@ class NextHop:
             self.close()
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, tx: Transaction, sender: str,
-                           rcpts: list[str], message: bytes) -> str:
+                           rcpts: list[str], message: list[bytes | memoryview]) -> str:
         allowed = xf.announced(smtp.esmtp_extensions.get("xforward"))
         for line in xf.commands(tx.xforward, allowed):
             verb, _, rest = line.partition(" ")
             resp = await smtp.execute_command(verb.encode(), rest.encode())
             if resp.code != 250:
                 raise Refused("XFORWARD", resp.code, resp.message)
-        opts = [b"SIZE=%d" % len(message)] if smtp.supports_extension("size") else []
+        size = sum(len(p) for p in message)
+        opts = [b"SIZE=%d" % size] if smtp.supports_extension("size") else []
         utf8 = "SMTPUTF8" in tx.mail_options
         for o in tx.mail_options:
             if o.startswith("BODY=") and smtp.supports_extension("8bitmime"):
@@ -162,8 +193,7 @@ class NextHop:
             code, text, rcpt = (temporary or refused)[0]
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
             raise Refused("RCPT", code, f"{' '.join(text.split())} <{rcpt}>{more}")
-        try:
-            resp = await smtp.data(message)
-        except aiosmtplib.SMTPDataError as e:
-            raise Refused("DATA", e.code, e.message) from None
+        resp = await send_data(smtp, message, self.timeout)
+        if resp.code != 250:
+            raise Refused("DATA", resp.code, resp.message)
         return resp.message

@@ -19,6 +19,7 @@ from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
 from mailpolicy.esmtp.adapter import ConnectionLimit, ESMTPServer, Timeouts
 from mailpolicy.esmtp.data import data_command_ok
+from mailpolicy.esmtp.spool import Content, MemoryBudget, SpoolBuffer
 from mailpolicy.runtime.service import Listener
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
@@ -63,12 +64,20 @@ class Filter:
                          for n in cfg.filter.authorized_xforward]
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
         self.connections = ConnectionLimit(cfg.limits.filter_max_connections)
+        self.memory = MemoryBudget(cfg.limits.filter_messages_in_memory)
+        self.spool_dir = cfg.state_dir / "spool"
+        self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # steps shared by every session; a DMARC step goes before "rewrite" (see pipeline.py)
         self.dmarc = DmarcStep(cfg, self.directory)
         self.pre_steps: list[Step] = [HopStep(self.hostname, cfg.filter.max_passes),
                                       SrsReverseStep(self.srs), self.dmarc]
         self.post_steps: list[Step] = [RewriteStep(self.directory, self.hostname),
                                        SrsStep(self.srs, self.directory)]
+
+    def spool_buffer(self) -> SpoolBuffer:
+        """Where the next message is kept while it is filtered."""
+        return SpoolBuffer(self.spool_dir, int(self.cfg.limits.filter_spool_threshold),
+                           self.memory)
 
     def next_hop(self) -> NextHop:
         r = self.cfg.reinject
@@ -153,17 +162,20 @@ class FilterSMTP(ESMTPServer):
         envelope = self.envelope
         assert isinstance(envelope, FilterEnvelope)
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        data = await self.read_message(crlf=True)
-        if data.too_big:
-            self.end_transaction()
-            await self.push(str(TOO_BIG))
-            return
-        content = bytes(data.message)
-        data.message = bytearray()
-        envelope.content = envelope.original_content = content
-        envelope.bare = data.bare
-        with self.busy():
-            status = await self.event_handler.handle_DATA(self, self.session, envelope)
+        spool = self.filter.spool_buffer()  # memory, or a spool file (see esmtp/spool.py)
+        try:
+            data = await self.read_message(crlf=True, buffer=spool)
+            if data.too_big:
+                self.end_transaction()
+                await self.push(str(TOO_BIG))
+                return
+            content = b"" if data.bare else spool.take()  # never a second copy
+            envelope.content = envelope.original_content = content  # type: ignore[assignment]
+            envelope.bare = data.bare
+            with self.busy():
+                status = await self.event_handler.handle_DATA(self, self.session, envelope)
+        finally:
+            spool.release()
         self.end_transaction()  # a new envelope: XFORWARD attributes reset
         await self.push(status)
         if status.startswith("421"):  # the next hop is closing: so do we (RFC 5321 3.8)
@@ -216,7 +228,7 @@ class _Handler:
                           ) -> str:
         flt = self.server.filter
         self.server.messages += 1
-        content: bytes = envelope.original_content or b""
+        content: Content = envelope.original_content or b""  # type: ignore[assignment]
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         tx = Transaction(mail_from=sender, mail_options=list(envelope.mail_options),
                          rcpt_tos=list(envelope.rcpt_tos), xforward=dict(envelope.xforward or {}),

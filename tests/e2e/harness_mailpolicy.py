@@ -164,16 +164,23 @@ class Mailpolicy:
         report = [f"mailpolicy {name} on {host}:{port}: "
                   f"{'up' if port_open(port, host) else 'NOT LISTENING'}"
                   for name, (host, port) in self.listeners().items()]
-        if self.cfg.lmtp_socket is not None:
-            up = unix_open(self.cfg.lmtp_socket)
-            report.append(f"mailpolicy lmtp on {self.cfg.lmtp_socket}: "
-                          f"{'up' if up else 'NOT LISTENING'}")
+        for name, path in self.unix_listeners().items():
+            report.append(f"mailpolicy {name} on {path}: "
+                          f"{'up' if unix_open(path) else 'NOT LISTENING'}")
         return report
 
+    def unix_listeners(self) -> dict[str, Path]:
+        """The Unix sockets: LMTP's (when set) and the admin socket."""
+        out = {"admin": self.cfg.admin_socket}
+        if self.cfg.lmtp_socket is not None:
+            out["lmtp"] = self.cfg.lmtp_socket
+        return out
+
     def all_up(self) -> bool:
-        sock = self.cfg.lmtp_socket
+        """Every listener accepts connections (the LMTP socket is bound before the workers
+        serve it, so it alone says nothing about the daemon being ready)."""
         return (all(port_open(p, h) for h, p in self.listeners().values())
-                and (sock is None or unix_open(sock)))
+                and all(unix_open(p) for p in self.unix_listeners().values()))
 
     def command(self, python: str) -> list[str]:
         return cli_command(python, "serve", "-c", str(self.cfg_file))

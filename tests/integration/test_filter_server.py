@@ -125,11 +125,12 @@ async def make_env(tmp_path: Path, sink: Sink, size_limit: str = "20M",
     port = free_port()
     reinject = {"host": HOST, "port": sink.port, "timeout_seconds": 2.0}
     reinject.update(filter_opts.pop("reinject", {}))
+    limits = {"message_size_limit": size_limit, **filter_opts.pop("limits", {})}
     cfg = config.from_dict({
         "paths": {"state_dir": str(tmp_path)},
         "listen": {"filter": f"{HOST}:{port}"},
         "reinject": reinject,
-        "limits": {"message_size_limit": size_limit},
+        "limits": limits,
         "filter": {"hostname": "mx.ours.test", "srs_domain": "fwd.ours.test", **filter_opts},
     })
     servers = await start(cfg, store)
