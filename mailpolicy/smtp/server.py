@@ -183,6 +183,9 @@ class FilterSMTP(SMTP):
         data = await read_data(self._reader, self.data_size_limit or 0, self._reset_timeout,
                                crlf=True)
         if data.too_big:
+            log.info("filter.too_big", queue_id=xf.value(envelope.xforward or {}, "IDENT") or "-",
+                     sender=envelope.mail_from, rcpts=",".join(envelope.rcpt_tos),
+                     reply=str(TOO_BIG))
             self._set_post_data_state()
             await self.push(str(TOO_BIG))
             return
