@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 from structlog._config import _CONFIG
 from structlog.contextvars import _CONTEXT_VARS
 from structlog.typing import EventDict, Processor
@@ -187,10 +188,12 @@ CHATTY_LOGGERS = ("mail.log", "alembic")
 
 def _exception_renderer(json_lines: bool) -> Processor:
     """How an `exc_info` becomes text in a line: the type, message and frames as a structured
-    `exception` list for JSON, the formatted traceback as one `exception=...` value for
-    key=value (its newlines escaped, so it stays one line)."""
+    `exception` list for JSON (structlog's dict_tracebacks, but never the frames' local
+    variables: passwords, message content), the formatted traceback as one `exception=...`
+    value for key=value (its newlines escaped, so it stays one line)."""
     if json_lines:
-        return structlog.processors.dict_tracebacks
+        return structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
     return structlog.processors.format_exc_info
 
 

@@ -166,6 +166,10 @@ class FilterSMTP(ESMTPServer):
         try:
             data = await self.read_message(crlf=True, buffer=spool)
             if data.too_big:
+                log.info("filter.too_big",
+                         queue_id=xf.value(envelope.xforward or {}, "IDENT") or "-",
+                         sender=envelope.mail_from, rcpts=",".join(envelope.rcpt_tos),
+                         reply=str(TOO_BIG))
                 self.end_transaction()
                 await self.push(str(TOO_BIG))
                 return

@@ -122,7 +122,8 @@ def test_stdlib_lines_at_the_configured_level_come_through_rendered(stream: Stre
 
 
 def _fail() -> None:
-    raise LookupError("no such thing")
+    password = "hunter2"  # a local: never in a log line
+    raise LookupError(f"no such thing{'' if password else '?'}")
 
 
 @pytest.mark.parametrize("source", ["structlog", "stdlib"])
@@ -138,7 +139,7 @@ def test_exceptions_are_written_with_type_and_traceback(stream: Stream, source: 
     (line,) = stream.getvalue().splitlines()  # one line: the traceback's newlines escaped
     assert "exception='Traceback (most recent call last):\\n" in line
     assert "in _fail\\n" in line and "LookupError: no such thing" in line
-    assert "exc_info" not in line
+    assert "exc_info" not in line and "hunter2" not in line
 
 
 @pytest.mark.parametrize("source", ["structlog", "stdlib"])
@@ -155,6 +156,7 @@ def test_json_exceptions_are_structured(stream: Stream, source: str) -> None:
     (exc,) = json.loads(line)["exception"]
     assert exc["exc_type"] == "LookupError" and exc["exc_value"] == "no such thing"
     assert exc["frames"][-1]["name"] == "_fail"
+    assert "hunter2" not in line
 
 
 def test_pieces_end_at_a_line_end_and_fit_a_pipe_write() -> None:
