@@ -1,0 +1,88 @@
+"""A full disk, for real (a 1 MB tmpfs): failed writes leave no partial files, reading usage
+never depends on writing `maildirsize`, and the admin can list, clear and delete mailboxes to
+free space."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from fulldisk import fill, leftovers, small_fs
+from test_admin_support import admin_server
+
+from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage, reset
+from mailpolicy.maildir.writer import ensure_folder, write_message
+
+
+def test_a_delivery_failing_on_enospc_leaves_no_partial_file() -> None:
+    with small_fs() as root:
+        maildir = root / "example.com" / "joe" / "Maildir"
+        ensure_folder(maildir)
+        for _ in range(5):
+            with pytest.raises(OSError) as e:
+                write_message(maildir, [b"Subject: big\n\n", b"x" * (2 * 1024 * 1024)])
+            assert e.value.errno == errno.ENOSPC
+        assert leftovers(root) == []
+        assert os.listdir(maildir / "new") == []
+        # the space is really free again: a message that fits is stored
+        path = write_message(maildir, [b"Subject: small\n\n", b"y" * 1000])
+        assert path.parent == maildir / "new"
+
+
+def test_the_maildirsize_rescan_on_a_full_disk_answers_and_leaves_nothing() -> None:
+    with small_fs() as root:
+        maildir = root / "example.com" / "joe" / "Maildir"
+        for _ in range(3):
+            write_message(maildir, [b"Subject: m\n\n", b"z" * 1000])
+        fill(root)
+        (maildir / MAILDIRSIZE).unlink(missing_ok=True)
+        assert current_usage(maildir, 10_000_000) == (3 * 1012, 3)
+        assert current_usage(maildir) == (3 * 1012, 3)
+        assert reset(maildir) == (3 * 1012, 3)
+        assert leftovers(root) == []  # no empty *_NeWmAiLdIrSiZe
+        assert not (maildir / MAILDIRSIZE).exists()
+
+
+def test_a_delta_line_that_does_not_fit_whole_is_an_error() -> None:
+    """A short append (the line's first bytes fit in the file's last page, the rest does not)
+    must raise, so that the caller drops the file rather than leave half a line in it."""
+    with small_fs() as root:
+        maildir = root / "example.com" / "joe" / "Maildir"
+        write_message(maildir, [b"Subject: m\n\n", b"z" * 1000])
+        assert current_usage(maildir, 0) == (1012, 1)  # writes maildirsize
+        size = (maildir / MAILDIRSIZE).stat().st_size
+        pad = 4096 - 2 - size  # leave 2 bytes in the page for the 4-byte line "1 1\n"
+        with open(maildir / MAILDIRSIZE, "ab") as f:
+            f.write(b"0 " + b"0" * (pad - 3) + b"\n")
+        fill(root)
+        with pytest.raises(OSError):
+            add_usage(maildir, 1, 1)
+
+
+async def test_admin_lists_shows_clears_and_deletes_on_a_full_disk() -> None:
+    with small_fs() as root:
+        async with admin_server(paths={"maildir_root": str(root)}) as env:
+            await env.ok("POST", "/v1/domains", {"name": "example.com"})
+            for name in ("joe", "ann"):
+                await env.ok("POST", "/v1/mailboxes", {"address": f"{name}@example.com",
+                                                       "max_size": "10M"})
+                env.deliver(f"{name}@example.com", 2000)
+                env.deliver(f"{name}@example.com", 3000, sub="cur")
+            fill(root)
+            # every maildirsize must be recalculated (and cannot be written)
+            for p in root.rglob(MAILDIRSIZE):
+                p.unlink()
+            status, res = await env.call("GET", "/v1/mailboxes")
+            assert status == 200, res
+            assert {b["address"]: b["usage"]["used"] for b in res["mailboxes"]} == {
+                "joe@example.com": 5000, "ann@example.com": 5000}
+            status, res = await env.call("GET", "/v1/mailboxes/joe@example.com")
+            assert (status, res["usage"]["used"]) == (200, 5000), res
+            status, res = await env.call("POST", "/v1/mailboxes/joe@example.com/clear?confirm=true")
+            assert (status, res["freed"]) == (200, 5000), res
+            fill(root)
+            status, res = await env.call("DELETE", "/v1/mailboxes/ann@example.com?confirm=true")
+            assert status < 300, res
+            assert not (root / "example.com" / "ann").exists()
+            assert leftovers(root) == []
