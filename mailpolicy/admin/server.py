@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import grp
 import os
 import pwd
 import socket
-import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
 from mailpolicy.admin.routes import add_routes
 from mailpolicy.admin.schema import ApiError
 from mailpolicy.config import Config
+from mailpolicy.runtime.sockets import clear_stale_socket
 from mailpolicy.store import Store, StoreError
 
 log = structlog.get_logger("mailpolicy.admin")
@@ -127,27 +126,6 @@ def make_app(cfg: Config, store: Store) -> web.Application:
     return app
 
 
-def _clear_stale_socket(path: Path) -> None:
-    """Remove a leftover socket file; refuse when a live server is still bound to it."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"admin socket {path} is in use by another server")
-
-
 class AdminServer:
     """The running admin listener. Shut down like an asyncio.Server:
     `server.close(); await server.wait_closed()`."""
@@ -184,7 +162,7 @@ async def start(cfg: Config, store: Store) -> list[AdminServer]:
     exists) and serve. The daemon must call `close()` then `await wait_closed()` on shutdown."""
     path = cfg.admin_socket
     path.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale_socket(path)
+    clear_stale_socket(path, "admin socket")
     runner = web.AppRunner(make_app(cfg, store), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.UnixSite(runner, str(path))

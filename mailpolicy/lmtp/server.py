@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import os
 import re
 import socket
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +32,7 @@ from mailpolicy.lmtp.deliver import (
     rcpt_decision,
     rcpt_quota_check,
 )
+from mailpolicy.runtime.sockets import clear_stale_socket
 
 log = structlog.get_logger("mailpolicy.lmtp")
 
@@ -320,9 +319,7 @@ def bind_unix(cfg: Config) -> socket.socket:
     path = Path(cfg.listen.lmtp_socket)
     if not path.is_absolute():
         path = Path(cfg.base_dir or os.getcwd()) / path
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(path.lstat().st_mode):
-            path.unlink()
+    clear_stale_socket(path, "LMTP socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))

@@ -12,7 +12,7 @@ import structlog
 from mailpolicy import config as config_mod
 from mailpolicy.core import outbound
 from mailpolicy.deploy import tlsmaps
-from mailpolicy.runtime import logs, sdnotify, workers
+from mailpolicy.runtime import housekeeping, logs, sdnotify, statedir, workers
 from mailpolicy.runtime.service import Listener
 from mailpolicy.services import SERVICES
 from mailpolicy.store import Store
@@ -33,14 +33,27 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
                 ready: asyncio.Event | None = None) -> None:
     """Run every service until SIGTERM/SIGINT. SIGHUP re-reads the config file and reports
     what needs a restart (listeners stay bound)."""
-    cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    cfg.maildir_root.mkdir(parents=True, exist_ok=True, mode=0o750)
+    statedir.ensure_dir(cfg.state_dir, "state directory (paths.state_dir)")
+    lock = statedir.StateLock(cfg.state_dir)
+    lock.acquire()  # before anything is bound or replaced: one daemon per state directory
+    try:
+        statedir.ensure_dir(cfg.maildir_root, "Maildir root (paths.maildir_root)")
+        statedir.ensure_dir(cfg.admin_socket.parent, "admin socket directory (paths.admin_socket)",
+                            group=cfg.admin.group)
+        await _serve_locked(cfg, config_path, ready)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(cfg: config_mod.Config, config_path: str | None,
+                        ready: asyncio.Event | None) -> None:
     store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
                              busy_timeout_ms=cfg.store.busy_timeout_ms)
     await tlsmaps.write_tls_maps(cfg, await store.list_domains())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     servers: list[Listener] = []
+    chores: list[asyncio.Task[None]] = []  # periodic housekeeping, cancelled at stop
 
     def _reload() -> None:
         sdnotify.notify("RELOADING=1")
@@ -62,6 +75,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
             servers.extend(await workers.start(cfg, store, service))
             log.info("service.started", service=service.name)
         workers.settle_gc()
+        chores.append(asyncio.create_task(housekeeping.sweep_tmp(cfg.maildir_root)))
         sdnotify.notify("READY=1")
         log.info("daemon.ready", pid=os.getpid(), policy=cfg.listen.policy,
                  socketmap=cfg.listen.socketmap, filter=cfg.listen.filter, lmtp=cfg.listen.lmtp,
@@ -72,6 +86,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
         sdnotify.notify("STOPPING=1")
         log.info("daemon.stopping")
     finally:
+        for task in chores:
+            task.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
         for s in reversed(servers):
             await _close(s)
         await store.close()
@@ -89,6 +106,10 @@ def run(config_path: str | None = None) -> int:
     logs.setup(cfg)
     try:
         asyncio.run(serve(cfg, config_path))
+    except statedir.StartupError as e:
+        log.error("daemon.failed", error=e.strerror)
+        print(f"mailpolicy: {e.strerror}", file=sys.stderr)
+        return 1
     except OSError as e:
         log.error("daemon.failed", error=str(e))
         return 1
