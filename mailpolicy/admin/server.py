@@ -20,6 +20,7 @@ from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
 from mailpolicy.admin.routes import add_routes
 from mailpolicy.admin.schema import ApiError
 from mailpolicy.config import Config
+from mailpolicy.runtime.service import ConfigHolder
 from mailpolicy.runtime.sockets import clear_stale_socket
 from mailpolicy.store import Store, StoreError
 
@@ -105,7 +106,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if creds is None:
         raise ApiError(403, "forbidden", "peer credentials unavailable")
     _pid, uid, gid = creds
-    group = request.app[CONFIG_KEY].admin.group
+    group = request.app[CONFIG_KEY].current.admin.group
     if not is_admin(uid, gid, group):
         log.warning("admin.refused", uid=uid, path=request.path)
         raise ApiError(403, "forbidden",
@@ -119,7 +120,7 @@ def make_app(cfg: Config, store: Store) -> web.Application:
     body_max = cfg.limits.attachment_max * 4 // 3 + 256 * 1024  # base64 + JSON
     app = web.Application(middlewares=[errors_middleware, auth_middleware],
                           client_max_size=body_max)
-    app[CONFIG_KEY] = cfg
+    app[CONFIG_KEY] = ConfigHolder(cfg)
     app[STORE_KEY] = store
     app[TLS_MAPS_LOCK] = asyncio.Lock()
     add_routes(app)
@@ -136,6 +137,10 @@ class AdminServer:
 
     def is_serving(self) -> bool:
         return not self._closed
+
+    def reload(self, cfg: Config) -> None:
+        """Routes read the config per request: the next one sees `cfg`."""
+        self.runner.app[CONFIG_KEY].current = cfg
 
     def close(self) -> None:
         """Stop accepting connections and remove the socket file."""

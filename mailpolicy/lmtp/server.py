@@ -32,6 +32,7 @@ from mailpolicy.lmtp.deliver import (
     rcpt_decision,
     rcpt_quota_check,
 )
+from mailpolicy.runtime.service import Reconfigurable
 from mailpolicy.runtime.sockets import clear_stale_socket
 
 log = structlog.get_logger("mailpolicy.lmtp")
@@ -342,10 +343,9 @@ async def start(cfg: Config, store: Any, *, reuse_port: bool = False,
     cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `inherited`)."""
     loop = asyncio.get_running_loop()
     handler = LMTPHandler(cfg, store)
-    hostname = cfg.hostname
 
-    def factory() -> LMTPServer:
-        return LMTPServer(handler, cfg, hostname)
+    def factory() -> LMTPServer:  # handler.cfg: the reloaded config (per session/request)
+        return LMTPServer(handler, handler.cfg, handler.cfg.hostname)
 
     host, port = split_hostport(cfg.listen.lmtp, "listen.lmtp")
     servers: list[asyncio.AbstractServer] = [
@@ -360,6 +360,13 @@ async def start(cfg: Config, store: Any, *, reuse_port: bool = False,
                 s.close()
             raise
         servers.append(Listener(unix, handler))
+
+    def apply(new: Config) -> None:
+        if new.limits.max_concurrency != handler.cfg.limits.max_concurrency:
+            handler.slots = asyncio.Semaphore(max(1, new.limits.max_concurrency))
+        handler.cfg = new
+
+    servers[0] = Reconfigurable(servers[0], apply)  # one handler behind both listeners
     log.info("lmtp.listening", tcp=cfg.listen.lmtp, unix=cfg.listen.lmtp_socket or None,
              pid=os.getpid())
     return servers

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import structlog
-from structlog._config import _CONFIG
+from structlog._config import _CONFIG, BoundLoggerLazyProxy
 from structlog.contextvars import _CONTEXT_VARS
 
 from mailpolicy.config import Config
@@ -178,6 +178,18 @@ class HotLine:
         out.write(line)
 
 
+def _forget_cached_loggers() -> None:
+    """The module-level loggers (`log = structlog.get_logger(...)`) keep the logger they
+    assembled on first use (cache_logger_on_first_use): after a new set-up (a reload changing
+    the level) they must assemble it again."""
+    for module in list(sys.modules.values()):
+        if not getattr(module, "__name__", "").startswith("mailpolicy"):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, BoundLoggerLazyProxy) and "bind" in vars(value):
+                del value.bind
+
+
 def setup(cfg: Config) -> None:
     """Configure structlog and the stdlib root logger from cfg.log."""
     level = getattr(logging, cfg.log.level.upper())
@@ -202,6 +214,8 @@ def setup(cfg: Config) -> None:
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.root.setLevel(max(level, logging.WARNING))  # a reload: basicConfig did nothing
+    _forget_cached_loggers()
     for handler in logging.root.handlers:  # stdlib lines too come after the pending ones
         if (getattr(handler, "stream", None) is sys.stderr
                 and _before_stdlib_line not in handler.filters):

@@ -33,3 +33,31 @@ class Service:
     start: StartFn
     workers: Callable[[Limits], int] | None = None
     bind_inherited: Callable[[Config], socket.socket | None] | None = None
+
+
+class ConfigHolder:
+    """The config a service reads per request or session; a reload swaps `current`."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.current = cfg
+
+
+class Reconfigurable:
+    """A listener plus the function that applies a reloaded config to the service behind it
+    (without closing anything). Everything else is the listener's."""
+
+    def __init__(self, listener: Any, apply: Callable[[Config], None]) -> None:
+        self.listener = listener
+        self.apply = apply
+
+    def reload(self, cfg: Config) -> None:
+        self.apply(cfg)
+
+    def close(self) -> None:
+        self.listener.close()
+
+    async def wait_closed(self) -> None:
+        await self.listener.wait_closed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.listener, name)

@@ -19,7 +19,7 @@ from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory
 from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
 from mailpolicy.esmtp.data import data_command_ok, read_data
-from mailpolicy.runtime.service import Listener
+from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
 from mailpolicy.smtp.reinject import NextHop
@@ -70,17 +70,24 @@ class Filter:
     """State shared by all filter sessions: config, directory cache, SRS, concurrency bound."""
 
     def __init__(self, cfg: Config, store: Directory) -> None:
-        self.cfg = cfg
         self.store = store
-        self.hostname = cfg.hostname
         self.directory = CachedDirectory.for_store(store)
+        self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
+        self.dmarc = DmarcStep(cfg, self.directory)
+        self.configure(cfg)
+
+    def configure(self, cfg: Config) -> None:
+        """Take a (reloaded) config; a session reads it when it starts."""
+        if hasattr(self, "cfg") and cfg.limits.max_concurrency != self.cfg.limits.max_concurrency:
+            self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
+        self.cfg = cfg
+        self.hostname = cfg.hostname
         self.srs = Srs.from_config(cfg)
         self.mode = cfg.filter.mode
         self.networks = [ipaddress.ip_network(n, strict=False)
                          for n in cfg.filter.authorized_xforward]
-        self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
+        self.dmarc.configure(cfg)
         # steps shared by every session; a DMARC step goes before "rewrite" (see pipeline.py)
-        self.dmarc = DmarcStep(cfg, self.directory)
         self.pre_steps: list[Step] = [HopStep(self.hostname, cfg.filter.max_passes),
                                       SrsReverseStep(self.srs), self.dmarc]
         self.post_steps: list[Step] = [RewriteStep(self.directory, self.hostname),
@@ -271,7 +278,7 @@ async def start(cfg: Config, store: Directory) -> list[Listener]:
     server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), host, port)
     log.info("filter.listening", address=f"{host}:{server.sockets[0].getsockname()[1]}",
              mode=flt.mode, next_hop=f"{cfg.reinject.host}:{cfg.reinject.port}")
-    return [server, _StepsCloser(flt)]
+    return [Reconfigurable(server, flt.configure), _StepsCloser(flt)]
 
 
 class _StepsCloser:
