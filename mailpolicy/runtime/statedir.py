@@ -29,12 +29,12 @@ def ensure_dir(path: Path, what: str, group: str = "", mode: int = DIR_MODE) -> 
     permission to, a StartupError naming the command that creates it (as systemd's
     RuntimeDirectory= or StateDirectory= would)."""
     path = Path(path)
-    if path.is_dir():
+    if os.path.isdir(path):  # False (not an error) when we may not even look
         return
     try:
         path.mkdir(parents=True, mode=mode)
     except FileExistsError:
-        if not path.is_dir():
+        if not os.path.isdir(path):
             raise StartupError(errno.ENOTDIR, f"{what} {path} exists and is not a directory"
                                ) from None
         return
@@ -42,7 +42,7 @@ def ensure_dir(path: Path, what: str, group: str = "", mode: int = DIR_MODE) -> 
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         owner = _user()
-        grp_name = group if group and _group_exists(group) else owner
+        grp_name = group if group and _group_exists(group) else _own_group()
         raise StartupError(
             errno.EACCES,
             f"cannot create the {what} {path} as user {owner}; create it once as root: "
@@ -53,6 +53,13 @@ def ensure_dir(path: Path, what: str, group: str = "", mode: int = DIR_MODE) -> 
             os.chown(path, -1, grp.getgrnam(group).gr_gid)
         except PermissionError:
             pass  # not a member: the group stays ours
+
+
+def _own_group() -> str:
+    try:
+        return grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        return str(os.getegid())
 
 
 def _group_exists(name: str) -> bool:

@@ -5,9 +5,11 @@ tmp/ files swept at start."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,3 +134,51 @@ def test_the_directories_it_may_create_are_created_with_their_modes(tmp_path):
     finally:
         os.umask(old)
     assert d.is_dir() and (d.stat().st_mode & 0o777) == 0o750
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to start the daemon as another user")
+def test_without_systemd_the_missing_runtime_dir_is_named_and_the_command_fixes_it(tmp_path):
+    """README: as an unprivileged user the daemon cannot create /run/<dir>; it exits naming
+    the `install -d` command, and once root ran it the daemon starts."""
+    import pwd
+
+    from test_admin_support import cli_as
+
+    cli, env = cli_as("nobody", "nogroup")
+    serve = [cli[0], "-c", "import sys; from mailpolicy.runtime.daemon import run; "
+             "sys.exit(run(sys.argv[1]))"]
+    home = Path(tempfile.mkdtemp(prefix="mp-nosystemd-"))
+    rundir = Path(tempfile.mkdtemp(prefix="mp-run-", dir="/run")) / "mailpolicy"
+    try:
+        os.chmod(home, 0o755)
+        os.chmod(rundir.parent, 0o755)  # as /run is
+        state = home / "state"
+        state.mkdir()
+        nobody = pwd.getpwnam("nobody")
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        cfg, lmtp = _config(home, "one", '\n[admin]\ngroup = "nogroup"\n')
+        cfg.write_text(cfg.read_text().replace(
+            "[paths]\n", f'[paths]\nadmin_socket = "{rundir / "admin.sock"}"\n'))
+        os.chmod(cfg, 0o644)
+        start = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--init-groups",
+                 "sh", "-c", 'umask 027; exec "$@"', "sh", *serve, str(cfg)]
+        res = subprocess.run(start, capture_output=True, text=True, timeout=60, env=env,
+                             cwd="/")
+        assert res.returncode == 1, res.stderr
+        command = f"install -d -o nobody -g nogroup -m 0750 {rundir}"
+        assert command in res.stderr
+        subprocess.run(command.split(), check=True)  # what the admin runs as root
+        proc = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=env, cwd="/")
+        try:
+            deadline = time.monotonic() + 60
+            assert wait_listening(lmtp, deadline)
+            while not (rundir / "admin.sock").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (rundir / "admin.sock").exists()
+        finally:
+            _stop(proc)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(rundir.parent, ignore_errors=True)
