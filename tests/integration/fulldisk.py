@@ -14,11 +14,12 @@ import pytest
 
 
 @contextlib.contextmanager
-def small_fs(size: str = "1m") -> Iterator[Path]:
-    """A tmpfs of `size`, unmounted afterwards; the test is skipped (with the reason) when
-    this process may not mount one."""
+def small_fs(size: str = "1m", inodes: int = 0) -> Iterator[Path]:
+    """A tmpfs of `size` (and at most `inodes` inodes), unmounted afterwards; the test is
+    skipped (with the reason) when this process may not mount one."""
     d = tempfile.mkdtemp(prefix="mp-fulldisk-")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", d],
+    opts = f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", d],
                          capture_output=True, text=True) if os.geteuid() == 0 else None
     if res is None or res.returncode != 0:
         os.rmdir(d)
@@ -47,6 +48,19 @@ def fill(directory: Path) -> Path:
                     break
                 chunk = chunk[: len(chunk) // 2]
     return filler
+
+
+def fill_inodes(directory: Path) -> int:
+    """Create empty files in `directory` until the filesystem has no inode left."""
+    n = 0
+    while True:
+        try:
+            (directory / f".inode-{n}").touch()
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            return n
+        n += 1
 
 
 def leftovers(root: Path) -> list[str]:

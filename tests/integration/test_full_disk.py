@@ -8,7 +8,7 @@ import errno
 import os
 
 import pytest
-from fulldisk import fill, leftovers, small_fs
+from fulldisk import fill, fill_inodes, leftovers, small_fs
 from test_admin_support import admin_server
 
 from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage, reset
@@ -85,4 +85,25 @@ async def test_admin_lists_shows_clears_and_deletes_on_a_full_disk() -> None:
             status, res = await env.call("DELETE", "/v1/mailboxes/ann@example.com?confirm=true")
             assert status < 300, res
             assert not (root / "example.com" / "ann").exists()
+            assert leftovers(root) == []
+
+
+async def test_clear_works_when_no_inode_is_left() -> None:
+    """Clearing swaps new/ and cur/ with a fresh directory; without an inode for it, the files
+    are removed one by one (as much space freed, nothing needed)."""
+    with small_fs(size="4m", inodes=200) as root:
+        async with admin_server(paths={"maildir_root": str(root)}) as env:
+            await env.ok("POST", "/v1/domains", {"name": "example.com"})
+            await env.ok("POST", "/v1/mailboxes", {"address": "joe@example.com"})
+            for _ in range(3):
+                env.deliver("joe@example.com", 1000)
+                env.deliver("joe@example.com", 500, folder=".Sent", sub="cur")
+            assert fill_inodes(root) > 0
+            status, res = await env.call("GET", "/v1/mailboxes/joe@example.com")
+            assert (status, res["usage"]["used"]) == (200, 4500), res
+            status, res = await env.call("POST", "/v1/mailboxes/joe@example.com/clear?confirm=true")
+            assert (status, res["freed"]) == (200, 4500), res
+            maildir = env.maildir("joe@example.com")
+            assert [p for p in maildir.rglob("*") if p.is_file() and p.parent.name in (
+                "new", "cur")] == []
             assert leftovers(root) == []
