@@ -107,3 +107,42 @@ async def test_clear_works_when_no_inode_is_left() -> None:
             assert [p for p in maildir.rglob("*") if p.is_file() and p.parent.name in (
                 "new", "cur")] == []
             assert leftovers(root) == []
+
+
+async def test_lmtp_on_a_full_disk_defers_and_leaves_no_partial_files() -> None:
+    """The probe's case: every failed delivery left its partial file in tmp/. Now each is
+    a 4xx (Postfix retries), tmp/ stays empty, and once space is free delivery works."""
+    import asyncio
+    import smtplib
+
+    from test_lmtp_server import make_env
+
+    with small_fs(size="2m") as root:
+        env, servers = await make_env(root / "state", paths={"maildir_root": str(root / "mail")},
+                                      limits={"message_size_limit": "10M"})
+        try:
+            env.maildir("alice@example.test").mkdir(parents=True)
+            filler = fill(root)
+            big = b"Subject: big\r\n\r\n" + b"x" * 300_000 + b"\r\n.\r\n"
+
+            def send(message: bytes) -> tuple[int, bytes]:
+                c = env.track(smtplib.LMTP("127.0.0.1", env.port, timeout=30))
+                assert c.docmd("LHLO", "client.test")[0] == 250
+                assert c.docmd("MAIL FROM:<s@remote.test>")[0] == 250
+                assert c.docmd("RCPT TO:<alice@example.test>")[0] == 250
+                assert c.docmd("DATA")[0] == 354
+                c.send(message)
+                reply = c.getreply()
+                c.quit()
+                return reply
+
+            for _ in range(5):
+                code, text = await asyncio.to_thread(send, big)
+                assert 400 <= code < 500, (code, text)
+            assert leftovers(root) == []
+            filler.unlink()
+            code, _ = await asyncio.to_thread(send, big)
+            assert code == 250
+            assert len(env.messages("alice@example.test")) == 1
+        finally:
+            await env.close(servers)
