@@ -2,7 +2,11 @@
 
 Maildir convention (qmail's maildir(5), Dovecot): a file in tmp/ not touched for 36 hours is
 garbage. Our writer removes its own partial files on every failure it sees; this sweep covers
-what a SIGKILL or a power cut leaves. Work is bounded per call: a `TmpSweeper` walks every
+what a SIGKILL or a power cut leaves. Sooner than that, a file is garbage when its name says
+which process of this host writes it (`<sec>.M<usec>P<pid>Q<n>.<host>`, as we and Dovecot name
+them; `<sec>.<pid>Q<n>_NeWmAiLdIrSiZe.<host>` for a maildirsize being rewritten) and that
+process is gone: a Maildir writer only ever renames its own tmp/ files. (Were the pid reused,
+the file waits for the 36 hours.) Work is bounded per call: a `TmpSweeper` walks every
 `{root}/{domain}/{name}/Maildir[/.Folder]/tmp` a batch at a time and resumes where it stopped.
 Blocking: call step() with asyncio.to_thread.
 """
@@ -10,13 +14,38 @@ Blocking: call step() with asyncio.to_thread.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 STALE_AFTER = 36 * 3600  # seconds; the Maildir convention
+DEAD_WRITER_AFTER = 60  # seconds a file of a process that is gone is left alone (clock skew)
 BATCH = 5000  # directory entries looked at per step
+_WRITER = re.compile(r"^\d+\.(?:M\d+P(\d+)|(\d+))Q\d+(?:_NeWmAiLdIrSiZe)?\.([^,:]+)")
+
+
+def _host() -> str:
+    return socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
+
+
+def writer_gone(name: str, host: str) -> bool:
+    """Whether `name` is a tmp/ file of a process of `host` that no longer runs."""
+    m = _WRITER.match(name)
+    if m is None or m.group(3) != host:
+        return False
+    pid = int(m.group(1) or m.group(2))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive (another user's), or we cannot tell
+    return False
 
 
 @dataclass
@@ -70,21 +99,26 @@ class TmpSweeper:
         self._stats = SweepStats()  # the step in progress (a walk spans several steps)
 
     def _pass(self) -> Iterator[None]:
-        cutoff = time.time() - self.stale_after
+        now = time.time()
+        cutoff, dead_cutoff, host = now - self.stale_after, now - DEAD_WRITER_AFTER, _host()
         for tmp in _tmp_dirs(self.root):
             if tmp is None:
                 yield None
             else:
-                yield from self._sweep_dir(tmp, cutoff)
+                yield from self._sweep_dir(tmp, cutoff, dead_cutoff, host)
 
-    def _sweep_dir(self, tmp: str, cutoff: float) -> Iterator[None]:
+    def _sweep_dir(self, tmp: str, cutoff: float, dead_cutoff: float, host: str,
+                   ) -> Iterator[None]:
         for e in _entries(tmp):
             yield None
             try:
                 st = e.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if not e.is_file(follow_symlinks=False) or st.st_mtime >= cutoff:
+            if not e.is_file(follow_symlinks=False):
+                continue
+            if st.st_mtime >= cutoff and not (st.st_mtime < dead_cutoff
+                                              and writer_gone(e.name, host)):
                 continue
             try:
                 os.unlink(e.path)

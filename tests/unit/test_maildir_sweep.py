@@ -65,3 +65,28 @@ def test_a_missing_or_odd_root_is_harmless(tmp_path: Path) -> None:
     (tmp_path / "d.test").mkdir()
     (tmp_path / "d.test" / "nomaildir").mkdir()
     assert TmpSweeper(tmp_path).sweep_all().removed == 0
+
+
+def test_files_of_a_writer_that_is_gone_go_sooner(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mailpolicy.maildir.sweep import _host
+    from mailpolicy.maildir.writer import unique_name
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)  # exited: its pid is free (reuse within the test is negligible)
+    host = _host()
+    md = tmp_path / "a.test" / "joe" / "Maildir"
+    ensure_folder(md)
+    tmp = md / "tmp"
+    gone = _file(tmp / f"1700000000.M12P{pid}Q3.{host},S=10,W=11", 120)
+    gone_size = _file(tmp / f"1700000000.{pid}Q1_NeWmAiLdIrSiZe.{host}", 120, 0)
+    mine = _file(tmp / unique_name(10, 11), 120)  # this process: alive
+    recent = _file(tmp / f"1700000001.M12P{pid}Q4.{host}", 5)  # too recent to judge
+    other_host = _file(tmp / f"1700000000.M12P{pid}Q5.elsewhere.example", 120)
+    odd = _file(tmp / "some-other-name", 120)
+    assert TmpSweeper(tmp_path).sweep_all().removed == 2
+    assert not gone.exists() and not gone_size.exists()
+    assert all(p.exists() for p in (mine, recent, other_host, odd))
