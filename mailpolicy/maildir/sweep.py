@@ -56,6 +56,7 @@ class SweepStats:
     removed: int = 0
     freed: int = 0
     passes_done: int = 0  # whole walks over the root finished during the step
+    deferred: int = 0  # files of a writer that is gone, left for being too recent
 
 
 def _entries(path: str) -> list[os.DirEntry[str]]:
@@ -117,9 +118,12 @@ class TmpSweeper:
                 continue
             if not e.is_file(follow_symlinks=False):
                 continue
-            if st.st_mtime >= cutoff and not (st.st_mtime < dead_cutoff
-                                              and writer_gone(e.name, host)):
-                continue
+            if st.st_mtime >= cutoff:
+                if not writer_gone(e.name, host):
+                    continue
+                if st.st_mtime >= dead_cutoff:
+                    self._stats.deferred += 1
+                    continue
             try:
                 os.unlink(e.path)
             except OSError:
@@ -151,5 +155,6 @@ class TmpSweeper:
             total.looked_at += s.looked_at
             total.removed += s.removed
             total.freed += s.freed
+            total.deferred += s.deferred
             total.passes_done = s.passes_done
         return total

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from mailpolicy.maildir.sweep import BATCH, TmpSweeper
+from mailpolicy.maildir.sweep import BATCH, DEAD_WRITER_AFTER, TmpSweeper
 
 log = structlog.get_logger("mailpolicy.housekeeping")
 
@@ -21,7 +21,7 @@ async def sweep_tmp(root: Path, every: float = SWEEP_EVERY, pause: float = BATCH
     `every` seconds, `batch` directory entries at a time (in a thread) with `pause` seconds
     between batches, so a large root never holds a thread or the disk for long."""
     sweeper = TmpSweeper(root, batch=batch)
-    removed = freed = 0
+    removed = freed = deferred = 0
     while True:
         try:
             stats = await asyncio.to_thread(sweeper.step)
@@ -31,10 +31,13 @@ async def sweep_tmp(root: Path, every: float = SWEEP_EVERY, pause: float = BATCH
             continue
         removed += stats.removed
         freed += stats.freed
+        deferred += stats.deferred
         if not stats.passes_done:
             await asyncio.sleep(pause)
             continue
         if removed:
             log.info("housekeeping.tmp_swept", removed=removed, freed=freed, root=str(root))
-        removed = freed = 0
-        await asyncio.sleep(every)
+        # files of a writer that just died (the SIGKILL before this start) go in a minute
+        wait = min(every, DEAD_WRITER_AFTER + 1) if deferred else every
+        removed = freed = deferred = 0
+        await asyncio.sleep(wait)

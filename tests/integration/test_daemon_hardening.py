@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -96,8 +97,13 @@ def test_stale_tmp_files_are_swept_at_start(tmp_path):
     cfg, lmtp = _config(tmp_path, "one")
     tmp = tmp_path / "state" / "mail" / "example.com" / "joe" / "Maildir" / "tmp"
     tmp.mkdir(parents=True)
+    from mailpolicy.maildir.sweep import _host
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
     old, fresh = tmp / "1.M1P1.host,S=5", tmp / "2.M1P1.host,S=5"
-    for p, age in ((old, STALE_AFTER + 60), (fresh, 60)):
+    killed = tmp / f"3.M1P{int(gone.stdout)}Q1.{_host()},S=5"  # its writer was SIGKILLed
+    for p, age in ((old, STALE_AFTER + 60), (fresh, 60), (killed, 120)):
         p.write_bytes(b"hello")
         os.utime(p, (time.time() - age,) * 2)
     proc = subprocess.Popen([*SERVE, str(cfg)], stdout=subprocess.DEVNULL,
@@ -105,9 +111,9 @@ def test_stale_tmp_files_are_swept_at_start(tmp_path):
     try:
         deadline = time.monotonic() + 30
         assert wait_listening(lmtp, deadline)
-        while old.exists() and time.monotonic() < deadline:
+        while (old.exists() or killed.exists()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not old.exists() and fresh.exists()
+        assert not old.exists() and not killed.exists() and fresh.exists()
     finally:
         _stop(proc)
 
