@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import os
 import pwd
@@ -94,9 +95,28 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "bad_request")
         return error_response(e.status, code, e.reason)
-    except Exception:
+    except Exception as e:
+        if _disk_full(e):
+            log.warning("admin.disk_full", method=request.method, path=request.path,
+                        error=repr(e))
+            return error_response(507, "disk_full", DISK_FULL)
         log.exception("admin.request_failed", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error, nothing was changed")
+
+
+DISK_FULL = ("the disk is full, nothing was changed; free space first (`mailpolicy mailbox "
+             "clear ADDRESS` works on a full disk), then try again")
+
+
+def _disk_full(e: BaseException) -> bool:
+    """An ENOSPC/EDQUOT, or SQLite's "database or disk is full" (SQLITE_FULL)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(e):
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
 
 
 @web.middleware

@@ -146,3 +146,30 @@ async def test_lmtp_on_a_full_disk_defers_and_leaves_no_partial_files() -> None:
             assert len(env.messages("alice@example.test")) == 1
         finally:
             await env.close(servers)
+
+
+async def test_with_the_store_on_the_full_disk_too_clear_frees_and_delete_says_what_to_do() -> None:
+    """/var/lib and /var/vmail on one full filesystem: listing and clearing work; a deletion
+    the store cannot write is a 507 that says how to free space, with nothing changed; after
+    a clear, the deletion goes through."""
+    with small_fs(size="4m") as root:
+        async with admin_server(paths={"maildir_root": str(root / "mail"),
+                                       "state_dir": str(root / "state")}) as env:
+            await env.ok("POST", "/v1/domains", {"name": "example.com"})
+            for name in ("joe", "ann"):
+                await env.ok("POST", "/v1/mailboxes", {"address": f"{name}@example.com"})
+                env.deliver(f"{name}@example.com", 200_000)
+            fill(root)
+            status, res = await env.call("GET", "/v1/mailboxes")
+            assert status == 200 and len(res["mailboxes"]) == 2
+            fill(root)
+            before = await env.snapshot()
+            status, res = await env.call("DELETE", "/v1/mailboxes/ann@example.com?confirm=true")
+            assert (status, res["error"]) == (507, "disk_full"), res
+            assert "mailbox clear" in res["message"]
+            assert await env.snapshot() == before
+            status, res = await env.call("POST", "/v1/mailboxes/ann@example.com/clear?confirm=true")
+            assert (status, res["freed"]) == (200, 200_000), res
+            status, res = await env.call("DELETE", "/v1/mailboxes/ann@example.com?confirm=true")
+            assert status == 200, res
+            assert [m.address for m in await env.store.list_mailboxes()] == ["joe@example.com"]
