@@ -13,6 +13,7 @@ import msgspec
 DEFAULT_CONFIG_FILE = Path("/etc/mailpolicy/mailpolicy.toml")
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)[bB]?\s*$")
+SIZE_MAX = 2**63 - 1  # bytes; the largest size any 64-bit signed field holds
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -28,17 +29,24 @@ class Size(int):
 
 
 def parse_size(value: str | int) -> int:
-    """Parse `500M`, `2G`, `1024` or an int into bytes; raise ValueError otherwise."""
+    """Parse `500M`, `2G`, `1024` or an int into bytes; raise ValueError otherwise (also
+    above SIZE_MAX, what a signed 64-bit field holds: the store's, Dovecot's, Postfix's)."""
     if isinstance(value, bool):
         raise ValueError(f"not a size: {value!r}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"negative size: {value}")
-        return value
-    m = _SIZE_RE.match(value)
-    if not m:
-        raise ValueError(f"not a size: {value!r} (use e.g. 500M, 2G, 1024)")
-    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+        n = value
+    else:
+        m = _SIZE_RE.match(value) if isinstance(value, str) else None
+        if not m:
+            raise ValueError(f"not a size: {value!r} (use e.g. 500M, 2G, 1024)")
+        digits = m.group(1).lstrip("0") or "0"
+        n = (int(digits) * _UNITS[m.group(2).lower()] if len(digits) <= 20
+             else SIZE_MAX + 1)  # never int() a huge digit string
+    if n > SIZE_MAX:
+        raise ValueError(f"size too large: {value!r} (at most {SIZE_MAX // 1024**4}T)")
+    return n
 
 
 def format_size(n: int | None) -> str:

@@ -7,10 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
-from mailpolicy.config import Config
+from mailpolicy.runtime.service import ConfigHolder
 from mailpolicy.store import Store
 
-CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
+# the running config (`.current`: a reload swaps it; read it per request)
+CONFIG_KEY: web.AppKey[ConfigHolder] = web.AppKey("config", ConfigHolder)
 STORE_KEY: web.AppKey[Store] = web.AppKey("store", Store)
 # list + write of the SNI certificate maps as one step, so the last write is the newest
 TLS_MAPS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("tls_maps_lock", asyncio.Lock)

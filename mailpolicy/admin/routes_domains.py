@@ -76,7 +76,8 @@ async def sync_dns(cfg: Config, domain: Domain) -> dict[str, Any] | None:
 async def sync_tls_maps(request: web.Request) -> None:
     """Rewrite the SNI certificate maps for Postfix and Dovecot after a domain change."""
     async with request.app[TLS_MAPS_LOCK]:
-        await write_tls_maps(request.app[CONFIG_KEY], await request.app[STORE_KEY].list_domains())
+        await write_tls_maps(request.app[CONFIG_KEY].current,
+                             await request.app[STORE_KEY].list_domains())
 
 
 def _with_dns(view: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
@@ -95,7 +96,7 @@ async def list_domains(request: web.Request) -> web.Response:
 
 @routes.post("/v1/domains")
 async def create_domain(request: web.Request) -> web.Response:
-    cfg = request.app[CONFIG_KEY]
+    cfg = request.app[CONFIG_KEY].current
     body = decode(await request.read(), DomainCreate)
     kw = changes(body, skip=("name",))
     kw.setdefault("outbound_ip", "auto")
@@ -126,7 +127,7 @@ async def edit_domain(request: web.Request) -> web.Response:
     await sync_tls_maps(request)
     dns_result = None
     if any(f in kw for f in DMARC_FIELDS) and (d.dmarc or old.dmarc):
-        dns_result = await sync_dns(request.app[CONFIG_KEY], d)
+        dns_result = await sync_dns(request.app[CONFIG_KEY].current, d)
     count = len(await store.list_mailboxes(d.name))
     return web.json_response(_with_dns(domain_view(d, count), dns_result))
 
@@ -137,7 +138,7 @@ async def delete_domain(request: web.Request) -> web.Response:
     name = parse_domain(request.match_info["domain"])
     confirmed(request, await request.read())
     old = await get_domain_or_404(request, name)
-    root = request.app[CONFIG_KEY].maildir_root
+    root = request.app[CONFIG_KEY].current.maildir_root
     path = root / name
     aside = await asyncio.to_thread(files.set_aside, path)
     try:
@@ -148,7 +149,8 @@ async def delete_domain(request: web.Request) -> web.Response:
         raise
     await asyncio.to_thread(files.remove, aside)
     await sync_tls_maps(request)
-    dns_result = (await sync_dns(request.app[CONFIG_KEY], dataclasses.replace(old, dmarc=False))
+    dns_result = (await sync_dns(request.app[CONFIG_KEY].current,
+                                 dataclasses.replace(old, dmarc=False))
                   if old.dmarc else None)
     return web.json_response(_with_dns(
         {"deleted": name, "mailboxes": [m.address for m in deleted or ()]}, dns_result))
@@ -157,6 +159,6 @@ async def delete_domain(request: web.Request) -> web.Response:
 @routes.get("/v1/domains/{domain}/dns-records")
 async def dns_records(request: web.Request) -> web.Response:
     d = await get_domain_or_404(request, parse_domain(request.match_info["domain"]))
-    recs = dnsrecords.records(request.app[CONFIG_KEY], d)
+    recs = dnsrecords.records(request.app[CONFIG_KEY].current, d)
     return web.json_response({"domain": d.name, "records": recs,
                               "zone": "\n".join(dnsrecords.zone_lines(recs)) + "\n"})

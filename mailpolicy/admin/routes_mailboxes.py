@@ -36,7 +36,7 @@ TOKEN_TTL = dt.timedelta(minutes=5)
 
 def _paths(request: web.Request, m: Mailbox) -> tuple[Path, Path]:
     """The mailbox's Maildir and the directory holding it."""
-    root = request.app[CONFIG_KEY].maildir_root
+    root = request.app[CONFIG_KEY].current.maildir_root
     return files.maildir_for(root, m.domain, m.name), files.mailbox_home(root, m.domain, m.name)
 
 
@@ -52,7 +52,7 @@ async def mailbox_or_404(request: web.Request) -> Mailbox:
 
 async def _with_usage(request: web.Request, boxes: list[Mailbox],
                       active: set[int]) -> list[dict[str, Any]]:
-    root = request.app[CONFIG_KEY].maildir_root
+    root = request.app[CONFIG_KEY].current.maildir_root
     dirs = [(files.maildir_for(root, m.domain, m.name), m.max_size or 0) for m in boxes]
     used = await asyncio.to_thread(lambda: [files.usage(d, limit) for d, limit in dirs])
     return [mailbox_view(m, u, m.id in active) for m, u in zip(boxes, used, strict=True)]
@@ -164,7 +164,7 @@ async def set_autoresponder(request: web.Request) -> web.Response:
         kw["attachment"] = False
     elif body.attachment is not UNSET:
         kw["attachment"] = decode_attachment(body.attachment,
-                                             request.app[CONFIG_KEY].limits.attachment_max)
+                                             request.app[CONFIG_KEY].current.limits.attachment_max)
     ar = await request.app[STORE_KEY].autoreplies.set(m.address, actor=request[ACTOR], **kw)
     return web.json_response({"address": m.address, **autoresponder_view(ar)})
 
@@ -173,7 +173,7 @@ async def set_autoresponder(request: web.Request) -> web.Response:
 async def client_settings(request: web.Request) -> web.Response:
     """What a user needs to set up a mail client for this mailbox."""
     m = await mailbox_or_404(request)
-    cs = request.app[CONFIG_KEY].client_settings
+    cs = request.app[CONFIG_KEY].current.client_settings
 
     def ep(e: Any) -> dict[str, Any]:
         return {"host": e.host, "port": e.port, "security": e.security, "username": m.address,

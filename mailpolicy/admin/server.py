@@ -9,7 +9,6 @@ import grp
 import os
 import pwd
 import socket
-import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,8 @@ from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
 from mailpolicy.admin.routes import add_routes
 from mailpolicy.admin.schema import ApiError
 from mailpolicy.config import Config
+from mailpolicy.runtime.service import ConfigHolder
+from mailpolicy.runtime.sockets import clear_stale_socket
 from mailpolicy.store import Store, StoreError
 
 log = structlog.get_logger("mailpolicy.admin")
@@ -93,9 +94,28 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "bad_request")
         return error_response(e.status, code, e.reason)
-    except Exception:
+    except Exception as e:
+        if _disk_full(e):
+            log.warning("admin.disk_full", method=request.method, path=request.path,
+                        error=repr(e))
+            return error_response(507, "disk_full", DISK_FULL)
         log.exception("admin.request_failed", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error, nothing was changed")
+
+
+DISK_FULL = ("the disk is full, nothing was changed; free space first (`mailpolicy mailbox "
+             "clear ADDRESS` works on a full disk), then try again")
+
+
+def _disk_full(e: BaseException) -> bool:
+    """An ENOSPC/EDQUOT, or SQLite's "database or disk is full" (SQLITE_FULL)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(e):
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
 
 
 @web.middleware
@@ -105,7 +125,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if creds is None:
         raise ApiError(403, "forbidden", "peer credentials unavailable")
     _pid, uid, gid = creds
-    group = request.app[CONFIG_KEY].admin.group
+    group = request.app[CONFIG_KEY].current.admin.group
     if not is_admin(uid, gid, group):
         log.warning("admin.refused", uid=uid, path=request.path)
         raise ApiError(403, "forbidden",
@@ -119,32 +139,11 @@ def make_app(cfg: Config, store: Store) -> web.Application:
     body_max = cfg.limits.attachment_max * 4 // 3 + 256 * 1024  # base64 + JSON
     app = web.Application(middlewares=[errors_middleware, auth_middleware],
                           client_max_size=body_max)
-    app[CONFIG_KEY] = cfg
+    app[CONFIG_KEY] = ConfigHolder(cfg)
     app[STORE_KEY] = store
     app[TLS_MAPS_LOCK] = asyncio.Lock()
     add_routes(app)
     return app
-
-
-def _clear_stale_socket(path: Path) -> None:
-    """Remove a leftover socket file; refuse when a live server is still bound to it."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"admin socket {path} is in use by another server")
 
 
 class AdminServer:
@@ -157,6 +156,10 @@ class AdminServer:
 
     def is_serving(self) -> bool:
         return not self._closed
+
+    def reload(self, cfg: Config) -> None:
+        """Routes read the config per request: the next one sees `cfg`."""
+        self.runner.app[CONFIG_KEY].current = cfg
 
     def close(self) -> None:
         """Stop accepting connections and remove the socket file."""
@@ -183,7 +186,7 @@ async def start(cfg: Config, store: Store) -> list[AdminServer]:
     exists) and serve. The daemon must call `close()` then `await wait_closed()` on shutdown."""
     path = cfg.admin_socket
     path.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale_socket(path)
+    clear_stale_socket(path, "admin socket")
     runner = web.AppRunner(make_app(cfg, store), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.UnixSite(runner, str(path))

@@ -109,17 +109,25 @@ class DmarcStep:
 
     def __init__(self, cfg: Config, store: Directory, resolver: Resolver | None = None,
                  ) -> None:
-        self.cfg = cfg
         self.store = store
         self.resolver = resolver or Resolver.from_config(cfg)
-        self.authserv_id = cfg.dmarc.authserv_id or cfg.hostname
-        self.forwarders = [ipaddress.ip_network(n, strict=False)
-                           for n in cfg.dmarc.trusted_forwarders]
-        self.sealers = {s.lower().rstrip(".") for s in cfg.dmarc.trusted_arc_sealers}
+        self.configure(cfg)
         n = cfg.dmarc.verify_processes
         self.executor: ProcessPoolExecutor | None = None
         if n > 0:  # spawn, not fork: the daemon has threads and an event loop
             self.executor = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+
+    def configure(self, cfg: Config) -> None:
+        """Take a (reloaded) config: DMARC settings apply from the next message; a change of
+        [dns] gets a new resolver; the verification processes stay (their number needs a
+        restart)."""
+        if getattr(self, "cfg", cfg).dns != cfg.dns:
+            self.resolver = Resolver.from_config(cfg)
+        self.cfg = cfg
+        self.authserv_id = cfg.dmarc.authserv_id or cfg.hostname
+        self.forwarders = [ipaddress.ip_network(n, strict=False)
+                           for n in cfg.dmarc.trusted_forwarders]
+        self.sealers = {s.lower().rstrip(".") for s in cfg.dmarc.trusted_arc_sealers}
 
     def close(self) -> None:
         """Stop the verification processes (if any); call on shutdown."""

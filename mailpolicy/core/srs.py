@@ -26,7 +26,7 @@ def load_secret(cfg: Config) -> str:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:  # another process created it first: use theirs
         return _read_secret(path)
     with os.fdopen(fd, "w") as f:
@@ -37,7 +37,11 @@ def load_secret(cfg: Config) -> str:
 
 
 def _read_secret(path: Path) -> str:
-    secret = path.read_text().strip()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with os.fdopen(fd) as f:
+        if os.fstat(fd).st_mode & 0o077:  # a copy or an old file readable by others
+            os.fchmod(fd, 0o600)
+        secret = f.read().strip()
     if not secret:
         raise ValueError(f"{path}: empty SRS secret")
     return secret

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import os
 import re
 import socket
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +33,8 @@ from mailpolicy.lmtp.deliver import (
     rcpt_quota_check,
 )
 from mailpolicy.runtime.logs import unexpected
+from mailpolicy.runtime.service import Reconfigurable
+from mailpolicy.runtime.sockets import clear_stale_socket
 
 log = structlog.get_logger("mailpolicy.lmtp")
 
@@ -297,9 +297,7 @@ def bind_unix(cfg: Config) -> socket.socket:
     """Bind cfg.listen.lmtp_socket (replacing a stale socket file) with SOCKET_MODE."""
     path = cfg.lmtp_socket
     assert path is not None
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(path.lstat().st_mode):
-            path.unlink()
+    clear_stale_socket(path, "LMTP socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
@@ -323,10 +321,10 @@ async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
     listener takes at most limits.lmtp_max_connections connections."""
     loop = asyncio.get_running_loop()
     handler = LMTPHandler(cfg, store)
-    hostname = cfg.hostname
 
     def factory_for(limit: ConnectionLimit) -> Callable[[], LMTPServer]:
-        return lambda: LMTPServer(handler, cfg, hostname, limit)
+        # handler.cfg: the reloaded config (read per session/request)
+        return lambda: LMTPServer(handler, handler.cfg, handler.cfg.hostname, limit)
 
     def new_limit() -> ConnectionLimit:
         return ConnectionLimit(cfg.limits.lmtp_max_connections)
@@ -346,6 +344,13 @@ async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
         for s in servers:
             s.close()
         raise
+
+    def apply(new: Config) -> None:
+        if new.limits.max_concurrency != handler.cfg.limits.max_concurrency:
+            handler.slots = asyncio.Semaphore(max(1, new.limits.max_concurrency))
+        handler.cfg = new
+
+    servers[0] = Reconfigurable(servers[0], apply)  # one handler behind both listeners
     log.info("lmtp.listening", tcp=cfg.listen.lmtp or None,
              unix=cfg.listen.lmtp_socket or None, pid=os.getpid())
     return servers

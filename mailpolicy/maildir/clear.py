@@ -82,7 +82,14 @@ def _clear_dir(folder: Path, sub: str) -> tuple[int, int]:
     if not target.is_dir():
         return 0, 0
     hold = folder / f"{sub}{HOLD_MARK}{os.getpid()}-{next(_counter)}"
-    os.mkdir(hold, DIR_MODE)
+    try:
+        os.mkdir(hold, DIR_MODE)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk (no inode or block for the holding directory): remove the files one
+        # by one, which frees space rather than needing it
+        return _remove_files(target, os.listdir(target))
     try:
         swapped = exchange(hold, target)
     except BaseException:

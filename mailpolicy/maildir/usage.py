@@ -11,6 +11,7 @@ line or is older than 15 minutes. All functions here block: call them with async
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import os
@@ -19,6 +20,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("mailpolicy.maildir")
 
 MAILDIRSIZE = "maildirsize"
 MAX_FILE_SIZE = 5120
@@ -171,26 +176,39 @@ def _rescan_locked(maildir: Path, limits: Limits) -> tuple[int, int, bool]:
         total += b
         count += c
     if _mtimes(dirs) == before and maildir.is_dir():
-        _write_file(maildir, f"{limits.header()}\n{total} {count}\n")
+        try:
+            _write_file(maildir, f"{limits.header()}\n{total} {count}\n")
+        except OSError as e:
+            # a full disk (or a read-only one) must not make the figure unknowable: reading
+            # never depends on writing. The next reader recalculates again.
+            log.warning("maildirsize.write_failed", maildir=str(maildir), error=repr(e))
+            return total, count, False
         return total, count, True
     return total, count, False
 
 
 def _write_file(maildir: Path, text: str) -> None:
+    """Replace `maildirsize` atomically (a temporary file renamed over it); the temporary file
+    is removed on every failure."""
     tmpdir = maildir / "tmp"
     if not tmpdir.is_dir():
         tmpdir = maildir
     host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
     tmp = tmpdir / f"{int(time.time())}.{os.getpid()}Q{next(_counter)}_NeWmAiLdIrSiZe.{host}"
+    data = text.encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    try:
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write", str(tmp))
+        finally:
+            os.close(fd)
         os.rename(tmp, maildir / MAILDIRSIZE)
-    except OSError:
-        os.unlink(tmp)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise
 
 
@@ -297,13 +315,16 @@ def current_usage(maildir: Path, limit: int | None = None) -> tuple[int, int]:
 
 def add_usage(maildir: Path, size: int, count: int = 1) -> None:
     """Append a `<bytes> <count>` line (O_APPEND, one write) if `maildirsize` exists; when it
-    does not, the next current_usage() recalculates it anyway."""
+    does not, the next current_usage() recalculates it anyway. OSError when the line could not
+    be written whole (the caller then removes the file so that it is recalculated)."""
     try:
         fd = os.open(Path(maildir) / MAILDIRSIZE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     except FileNotFoundError:
         return
+    line = f"{size} {count}\n".encode()
     try:
-        os.write(fd, f"{size} {count}\n".encode())
+        if os.write(fd, line) != len(line):  # a partial line would corrupt the next ones
+            raise OSError(errno.ENOSPC, "short write", str(Path(maildir) / MAILDIRSIZE))
     finally:
         os.close(fd)
 

@@ -98,20 +98,33 @@ def ensure_folder(maildir: Path, folder: str = "") -> Path:
     return fdir
 
 
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _write_tmp(tmp_path: Path, parts: Sequence[bytes | bytearray]) -> None:
+    """Write and fsync `tmp_path`; on any failure (ENOSPC, EDQUOT, EIO, a signal) the partial
+    file is removed, so a failed delivery leaves nothing behind in tmp/."""
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
-        views = [memoryview(p) for p in parts if len(p)]
-        while views:
-            n = os.writev(fd, views)
-            while views and n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            if views and n:
-                views[0] = views[0][n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            views = [memoryview(p) for p in parts if len(p)]
+            while views:
+                n = os.writev(fd, views)
+                while views and n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                if views and n:
+                    views[0] = views[0][n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(tmp_path)
+        raise
 
 
 def write_message(maildir: Path, parts: Sequence[bytes | bytearray],
@@ -144,9 +157,6 @@ def write_message(maildir: Path, parts: Sequence[bytes | bytearray],
                 published()
         _fsync_dir(new_path.parent)
     except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
+        _unlink_quietly(tmp_path)
         raise
     return new_path

@@ -22,6 +22,7 @@ from mailpolicy.policy.checks import (
 )
 from mailpolicy.policy.protocol import Parser, Request, encode_action
 from mailpolicy.runtime.logs import HotLine, unexpected
+from mailpolicy.runtime.service import Reconfigurable
 from mailpolicy.runtime.timers import IdleTimer
 
 log = structlog.get_logger("mailpolicy.policy")
@@ -288,4 +289,9 @@ async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
     loop = asyncio.get_running_loop()
     server = await loop.create_server(service.connection, host, port, reuse_address=True,
                                       reuse_port=reuse_port or None)
-    return [server]
+
+    def apply(new: Config) -> None:  # read per request: open connections see it at once
+        service.policy = new.policy
+        service.max_request = int(new.limits.policy_request_max)
+
+    return [Reconfigurable(server, apply)]

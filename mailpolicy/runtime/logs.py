@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import structlog
 import structlog.tracebacks
-from structlog._config import _CONFIG
+from structlog._config import _CONFIG, BoundLoggerLazyProxy
 from structlog.contextvars import _CONTEXT_VARS
 from structlog.typing import EventDict, Processor
 
@@ -200,6 +200,18 @@ def _exception_renderer(json_lines: bool) -> Processor:
 _handlers: list[logging.Handler] = []  # the stdlib handler setup() installed (at most one)
 
 
+def _forget_cached_loggers() -> None:
+    """The module-level loggers (`log = structlog.get_logger(...)`) keep the logger they
+    assembled on first use (cache_logger_on_first_use): after a new set-up (a reload changing
+    the level) they must assemble it again."""
+    for module in list(sys.modules.values()):
+        if not getattr(module, "__name__", "").startswith("mailpolicy"):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, BoundLoggerLazyProxy) and "bind" in vars(value):
+                del value.bind
+
+
 def setup(cfg: Config) -> None:
     """Configure structlog and the stdlib root logger from cfg.log: both render through the
     same processors (level, timestamp, exception with its traceback, key=value or JSON), at
@@ -241,6 +253,7 @@ def setup(cfg: Config) -> None:
     _handlers[:] = [handler]
     root.addHandler(handler)
     root.setLevel(level)
+    _forget_cached_loggers()  # a reload may change the level
     for name in CHATTY_LOGGERS:  # all of it at debug
         logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG
                                          else max(level, logging.WARNING))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailpolicy.config import Config, Limits
 from mailpolicy.store import Store
@@ -57,3 +57,31 @@ class Service:
                ) -> Service:
         """A service that runs in `workers(limits)` processes (started by `start`)."""
         return cls(name, start, Pool(start, workers, bind_inherited))
+
+
+class ConfigHolder:
+    """The config a service reads per request or session; a reload swaps `current`."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.current = cfg
+
+
+class Reconfigurable:
+    """A listener plus the function that applies a reloaded config to the service behind it
+    (without closing anything). Everything else is the listener's."""
+
+    def __init__(self, listener: Any, apply: Callable[[Config], None]) -> None:
+        self.listener = listener
+        self.apply = apply
+
+    def reload(self, cfg: Config) -> None:
+        self.apply(cfg)
+
+    def close(self) -> None:
+        self.listener.close()
+
+    async def wait_closed(self) -> None:
+        await self.listener.wait_closed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.listener, name)

@@ -32,7 +32,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -81,6 +80,25 @@ async def start(cfg: Config, store: Store, service: Service) -> list[Listener]:
     return [pool]
 
 
+def config_line(cfg: Config, **extra: Any) -> bytes:
+    """The JSON line that gives a worker its config (at start, and at each reload)."""
+    data = msgspec.to_builtins(cfg, enc_hook=int)  # Size is an int
+    base_dir = data.pop("base_dir", "")
+    return json.dumps({"config": data, "base_dir": base_dir, **extra}).encode() + b"\n"
+
+
+def apply_config(cfg: Config, servers: list[Any]) -> None:
+    """Apply a reloaded config in this process: the log set-up, then every service that can
+    take it (`reload(cfg)`) without closing anything."""
+    from mailpolicy.runtime import logs
+
+    logs.setup(cfg)
+    for server in servers:
+        reload = getattr(server, "reload", None)
+        if reload is not None:
+            reload(cfg)
+
+
 class WorkerPool:
     """N supervised worker processes; close() + wait_closed() stop them (as for a server)."""
 
@@ -119,11 +137,9 @@ class WorkerPool:
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         """Start worker `index` and wait until it serves; OSError when it does not."""
-        cfg_data = msgspec.to_builtins(self.cfg, enc_hook=int)  # Size is an int
-        base_dir = cfg_data.pop("base_dir", "")
         fd = self.inherited.fileno() if self.inherited is not None else None
-        line = json.dumps({"config": cfg_data, "base_dir": base_dir, "index": index,
-                           "inherited_fd": fd, "parent": os.getpid()}).encode() + b"\n"
+        cfg = self.cfg
+        line = config_line(cfg, index=index, inherited_fd=fd, parent=os.getpid())
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # only the daemon talks to systemd
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (PKG_ROOT, env.get("PYTHONPATH"))))
@@ -149,6 +165,8 @@ class WorkerPool:
             status = await proc.wait()
             raise OSError(f"{self.name} worker {index} did not start (exit status {status}; "
                           f"see its log lines above)")
+        if self.cfg is not cfg:  # a reload came while it started
+            proc.stdin.write(config_line(self.cfg))
         return proc
 
     async def _supervise(self, index: int) -> None:
@@ -177,6 +195,19 @@ class WorkerPool:
             started = time.monotonic()
             self.restarts += 1
             log.info(f"{self.name}.worker_restarted", worker=index, pid=new.pid)
+
+    def reload(self, cfg: Config) -> None:
+        """Send `cfg` to every worker (a line on its stdin; it applies it without closing a
+        connection); workers started later get it too."""
+        self.cfg = cfg
+        line = config_line(cfg)
+        for proc in self.procs:
+            if proc is None or proc.returncode is not None or proc.stdin is None:
+                continue
+            try:
+                proc.stdin.write(line)
+            except (OSError, RuntimeError) as e:  # it is exiting: its successor gets self.cfg
+                log.warning(f"{self.name}.worker_reload_failed", pid=proc.pid, error=repr(e))
 
     def close(self) -> None:
         """Ask every worker to stop (SIGTERM, and its stdin closes)."""
@@ -223,7 +254,8 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(1)
 
 
-async def _serve(cfg: Config, pool: Pool, inherited_fd: int | None) -> None:
+async def _serve(cfg: Config, service: Service, pool: Pool, inherited_fd: int | None) -> None:
+    from mailpolicy import config as config_mod
     from mailpolicy.core import outbound
     from mailpolicy.runtime import logs
 
@@ -234,9 +266,12 @@ async def _serve(cfg: Config, pool: Pool, inherited_fd: int | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon handles reloads
 
+    servers: list[Any] = []
+    pending = bytearray()  # a config line (a reload) not read whole yet
+
     def stdin_ready() -> None:
         try:
-            data = os.read(0, 4096)
+            data = os.read(0, 65536)
         except BlockingIOError:
             return
         except OSError:
@@ -244,15 +279,27 @@ async def _serve(cfg: Config, pool: Pool, inherited_fd: int | None) -> None:
         if not data:  # the daemon closed the pipe or died
             loop.remove_reader(0)
             stop.set()
+            return
+        pending.extend(data)
+        while (end := pending.find(b"\n")) >= 0:
+            line = bytes(pending[:end])
+            del pending[:end + 1]
+            try:
+                msg = json.loads(line)
+                new = config_mod.from_dict(msg["config"], base_dir=msg["base_dir"])
+                apply_config(new, servers)
+            except Exception as e:  # never fatal: the worker keeps its config
+                log.error("worker.reload_failed", service=service.name, error=repr(e))
+                continue
+            log.info("worker.reloaded", service=service.name, pid=os.getpid())
 
     os.set_blocking(0, False)
     loop.add_reader(0, stdin_ready)
     store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
                              busy_timeout_ms=cfg.store.busy_timeout_ms)
-    servers: Sequence[Listener] = ()
     try:
         inherited = socket.socket(fileno=inherited_fd) if inherited_fd is not None else None
-        servers = await pool.start(cfg, store, reuse_port=True, inherited=inherited)
+        servers.extend(await pool.start(cfg, store, reuse_port=True, inherited=inherited))
         settle_gc()
         os.write(1, READY + b"\n")
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -290,7 +337,7 @@ def main() -> int:
     _die_with_parent(int(msg["parent"]))
     cfg = config_mod.from_dict(msg["config"], base_dir=msg["base_dir"])
     try:
-        asyncio.run(_serve(cfg, service.pool, msg["inherited_fd"]))
+        asyncio.run(_serve(cfg, service, service.pool, msg["inherited_fd"]))
     except OSError as e:
         print(f"mailpolicy {service.name} worker {msg['index']}: {e}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
 from mailpolicy.esmtp.adapter import ConnectionLimit, ESMTPServer, Timeouts
 from mailpolicy.esmtp.data import data_command_ok
 from mailpolicy.esmtp.spool import Content, MemoryBudget, SpoolBuffer
-from mailpolicy.runtime.service import Listener
+from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
 from mailpolicy.smtp.reinject import NextHop
@@ -54,21 +54,28 @@ class Filter:
     """State shared by all filter sessions: config, directory cache, SRS, concurrency bound."""
 
     def __init__(self, cfg: Config, store: MailStore) -> None:
-        self.cfg = cfg
         self.store = store
-        self.hostname = cfg.hostname
         self.directory = CachedDirectory.for_store(store)
+        self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
+        self.dmarc = DmarcStep(cfg, self.directory)
+        self.configure(cfg)
+
+    def configure(self, cfg: Config) -> None:
+        """Take a (reloaded) config; a session reads it when it starts."""
+        if hasattr(self, "cfg") and cfg.limits.max_concurrency != self.cfg.limits.max_concurrency:
+            self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
+        self.cfg = cfg
+        self.hostname = cfg.hostname
         self.srs = Srs.from_config(cfg)
         self.mode = cfg.filter.mode
         self.networks = [ipaddress.ip_network(n, strict=False)
                          for n in cfg.filter.authorized_xforward]
-        self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
         self.connections = ConnectionLimit(cfg.limits.filter_max_connections)
         self.memory = MemoryBudget(cfg.limits.filter_messages_in_memory)
         self.spool_dir = cfg.state_dir / "spool"
         self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dmarc.configure(cfg)
         # steps shared by every session; a DMARC step goes before "rewrite" (see pipeline.py)
-        self.dmarc = DmarcStep(cfg, self.directory)
         self.pre_steps: list[Step] = [HopStep(self.hostname, cfg.filter.max_passes),
                                       SrsReverseStep(self.srs), self.dmarc]
         self.post_steps: list[Step] = [RewriteStep(self.directory, self.hostname),
@@ -263,7 +270,7 @@ async def start(cfg: Config, store: MailStore) -> list[Listener]:
     server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), host, port)
     log.info("filter.listening", address=f"{host}:{server.sockets[0].getsockname()[1]}",
              mode=flt.mode, next_hop=f"{cfg.reinject.host}:{cfg.reinject.port}")
-    return [server, _StepsCloser(flt)]
+    return [Reconfigurable(server, flt.configure), _StepsCloser(flt)]
 
 
 class _StepsCloser:

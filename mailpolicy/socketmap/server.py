@@ -12,6 +12,7 @@ from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory, StoreDirectory
 from mailpolicy.core.srs import Srs
 from mailpolicy.runtime.logs import unexpected
+from mailpolicy.runtime.service import Reconfigurable
 from mailpolicy.runtime.timers import IdleTimer
 from mailpolicy.socketmap.maps import SrsReverser, lookup
 from mailpolicy.socketmap.protocol import Parser, ProtocolError, Reply, parse_query, temp
@@ -91,4 +92,9 @@ async def start(cfg: Config, store: StoreDirectory) -> list[asyncio.AbstractServ
                                int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))
     host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
     server = await asyncio.start_server(service.handle, host, port, reuse_address=True)
-    return [server]
+
+    def apply(new: Config) -> None:  # per connection (size limit) and per query (SRS)
+        service.max_request = int(new.limits.socketmap_request_max)
+        service.srs = Srs.from_config(new)
+
+    return [Reconfigurable(server, apply)]

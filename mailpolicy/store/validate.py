@@ -90,7 +90,9 @@ def max_size(value: object) -> int | None:
         raise Invalid("max_size", "must be a size like 500M, 2G or unlimited")
     try:
         n = parse_size(value)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as e:
+        if "too large" in str(e):
+            raise Invalid("max_size", str(e)) from None
         raise Invalid("max_size", "must be a size like 500M, 2G or unlimited") from None
     if n <= 0:
         raise Invalid("max_size", "must be positive (or unlimited)")

@@ -115,10 +115,27 @@ async def admin_server(**extra: Any) -> AsyncIterator[AdminEnv]:
 
 
 async def run_as(user: str, group: str, argv: list[str], *, stdin: bytes = b"",
-                 ) -> tuple[int, str, str]:
+                 env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run a command as another uid/gid (no supplementary groups) via setpriv."""
     cmd = ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", *argv]
-    return await run(cmd, stdin=stdin)
+    return await run(cmd, stdin=stdin, env=env)
+
+
+def cli_as(user: str, group: str) -> tuple[list[str], dict[str, str]]:
+    """The `mailpolicy` command as `user` can run it wherever the checkout lies (under /root,
+    in a mktemp -d): the e2e harness's choice of interpreter, a world-readable copy of the
+    package when needed."""
+    import grp
+    import pwd
+
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    try:
+        from harness_mailpolicy import CLI as CLI_CODE
+        from harness_mailpolicy import interpreter_for
+    finally:
+        sys.path.remove(str(ROOT / "tests" / "e2e"))
+    python, env = interpreter_for(pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+    return [python, "-c", CLI_CODE], env
 
 
 async def run(argv: list[str], *, stdin: bytes = b"", env: dict[str, str] | None = None,

@@ -10,7 +10,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_admin_support import CLI, ENV, AdminEnv, admin_server, needs_root, run, run_as
+from test_admin_support import (
+    CLI,
+    ENV,
+    AdminEnv,
+    admin_server,
+    cli_as,
+    needs_root,
+    run,
+    run_as,
+)
 
 from mailpolicy.config import DEFAULT_CONFIG_FILE
 from mailpolicy.store.passwords import verify_password
@@ -241,7 +250,9 @@ async def test_postfix_config_prints_the_fragments(tmp_path: Path) -> None:
 @needs_root
 async def test_non_admin_user_is_refused(env: AdminEnv) -> None:
     os.chmod(env.socket, 0o666)
-    rc, _out, err = await run_as("nobody", "nogroup", [*CLI, "--socket", env.socket,
-                                                       "domain", "add", "evil.example"])
+    cli, cli_env = cli_as("nobody", "nogroup")
+    rc, _out, err = await run_as("nobody", "nogroup", [*cli, "--socket", env.socket,
+                                                       "domain", "add", "evil.example"],
+                                 env=cli_env)
     assert rc == 1 and "nobody is not root" in err
     assert await env.store.list_domains() == []

@@ -11,7 +11,8 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "mailpolicy"
 
 SERVICES = {"policy", "socketmap", "smtp", "lmtp", "admin"}
-RUNTIME_LAYER = {"runtime.logs", "runtime.timers", "runtime.service", "runtime.sdnotify"}
+RUNTIME_LAYER = {"runtime.logs", "runtime.timers", "runtime.service", "runtime.sdnotify",
+                 "runtime.sockets"}
 # what each top-level part may import (besides itself); services: layers only
 LAYERS: dict[str, set[str]] = {
     "config": set(),

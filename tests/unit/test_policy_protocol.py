@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from chunking import assert_chunking_is_irrelevant
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -174,9 +180,29 @@ def test_random_bytes_never_raise(data):
         assert isinstance(req, Request)
 
 
-def test_the_compiled_scanner_is_built():
-    # pyproject builds it (optional only so that an install without a C compiler works)
-    assert protocol.fields is not protocol.fields_py, "mailpolicy/policy/_fields.pyx not built"
+def test_the_compiled_scanner_is_used_when_it_was_built():
+    # pyproject builds it when it can (optional: an install without a C compiler works, as
+    # the README promises); whichever mailpolicy is imported (checkout or `pip install .`)
+    # uses it exactly when its own copy has it
+    built = importlib.util.find_spec("mailpolicy.policy._fields") is not None
+    assert (protocol.fields is not protocol.fields_py) == built
+
+
+def test_without_the_compiled_scanner_the_python_twin_serves():
+    """README: without gcc/python3-dev the package installs all the same and uses the
+    scanner's Python twin. A fresh interpreter in which the extension cannot be imported
+    parses a request the same way."""
+    code = (
+        "import sys; sys.modules['mailpolicy.policy._fields'] = None\n"  # ImportError
+        "from mailpolicy.policy import protocol\n"
+        "assert protocol.fields is protocol.fields_py\n"
+        "[r] = protocol.Parser().feed(sys.stdin.buffer.read())\n"
+        "print(r.recipient, r.sender, r.queue_id)\n")
+    pkg = str(Path(protocol.__file__).resolve().parents[2])
+    res = subprocess.run([sys.executable, "-c", code], input=RCPT, capture_output=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": pkg})
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout.decode().split() == ["b@example.com", "a@example.net", "8045F2AB23"]
 
 
 LINE_PARTS = [b"request=smtpd_access_policy", b"recipient=a@b.example", b"sender=", b"size=12",
