@@ -23,7 +23,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiosmtpd.lmtp import LMTP
@@ -111,11 +111,11 @@ class ESMTPServer(SMTP):
 
     def end_transaction(self) -> None:
         """After the reply to DATA: a new, empty envelope (as aiosmtpd does after DATA)."""
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
 
     def reset_transaction(self) -> None:
         """As RSET: a new, empty envelope."""
-        self._set_rset_state()
+        self._set_rset_state()  # type: ignore[no-untyped-call]
 
     @property
     def session_task(self) -> asyncio.Task[None] | None:
@@ -123,7 +123,7 @@ class ESMTPServer(SMTP):
         return self._handler_coroutine
 
     # ---- I/O ----------------------------------------------------------------------------
-    async def push(self, status: str | bytes) -> None:  # type: ignore[override]
+    async def push(self, status: str | bytes) -> None:
         line = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         if not self._greeting_reply:
             line = with_enhanced_code(line)
@@ -185,7 +185,7 @@ class ESMTPServer(SMTP):
         log.info("esmtp.timeout", peer=str(self.session.peer), ident=self.__ident__)
         if self.transport is not None:
             if not self.transport.is_closing():
-                self.transport.write(TIMED_OUT)
+                cast(asyncio.Transport, self.transport).write(TIMED_OUT)
             self.transport.close()
 
     # ---- connection bound ---------------------------------------------------------------

@@ -32,8 +32,8 @@ from mailpolicy.lmtp.deliver import (
     rcpt_decision,
     rcpt_quota_check,
 )
+from mailpolicy.runtime import service
 from mailpolicy.runtime.logs import unexpected
-from mailpolicy.runtime.service import Reconfigurable
 from mailpolicy.runtime.sockets import clear_stale_socket
 
 log = structlog.get_logger("mailpolicy.lmtp")
@@ -255,7 +255,7 @@ class LMTPServer(LMTPServerBase):
                 await handler.after_delivery(envelope, data.message, result)
 
 
-class Listener(asyncio.AbstractServer):
+class LmtpListener(asyncio.AbstractServer):
     """An asyncio server whose close() also ends its open LMTP sessions and whose
     wait_closed() waits until their tasks are done (Python 3.11's does neither), so the
     store can be closed safely afterwards."""
@@ -315,7 +315,7 @@ def bind_inherited(cfg: Config) -> socket.socket | None:
 
 
 async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
-                inherited: socket.socket | None = None) -> list[asyncio.AbstractServer]:
+                inherited: socket.socket | None = None) -> list[service.Listener]:
     """Bind cfg.listen.lmtp (TCP, unless ""; with SO_REUSEPORT in a worker process) and serve
     cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `inherited`). Each
     listener takes at most limits.lmtp_max_connections connections."""
@@ -329,17 +329,17 @@ async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
     def new_limit() -> ConnectionLimit:
         return ConnectionLimit(cfg.limits.lmtp_max_connections)
 
-    servers: list[asyncio.AbstractServer] = []
+    servers: list[service.Listener] = []
     try:
         if cfg.listen.lmtp:
             host, port = split_hostport(cfg.listen.lmtp, "listen.lmtp")
-            servers.append(Listener(await loop.create_server(
+            servers.append(LmtpListener(await loop.create_server(
                 factory_for(new_limit()), host, port, reuse_address=True,
                 reuse_port=reuse_port or None), handler))
         if cfg.listen.lmtp_socket:
             sock = inherited if inherited is not None else bind_unix(cfg)
             unix = await loop.create_unix_server(factory_for(new_limit()), sock=sock)
-            servers.append(Listener(unix, handler))
+            servers.append(LmtpListener(unix, handler))
     except BaseException:
         for s in servers:
             s.close()
@@ -350,7 +350,7 @@ async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
             handler.slots = asyncio.Semaphore(max(1, new.limits.max_concurrency))
         handler.cfg = new
 
-    servers[0] = Reconfigurable(servers[0], apply)  # one handler behind both listeners
+    servers[0] = service.Reconfigurable(servers[0], apply)  # one handler behind both listeners
     log.info("lmtp.listening", tcp=cfg.listen.lmtp or None,
              unix=cfg.listen.lmtp_socket or None, pid=os.getpid())
     return servers

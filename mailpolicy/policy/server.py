@@ -22,7 +22,7 @@ from mailpolicy.policy.checks import (
 )
 from mailpolicy.policy.protocol import Parser, Request, encode_action
 from mailpolicy.runtime.logs import HotLine, unexpected
-from mailpolicy.runtime.service import Reconfigurable
+from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.runtime.timers import IdleTimer
 
 log = structlog.get_logger("mailpolicy.policy")
@@ -277,7 +277,7 @@ class PolicyConnection(asyncio.Protocol):
 
 
 async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
-                inherited: object = None) -> list[asyncio.AbstractServer]:
+                inherited: object = None) -> list[Listener]:
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
     and serve; returns the servers (the daemon closes them)."""
     usage = UsageReader(cfg.maildir_root)

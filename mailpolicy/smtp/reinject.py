@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import cast
 
 import aiosmtplib
 import structlog
@@ -53,7 +54,7 @@ async def send_data(smtp: aiosmtplib.SMTP, parts: list[bytes | memoryview],
         return resp
     protocol = smtp.protocol
     assert protocol is not None and protocol.transport is not None
-    transport = protocol.transport
+    transport = cast(asyncio.Transport, protocol.transport)
     pieces = dot_stuffed(parts)
     last = b""
     for piece in pieces:

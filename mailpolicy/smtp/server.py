@@ -54,6 +54,7 @@ class Filter:
     """State shared by all filter sessions: config, directory cache, SRS, concurrency bound."""
 
     def __init__(self, cfg: Config, store: MailStore) -> None:
+        self.cfg: Config = cfg
         self.store = store
         self.directory = CachedDirectory.for_store(store)
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
@@ -62,7 +63,7 @@ class Filter:
 
     def configure(self, cfg: Config) -> None:
         """Take a (reloaded) config; a session reads it when it starts."""
-        if hasattr(self, "cfg") and cfg.limits.max_concurrency != self.cfg.limits.max_concurrency:
+        if cfg.limits.max_concurrency != self.cfg.limits.max_concurrency:
             self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
         self.cfg = cfg
         self.hostname = cfg.hostname
@@ -239,7 +240,7 @@ class _Handler:
                           ) -> str:
         flt = self.server.filter
         self.server.messages += 1
-        content: Content = envelope.original_content or b""  # type: ignore[assignment]
+        content: Content = envelope.original_content or b""
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         tx = Transaction(mail_from=sender, mail_options=list(envelope.mail_options),
                          rcpt_tos=list(envelope.rcpt_tos), xforward=dict(envelope.xforward or {}),
@@ -253,7 +254,7 @@ class _Handler:
             if flt.mode == "before-queue":  # one message per connection
                 await self.server.next_hop_conn.quit()
         if reply.ok and tx.notes.get("forward_only"):
-            await self.autoreply(tx, sender, content)
+            await self.autoreply(tx, sender, bytes(content))
         log.info("filter.message", id=tx.id, queue_id=tx.queue_id,
                  client=tx.client_address or "-", helo=tx.client_helo or "-", sender=sender,
                  rcpts=",".join(tx.original_rcpts), to=",".join(tx.rcpt_tos) or "-",

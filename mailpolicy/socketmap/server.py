@@ -12,7 +12,7 @@ from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory, StoreDirectory
 from mailpolicy.core.srs import Srs
 from mailpolicy.runtime.logs import unexpected
-from mailpolicy.runtime.service import Reconfigurable
+from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.runtime.timers import IdleTimer
 from mailpolicy.socketmap.maps import SrsReverser, lookup
 from mailpolicy.socketmap.protocol import Parser, ProtocolError, Reply, parse_query, temp
@@ -86,7 +86,7 @@ class SocketmapService:
                 await writer.wait_closed()
 
 
-async def start(cfg: Config, store: StoreDirectory) -> list[asyncio.AbstractServer]:
+async def start(cfg: Config, store: StoreDirectory) -> list[Listener]:
     """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
     service = SocketmapService(CachedDirectory.for_store(store),
                                int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))
