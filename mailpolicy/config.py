@@ -73,6 +73,7 @@ class Listen(_Section):
     filter: str = "127.0.0.1:10025"
     lmtp: str = "127.0.0.1:10024"
     lmtp_socket: str = ""
+    filter_originating: str = "127.0.0.1:10027"  # the filter for submitted mail (DKIM signing)
 
 
 class Paths(_Section):
@@ -107,6 +108,29 @@ class ClientSettings(_Section):
     smtp: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=587, security="starttls")
 
 
+class Submission(_Section):
+    """Authenticated submission (587 STARTTLS, 465 implicit TLS) with Dovecot SASL."""
+
+    enabled: bool = True
+    submission: str = "submission"  # master.cf service name or host:port; "" = none
+    submissions: str = "submissions"  # implicit TLS (RFC 8314); "" = none
+    postfix_queue_directory: str = "/var/spool/postfix"  # Dovecot's auth socket: private/auth
+
+
+class Sending(_Section):
+    """Send limits for authenticated users, per hour (0 = no limit)."""
+
+    messages_per_hour: int = 200
+    recipients_per_hour: int = 1000
+    domain_messages_per_hour: int = 2000
+    domain_recipients_per_hour: int = 10000
+
+
+class Dkim(_Section):
+    ed25519: bool = False  # also sign with an Ed25519 key (RFC 8463), dual-signed
+    rotation_delay_hours: float = 48.0  # dkim-rotate: sign with the new key after this long
+
+
 class Limits(_Section):
     message_size_limit: Size = Size(50 * 1024**2)
     policy_request_max: Size = Size(64 * 1024)
@@ -135,7 +159,7 @@ class Filter(_Section):
     authorized_xforward: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     max_passes: int = 5
     srs_secret: str = ""  # "" = generated once and kept in {state_dir}/srs.secret
-    srs_domain: str = ""  # "" = the host's name
+    srs_domain: str = ""  # "" = Postfix's myhostname, else the host's FQDN
     hostname: str = ""  # "" = the host's name
 
 
@@ -181,6 +205,9 @@ class Config(_Section):
     admin: Admin = Admin()
     outbound: Outbound = Outbound()
     client_settings: ClientSettings = ClientSettings()
+    submission: Submission = Submission()
+    sending: Sending = Sending()
+    dkim: Dkim = Dkim()
     limits: Limits = Limits()
     policy: Policy = Policy()
     reinject: Reinject = Reinject()
@@ -237,11 +264,15 @@ def split_hostport(value: str, key: str = "") -> tuple[str, int]:
 
 
 def _validate(cfg: Config) -> None:
-    for name in ("policy", "socketmap", "filter", "lmtp"):
+    for name in ("policy", "socketmap", "filter", "lmtp", "filter_originating"):
         split_hostport(getattr(cfg.listen, name), f"listen.{name}")
     for i, ns in enumerate(cfg.dns.nameservers):
         if ":" in ns and not ns.startswith("["):
             split_hostport(ns, f"dns.nameservers[{i}]")
+    for key in ("messages_per_hour", "recipients_per_hour", "domain_messages_per_hour",
+                "domain_recipients_per_hour"):
+        if getattr(cfg.sending, key) < 0:
+            raise ConfigError(f"sending.{key}: must be 0 (no limit) or more")
     if cfg.filter.max_passes < 1:
         raise ConfigError("filter.max_passes: must be at least 1")
     for key in ("lmtp_workers", "policy_workers"):

@@ -56,8 +56,14 @@ def _mailbox_options(p: argparse.ArgumentParser, edit: bool) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--enable", dest="enabled", action="store_const", const=True)
     g.add_argument("--disable", dest="enabled", action="store_const", const=False)
-    p.set_defaults(clear_aliases=False, clear_copies=False)
+    p.add_argument("--may-send-as", action="append", default=[], metavar="ADDR",
+                   help="also send as ADDR (user@domain) or any address of @domain (repeat)")
+    p.add_argument("--messages-per-hour", metavar="N|default",
+                   help="send limit of this mailbox (0 = none, default = the config's)")
+    p.add_argument("--recipients-per-hour", metavar="N|default")
+    p.set_defaults(clear_aliases=False, clear_copies=False, clear_may_send_as=False)
     if edit:
+        p.add_argument("--clear-may-send-as", action="store_true")
         p.add_argument("--clear-aliases", action="store_true")
         p.add_argument("--clear-copies", action="store_true")
     _json(p)
@@ -73,6 +79,13 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     _config_option(s)
     s = sub.add_parser("postfix-config", help="print the Postfix main.cf/master.cf fragments")
     _config_option(s)
+    _json(s)
+    s = sub.add_parser("dovecot-config", help="print the Dovecot conf.d fragment and SQL files")
+    _config_option(s)
+    s.add_argument("--sql-conf-dir", metavar="DIR", default="/etc/dovecot",
+                   help="where the SQL .conf.ext files are installed (default /etc/dovecot)")
+    s.add_argument("--user", metavar="USER", default="mailpolicy",
+                   help="owner of the Maildirs and the store (default mailpolicy)")
     _json(s)
 
     dom = sub.add_parser("domain", help="mail domains").add_subparsers(

@@ -138,12 +138,44 @@ def _mailbox_body(args: argparse.Namespace, current: dict[str, Any] | None) -> d
     return body
 
 
+_UNSET = object()  # an option not given
+
+
+def _limit_arg(value: str | None, option: str) -> Any:
+    if value is None:
+        return _UNSET
+    if value == "default":
+        return None
+    if not value.isdigit():
+        raise Refused(f"{option}: a whole number (0 = no limit) or 'default'")
+    return int(value)
+
+
+
+def _sending_body(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any]:
+    """The /sending changes asked for by --may-send-as / --messages-per-hour / ... (or {})."""
+    body: dict[str, Any] = {}
+    grants = [g for v in args.may_send_as for g in v.replace(",", " ").split()]
+    if grants or args.clear_may_send_as:
+        cur = [] if current is None or args.clear_may_send_as else current["may_send_as"]
+        body["may_send_as"] = cur + [g for g in dict.fromkeys(grants) if g not in cur]
+    for opt, key in (("messages_per_hour", "--messages-per-hour"),
+                     ("recipients_per_hour", "--recipients-per-hour")):
+        val = _limit_arg(getattr(args, opt), key)
+        if val is not _UNSET:
+            body[opt] = val
+    return body
+
+
 def _show_mailbox(m: dict[str, Any]) -> None:
     usage = m.get("usage") or {"used": 0, "max": m["max_size"]}
     print_pairs([("Address", m["address"]), ("Aliases", m["aliases"]),
             ("Size", usage_text(usage["used"], usage["max"])), ("Copies to", m["copies_to"]),
             ("Do not save", m["no_save"]), ("Enabled", m["enabled"]),
             ("Password set", m["has_password"]),
+            *([("May send as", m["sending"]["may_send_as"]),
+               ("Send limits", "{messages_per_hour} messages, {recipients_per_hour} recipients "
+                "per hour".format(**m["sending"]["effective"]))] if "sending" in m else []),
             ("Properties", properties_text(m.get("properties") or {"enabled": m["enabled"]}))])
 
 
@@ -157,6 +189,9 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
             cur = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
             m = api.call("PATCH", f"/v1/mailboxes/{quote_path(cur['address'])}",
                          _mailbox_body(args, cur))
+        url = f"/v1/mailboxes/{quote_path(m['address'])}/sending"
+        sending = _sending_body(args, api.call("GET", url) if a == "edit" else None)
+        m["sending"] = api.call("PATCH" if sending else "GET", url, sending or None)
         print_json(m) if args.json else _show_mailbox(m)
     elif a == "list":
         res = api.call("GET", "/v1/mailboxes", query={"domain": args.domain} if args.domain
@@ -280,6 +315,41 @@ def cmd_postfix_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dovecot_config(args: argparse.Namespace) -> int:
+    import grp
+    import json
+    import pwd
+
+    from mailpolicy import config
+    from mailpolicy.deploy import dovecot as dovecotconf
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as e:
+        raise Refused(str(e)) from None
+    owner = dovecotconf.DovecotUser(user=args.user, group=args.user)
+    try:  # the real group and uid of that user when it exists here
+        pw = pwd.getpwnam(args.user)
+        owner = dovecotconf.DovecotUser(args.user, grp.getgrgid(pw.pw_gid).gr_name,
+                                        min(pw.pw_uid, owner.first_valid_uid))
+    except KeyError:
+        pass
+    sql_path = str(Path(args.sql_conf_dir) / dovecotconf.SQL_CONF_NAME)
+    try:
+        files = dovecotconf.render(cfg, sql_conf_path=sql_path, owner=owner)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    if args.json:
+        sys.stdout.write(json.dumps(files, indent=2) + "\n")
+        return EXIT_OK
+    where = {dovecotconf.CONF_NAME: f"/etc/dovecot/conf.d/{dovecotconf.CONF_NAME}"}
+    for name, text in files.items():
+        print(f"# ==== {where.get(name, str(Path(args.sql_conf_dir) / name))} ====")
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        print()
+    return EXIT_OK
+
+
 HANDLERS = {"domain": cmd_domain, "mailbox": cmd_mailbox, "autoreply": cmd_autoreply,
             "dns-records": cmd_dns_records}
 
@@ -291,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "postfix-config":
             return cmd_postfix_config(args)
+        if args.command == "dovecot-config":
+            return cmd_dovecot_config(args)
         api = Client(args.socket or default_socket(args.config))
         HANDLERS[args.command](args, api)
     except Refused as e:

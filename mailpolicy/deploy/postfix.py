@@ -36,6 +36,12 @@ _MAIN_COMMENTS = {
     "mailbox_size_limit": "must not be below message_size_limit (Postfix refuses to start)",
     "virtual_mailbox_limit": "must not be below message_size_limit (Postfix refuses to start)",
     f"{FILTER_TRANSPORT}_destination_concurrency_limit": "as many as the filter's maxproc",
+    "mailpolicy_submission_recipient_restrictions": (
+        "submission (587/465): the policy service, then only authenticated clients relay"),
+    "mailpolicy_submission_data_restrictions": (
+        "submission: send limits per mailbox and domain (policy service, sasl_username)"),
+    "mailpolicy_submission_sender_login_maps": (
+        "who may send as which address: mailboxes, their aliases, granted addresses"),
     "tls_server_sni_maps": (
         "per-domain certificates (SNI); `postfix reload` after a certificate change"),
 }
@@ -101,11 +107,62 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
     out["message_size_limit"] = str(size)
     out["mailbox_size_limit"] = str(max(size, POSTFIX_MAILBOX_SIZE_DEFAULT))
     out["virtual_mailbox_limit"] = str(max(size, POSTFIX_MAILBOX_SIZE_DEFAULT))
-    if cfg.filter.mode != "before-queue":
+    if cfg.filter.mode != "before-queue" or cfg.submission.enabled:
         out[f"{FILTER_TRANSPORT}_destination_concurrency_limit"] = str(_filter_maxproc(cfg))
     # texthash lists file names and Postfix reads the files (never serve keys by socketmap)
     out["tls_server_sni_maps"] = f"texthash:{cfg.state_dir / POSTFIX_MAP}"
+    if cfg.submission.enabled:
+        # referenced as $name from the submission services (no spaces in master.cf -o values)
+        out["mailpolicy_submission_recipient_restrictions"] = (
+            f"check_policy_service {policy}, permit_sasl_authenticated, reject")
+        out["mailpolicy_submission_data_restrictions"] = f"check_policy_service {policy}"
+        out["mailpolicy_submission_sender_login_maps"] = _socketmap(cfg, "senders")
     return out
+
+
+SASL_PATH = "private/auth"  # queue-relative: Dovecot's auth listener (chroot-safe)
+
+
+def submission_services(cfg: Config) -> list[tuple[str, bool]]:
+    """(master.cf service name or host:port, implicit TLS) of the submission services."""
+    sub = cfg.submission
+    if not sub.enabled:
+        return []
+    out = []
+    for value, wrapper, key in ((sub.submission, False, "submission.submission"),
+                                (sub.submissions, True, "submission.submissions")):
+        if not value:
+            continue
+        out.append((_inet(value, key) if ":" in value else value, wrapper))
+    return out
+
+
+def _submission_entry(cfg: Config, service: str, wrapper: bool) -> str:
+    name = "submissions" if wrapper else "submission"
+    tls = ["smtpd_tls_wrappermode=yes"] if wrapper else ["smtpd_tls_security_level=encrypt"]
+    originating = _nexthop(cfg.listen.filter_originating, "listen.filter_originating")
+    return _entry(_row(service, "inet", "n", "-", "smtpd"), [
+        f"syslog_name=postfix/{name}",
+        *tls,
+        "smtpd_tls_auth_only=yes",
+        "smtpd_sasl_auth_enable=yes",
+        "smtpd_sasl_type=dovecot",
+        f"smtpd_sasl_path={SASL_PATH}",
+        "smtpd_sasl_security_options=noanonymous",
+        "smtpd_reject_unlisted_recipient=no",
+        "smtpd_client_restrictions=permit_sasl_authenticated,reject",
+        "smtpd_helo_restrictions=",
+        "smtpd_sender_login_maps=$mailpolicy_submission_sender_login_maps",
+        "smtpd_sender_restrictions=reject_sender_login_mismatch",
+        "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+        "smtpd_recipient_restrictions=$mailpolicy_submission_recipient_restrictions",
+        "smtpd_data_restrictions=$mailpolicy_submission_data_restrictions",
+        "smtpd_policy_service_policy_context=submission",
+        "smtpd_proxy_filter=",
+        f"content_filter={FILTER_TRANSPORT}:{originating}",
+        "receive_override_options=no_address_mappings",
+        "milter_macro_daemon_name=ORIGINATING",
+    ])
 
 
 def _filter_maxproc(cfg: Config) -> int:
@@ -160,7 +217,7 @@ def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
     # replaces the obsolete lmtp_assume_final). It adds Return-Path/Delivered-To itself.
     # No -o lines here: they would follow flags=X, and daemon options must come first.
     entries.append(_row(LMTP_TRANSPORT, "unix", "-", "-", "lmtp flags=X"))
-    if cfg.filter.mode != "before-queue":
+    if cfg.filter.mode != "before-queue" or submission_services(cfg):
         entries.append(_entry(
             _row(FILTER_TRANSPORT, "unix", "-", str(_filter_maxproc(cfg)), "smtp"), [
                 "syslog_name=postfix/mailpolicy-filter",
@@ -172,6 +229,8 @@ def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
                 "smtp_header_checks=",
                 "smtp_tls_security_level=none",
             ]))
+    for service, wrapper in submission_services(cfg):
+        entries.append(_submission_entry(cfg, service, wrapper))
     for ip in outbound_ips:
         name = transport_name(ip)
         bind = "smtp_bind_address6" if ipaddress.ip_address(ip).version == 6 else (
@@ -204,6 +263,9 @@ _MASTER_COMMENTS = {
     LMTP_TRANSPORT: "# LMTP client to mailpolicy's delivery agent (virtual_transport)",
     "mpout": "# outbound smtp bound to one address of the IP pool "
              "(chosen per sender domain by sender-transport)",
+    "submission": "# submission (587, STARTTLS required) for mail clients: SMTP AUTH through "
+                  "Dovecot, relay for authenticated users only, their own sender addresses only",
+    "submissions": "# submissions (465, implicit TLS, RFC 8314): the same as submission",
 }
 
 
@@ -230,6 +292,8 @@ def render_master(cfg: Config, outbound_ips: Iterable[str]) -> str:
     for entry in master_cf(cfg, ips):
         service = entry.split(None, 1)[0]
         kind = ("mpout" if service.startswith("mpout-") else
+                "submissions" if "syslog_name=postfix/submissions\n" in entry else
+                "submission" if "syslog_name=postfix/submission\n" in entry else
                 service if service in _MASTER_COMMENTS else "reinject")
         lines += [_MASTER_COMMENTS[kind], entry]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
 from mailpolicy.esmtp.data import data_command_ok, read_data
 from mailpolicy.runtime.service import Listener
 from mailpolicy.smtp import xforward as xf
+from mailpolicy.smtp.originating import inbound_signing_steps, originating_steps
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
 from mailpolicy.smtp.reinject import NextHop
 from mailpolicy.smtp.rewrite import HopStep, RewriteStep
@@ -69,8 +70,9 @@ class ReinjectStep:
 class Filter:
     """State shared by all filter sessions: config, directory cache, SRS, concurrency bound."""
 
-    def __init__(self, cfg: Config, store: Directory) -> None:
+    def __init__(self, cfg: Config, store: Directory, originating: bool = False) -> None:
         self.cfg = cfg
+        self.originating = originating
         self.store = store
         self.hostname = cfg.hostname
         self.directory = CachedDirectory.for_store(store)
@@ -85,6 +87,11 @@ class Filter:
                                       SrsReverseStep(self.srs), self.dmarc]
         self.post_steps: list[Step] = [RewriteStep(self.directory, self.hostname),
                                        SrsStep(self.srs, self.directory)]
+        if originating:  # submitted by an authenticated user: no DMARC check of our own mail
+            self.pre_steps = [HopStep(self.hostname, cfg.filter.max_passes),
+                              *originating_steps(cfg, self.directory, store)]
+        else:
+            self.post_steps += inbound_signing_steps(cfg, self.directory, store)
 
     def next_hop(self) -> NextHop:
         r = self.cfg.reinject
@@ -263,15 +270,23 @@ class _Handler:
 
 
 async def start(cfg: Config, store: Directory) -> list[Listener]:
-    """Bind the filter listener (cfg.listen.filter) and return the serving server."""
-    host, port = split_hostport(cfg.listen.filter, "listen.filter")
+    """Bind the filter listener (cfg.listen.filter) and, with submission, the originating
+    one (cfg.listen.filter_originating: submitted mail, signed); return the servers."""
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
-    flt = Filter(cfg, store)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), host, port)
-    log.info("filter.listening", address=f"{host}:{server.sockets[0].getsockname()[1]}",
-             mode=flt.mode, next_hop=f"{cfg.reinject.host}:{cfg.reinject.port}")
-    return [server, _StepsCloser(flt)]
+    out: list[Listener] = []
+    kinds = [("filter", False)] + ([("filter_originating", True)]
+                                   if cfg.submission.enabled else [])
+    for key, originating in kinds:
+        host, port = split_hostport(getattr(cfg.listen, key), f"listen.{key}")
+        flt = Filter(cfg, store, originating=originating)
+        server = await loop.create_server(
+            lambda flt=flt: FilterSMTP(flt, loop=loop), host, port)  # type: ignore[misc]
+        log.info("filter.listening", address=f"{host}:{server.sockets[0].getsockname()[1]}",
+                 mode=flt.mode, originating=originating,
+                 next_hop=f"{cfg.reinject.host}:{cfg.reinject.port}")
+        out += [server, _StepsCloser(flt)]
+    return out
 
 
 class _StepsCloser:

@@ -8,6 +8,7 @@ from typing import Protocol
 from mailpolicy.core.addresses import AddressError, normalize_domain, split_address
 from mailpolicy.core.directory import Directory, Kind, resolve
 from mailpolicy.core.outbound import transport_name
+from mailpolicy.core.senders import GrantLookup, owners
 from mailpolicy.socketmap.protocol import NOTFOUND, Query, Reply, ok, temp
 
 MapFn = Callable[[Directory, str], Awaitable[Reply]]
@@ -62,10 +63,28 @@ async def sender_transport(directory: Directory, key: str) -> Reply:
     return ok(f"{transport_name(domain.outbound_ip)}:")
 
 
+def grant_lookup(directory: Directory) -> GrantLookup | None:
+    """The store's sender grants behind a (cached) directory, when it has them."""
+    store = getattr(directory, "store", directory)
+    sending = getattr(store, "sending", None)
+    return getattr(sending, "granted", None)
+
+
+async def senders(directory: Directory, key: str) -> Reply:
+    """smtpd_sender_login_maps: the logins that may use `key` as MAIL FROM (the mailbox owning
+    the address or alias, +ext forms included, and mailboxes granted it or its domain),
+    separated by commas; NOTFOUND when nobody may."""
+    if "@" not in key or key.startswith("@"):
+        return NOTFOUND
+    logins = await owners(directory, key, grant_lookup(directory))
+    return ok(", ".join(logins)) if logins else NOTFOUND
+
+
 MAPS: dict[str, MapFn] = {
     "domains": domains,
     "mailboxes": mailboxes,
     "sender-transport": sender_transport,
+    "senders": senders,
 }
 
 

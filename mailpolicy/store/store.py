@@ -29,6 +29,7 @@ from mailpolicy.store.schema import (
     mailboxes,
 )
 from mailpolicy.store.schema import ip_pool as ip_pool_t
+from mailpolicy.store.sending import Sending
 
 _DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmarc",
                   "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key")
@@ -53,6 +54,7 @@ class Store:
         self.reader = reader  # SQLite: the fast path for per-recipient lookups
         self.autoreplies = Autoresponders(self.db, self.get_mailbox)
         self.tokens = Tokens(self.db, self.get_mailbox)
+        self.sending = Sending(self.db, self.get_mailbox)
 
     @property
     def version(self) -> int:

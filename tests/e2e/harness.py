@@ -106,7 +106,8 @@ class Stack:
 
         self.group = grp.getgrgid(self.gid).gr_name
         self.ports = {name: free_port() for name in (
-            "smtpd", "reinject", "policy", "socketmap", "filter", "lmtp", "imap")}
+            "smtpd", "reinject", "policy", "socketmap", "filter", "lmtp", "imap", "submission",
+            "submissions", "filter_originating")}
         self.cfg_file = self.work / "mailpolicy.toml"
         self.cfg = self._write_mailpolicy_config()
         self.mailpolicy = mailpolicy_proc.Mailpolicy(self.work, self.cfg_file, self.cfg,
@@ -124,7 +125,11 @@ class Stack:
         data = {
             "listen": {"policy": f"127.0.0.1:{p['policy']}",
                        "socketmap": f"127.0.0.1:{p['socketmap']}",
-                       "filter": f"127.0.0.1:{p['filter']}", "lmtp": f"127.0.0.1:{p['lmtp']}"},
+                       "filter": f"127.0.0.1:{p['filter']}", "lmtp": f"127.0.0.1:{p['lmtp']}",
+                       "filter_originating": f"127.0.0.1:{p['filter_originating']}"},
+            "submission": {"submission": f"127.0.0.1:{p['submission']}",
+                           "submissions": f"127.0.0.1:{p['submissions']}",
+                           "postfix_queue_directory": str(self.work / "postfix" / "spool")},
             "paths": {"state_dir": str(state)},
             "admin": {"group": ""},
             "outbound": {"ip_pool": ["127.0.0.1"]},
@@ -202,6 +207,33 @@ class Stack:
         return ""
 
     # ------------------------------------------------------------------ helpers
+    def submit(self, login: str, password: str, implicit_tls: bool = False,
+               timeout: float = 30) -> smtplib.SMTP:
+        """An authenticated SMTP client on the submission service (587 with STARTTLS) or the
+        submissions service (465, implicit TLS); raises SMTPAuthenticationError if refused."""
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if implicit_tls:
+            s: smtplib.SMTP = smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"],
+                                               local_hostname="client.e2e.test",
+                                               timeout=timeout, context=ctx)
+        else:
+            s = smtplib.SMTP("127.0.0.1", self.ports["submission"],
+                             local_hostname="client.e2e.test", timeout=timeout)
+            s.ehlo()
+            s.starttls(context=ctx)
+        try:
+            s.ehlo()
+            s.login(login, password)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                s.close()
+            raise
+        return s
+
     def smtp(self, timeout: float = 30) -> smtplib.SMTP:
         """A connected SMTP client to Postfix's public smtpd (EHLO already sent)."""
         s = smtplib.SMTP("127.0.0.1", self.ports["smtpd"], local_hostname="client.e2e.test",

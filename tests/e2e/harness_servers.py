@@ -42,6 +42,34 @@ class Options:
     run_as: str = ""  # "" = $MAILPOLICY_E2E_USER, else `mailpolicy` if it exists, else `nobody`
 
 
+def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """default.key / default.pem: a self-signed certificate for `name` (readable by Postfix)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = directory / "default.key", directory / "default.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)  # read by the Postfix master (root)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
 class Postfix:
     """One private Postfix instance: config dir, queue and log under `work`."""
 
@@ -84,6 +112,8 @@ class Postfix:
             "minimal_backoff_time": "2s",
             "maximal_backoff_time": "10s",
             "delay_warning_time": "0",
+            # the default certificate (STARTTLS, and the submission services need one)
+            "smtpd_tls_chain_files": f"{w / 'tls' / 'default.key'},{w / 'tls' / 'default.pem'}",
         }
 
     def base_master(self) -> list[str]:
@@ -100,8 +130,9 @@ class Postfix:
             ("discard", "unix", "-", "-", "discard"), ("lmtp", "unix", "-", "-", "lmtp"),
             ("anvil", "unix", "-", "1", "anvil"), ("scache", "unix", "-", "1", "scache"),
             ("postlog", "unix-dgram", "n", "1", "postlogd"),
+            ("tlsmgr", "unix", "-", "1", "tlsmgr"),
         ]
-        wake = {"pickup": "60", "qmgr": "300"}
+        wake = {"pickup": "60", "qmgr": "300", "tlsmgr": "1000?"}
         return [f"{s:<22} {t:<10} {p:<3} -   n   {wake.get(s, '-'):<4} {m:<4} {c}"
                 for s, t, p, m, c in rows]
 
@@ -109,6 +140,7 @@ class Postfix:
         self.fragments = fragments
         for d in (self.config_dir, self.queue_dir, self.data_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self_signed_certificate(self.work / "tls", HOSTNAME)
         pf = pwd.getpwnam("postfix")
         os.chown(self.data_dir, pf.pw_uid, pf.pw_gid)  # the queue directory stays root's
         main = {**self.base_main(opts), **fragments["main_cf"], **opts.main_cf}

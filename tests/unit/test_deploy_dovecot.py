@@ -84,9 +84,10 @@ async def _provision(cfg: config.Config) -> None:
         await store.close()
 
 
-def _run(query: str, db: Path, user: str) -> list[sqlite3.Row]:
+def _run(query: str, db: Path, user: str, service: str = "imap") -> list[sqlite3.Row]:
     local, _, domain = user.partition("@")
     q = query.replace("%n", local.replace("'", "''")).replace("%d", domain.replace("'", "''"))
+    q = q.replace("%s", service)
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         return conn.execute(q).fetchall()
@@ -132,8 +133,11 @@ def test_token_query_answers_the_newest_live_token(tmp_path: Path) -> None:
     toks = asyncio.run(_tokens(cfg))
     db = dovecotconf.sqlite_path(cfg)
     query = sql_settings(dovecotconf.token_sql_conf(cfg))["password_query"]
-    assert "%" not in query.replace("%n", "").replace("%d", "")  # no other Dovecot variables
+    # no other Dovecot variables than name, domain and service
+    assert "%" not in query.replace("%n", "").replace("%d", "").replace("%s", "")
     rows = _run(query, db, "alice@example.test")
+    for service in ("smtp", "pop3", "lmtp"):  # login-as tokens are IMAP passwords only
+        assert _run(query, db, "alice@example.test", service) == []
     assert len(rows) == 1 and rows[0]["user"] == "alice@example.test"
     digest = hashlib.sha256(toks["alice"].encode()).hexdigest()
     assert rows[0]["password"] == "{SHA256.HEX}" + digest

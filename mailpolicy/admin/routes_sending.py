@@ -1,0 +1,56 @@
+"""Admin API: a mailbox's sending rights and limits (/v1/mailboxes/{address}/sending) and a
+domain's DKIM keys (/v1/domains/{domain}/dkim)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from msgspec import UNSET, UnsetType
+
+from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY
+from mailpolicy.admin.routes_mailboxes import mailbox_or_404
+from mailpolicy.admin.schema import Names, decode
+
+routes = web.RouteTableDef()
+
+
+class SendingFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    may_send_as: Names | UnsetType = UNSET  # user@domain or @domain (any address of it)
+    messages_per_hour: int | UnsetType | None = UNSET  # null = the configured default
+    recipients_per_hour: int | UnsetType | None = UNSET
+
+
+async def sending_view(request: web.Request, mailbox_id: int, address: str) -> dict[str, Any]:
+    store = request.app[STORE_KEY]
+    cfg = request.app[CONFIG_KEY].sending
+    m, r = await store.sending.limits(mailbox_id)
+    return {"address": address, "may_send_as": list(await store.sending.grants(mailbox_id)),
+            "messages_per_hour": m, "recipients_per_hour": r,
+            "effective": {"messages_per_hour": cfg.messages_per_hour if m is None else m,
+                          "recipients_per_hour": cfg.recipients_per_hour if r is None else r}}
+
+
+@routes.get("/v1/mailboxes/{address}/sending")
+async def show_sending(request: web.Request) -> web.Response:
+    m = await mailbox_or_404(request)
+    return web.json_response(await sending_view(request, m.id, m.address))
+
+
+@routes.patch("/v1/mailboxes/{address}/sending")
+async def edit_sending(request: web.Request) -> web.Response:
+    """Change the addresses the mailbox may also send as and its own send limits."""
+    body = decode(await request.read(), SendingFields)
+    m = await mailbox_or_404(request)
+    store = request.app[STORE_KEY]
+    if body.may_send_as is not UNSET:
+        await store.sending.set_grants(m.address, body.may_send_as, actor=request[ACTOR])
+    if body.messages_per_hour is not UNSET or body.recipients_per_hour is not UNSET:
+        cur_m, cur_r = await store.sending.limits(m.id)
+        await store.sending.set_limits(
+            m.address, actor=request[ACTOR],
+            messages_per_hour=cur_m if body.messages_per_hour is UNSET else body.messages_per_hour,
+            recipients_per_hour=(cur_r if body.recipients_per_hour is UNSET
+                                 else body.recipients_per_hour))
+    return web.json_response(await sending_view(request, m.id, m.address))
