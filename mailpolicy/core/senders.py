@@ -51,3 +51,10 @@ async def owners(directory: Directory, address: str, grants: GrantLookup | None)
             if login not in out:
                 out.append(login)
     return out
+
+
+def grant_lookup(directory: Directory) -> GrantLookup | None:
+    """The store's sender grants behind a (cached) directory, when it has them."""
+    store = getattr(directory, "store", directory)
+    sending = getattr(store, "sending", None)
+    return getattr(sending, "granted", None)

@@ -107,7 +107,7 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
     out["message_size_limit"] = str(size)
     out["mailbox_size_limit"] = str(max(size, POSTFIX_MAILBOX_SIZE_DEFAULT))
     out["virtual_mailbox_limit"] = str(max(size, POSTFIX_MAILBOX_SIZE_DEFAULT))
-    if cfg.filter.mode != "before-queue" or cfg.submission.enabled:
+    if cfg.filter.mode != "before-queue":
         out[f"{FILTER_TRANSPORT}_destination_concurrency_limit"] = str(_filter_maxproc(cfg))
     # texthash lists file names and Postfix reads the files (never serve keys by socketmap)
     out["tls_server_sni_maps"] = f"texthash:{cfg.state_dir / POSTFIX_MAP}"
@@ -140,7 +140,8 @@ def submission_services(cfg: Config) -> list[tuple[str, bool]]:
 def _submission_entry(cfg: Config, service: str, wrapper: bool) -> str:
     name = "submissions" if wrapper else "submission"
     tls = ["smtpd_tls_wrappermode=yes"] if wrapper else ["smtpd_tls_security_level=encrypt"]
-    originating = _nexthop(cfg.listen.filter_originating, "listen.filter_originating")
+    # before-queue: the From/owner check answers the user's client (553) inside the session
+    originating = _inet(cfg.listen.filter_originating, "listen.filter_originating")
     return _entry(_row(service, "inet", "n", "-", "smtpd"), [
         f"syslog_name=postfix/{name}",
         *tls,
@@ -158,9 +159,8 @@ def _submission_entry(cfg: Config, service: str, wrapper: bool) -> str:
         "smtpd_recipient_restrictions=$mailpolicy_submission_recipient_restrictions",
         "smtpd_data_restrictions=$mailpolicy_submission_data_restrictions",
         "smtpd_policy_service_policy_context=submission",
-        "smtpd_proxy_filter=",
-        f"content_filter={FILTER_TRANSPORT}:{originating}",
-        "receive_override_options=no_address_mappings",
+        f"smtpd_proxy_filter={originating}",
+        "content_filter=",
         "milter_macro_daemon_name=ORIGINATING",
     ])
 
@@ -217,7 +217,7 @@ def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
     # replaces the obsolete lmtp_assume_final). It adds Return-Path/Delivered-To itself.
     # No -o lines here: they would follow flags=X, and daemon options must come first.
     entries.append(_row(LMTP_TRANSPORT, "unix", "-", "-", "lmtp flags=X"))
-    if cfg.filter.mode != "before-queue" or submission_services(cfg):
+    if cfg.filter.mode != "before-queue":
         entries.append(_entry(
             _row(FILTER_TRANSPORT, "unix", "-", str(_filter_maxproc(cfg)), "smtp"), [
                 "syslog_name=postfix/mailpolicy-filter",

@@ -77,7 +77,8 @@ class Filter:
         self.hostname = cfg.hostname
         self.directory = CachedDirectory.for_store(store)
         self.srs = Srs.from_config(cfg)
-        self.mode = cfg.filter.mode
+        # submitted mail passes before the queue: a refusal reaches the user's client
+        self.mode = "before-queue" if originating else cfg.filter.mode
         self.networks = [ipaddress.ip_network(n, strict=False)
                          for n in cfg.filter.authorized_xforward]
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))

@@ -8,7 +8,7 @@ from typing import Protocol
 from mailpolicy.core.addresses import AddressError, normalize_domain, split_address
 from mailpolicy.core.directory import Directory, Kind, resolve
 from mailpolicy.core.outbound import transport_name
-from mailpolicy.core.senders import GrantLookup, owners
+from mailpolicy.core.senders import grant_lookup, owners
 from mailpolicy.socketmap.protocol import NOTFOUND, Query, Reply, ok, temp
 
 MapFn = Callable[[Directory, str], Awaitable[Reply]]
@@ -61,13 +61,6 @@ async def sender_transport(directory: Directory, key: str) -> Reply:
     if domain is None or not domain.outbound_ip:
         return NOTFOUND
     return ok(f"{transport_name(domain.outbound_ip)}:")
-
-
-def grant_lookup(directory: Directory) -> GrantLookup | None:
-    """The store's sender grants behind a (cached) directory, when it has them."""
-    store = getattr(directory, "store", directory)
-    sending = getattr(store, "sending", None)
-    return getattr(sending, "granted", None)
 
 
 async def senders(directory: Directory, key: str) -> Reply:

@@ -58,3 +58,34 @@ async def test_login_as_token_is_for_imap_only(world) -> None:
         with pytest.raises(smtplib.SMTPAuthenticationError):
             stack.submit(bob, token, implicit_tls=implicit).close()
     stack.submit(bob, PASSWORD).close()  # the mailbox's own password works for SMTP
+
+
+async def test_a_user_sends_as_its_aliases_and_grants_only(world) -> None:
+    stack, remote = world
+    domain = _domain()
+    carol, dave = f"carol@{domain}", f"dave@{domain}"
+    async with stack.store() as store:
+        await store.create_domain(domain)
+        await store.create_mailbox(carol, password=PASSWORD, aliases=["sales"])
+        await store.create_mailbox(dave, password=PASSWORD)
+        await store.sending.set_grants(carol, [f"@{EXT}"])
+    await stack.settle()
+    rcpt = f"to-{uuid.uuid4().hex[:8]}@{EXT}"
+    with stack.submit(carol, PASSWORD) as s:
+        # another mailbox's address: refused (reject_sender_login_mismatch, at RCPT as
+        # smtpd_delay_reject has it)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            s.sendmail(dave, [rcpt], make_message(dave, rcpt))
+        code, text = refused.value.recipients[rcpt]
+        assert code == 553 and text.startswith(b"5.7.1") and b"not owned by user" in text
+        # the alias (and its +ext form) and a granted address work
+        for sender in (f"sales@{domain}", f"sales+news@{domain}", f"carol.x@{EXT}"):
+            assert s.sendmail(sender, [rcpt], make_message(sender, rcpt, sender)) == {}
+        # an owned envelope sender with another mailbox's From header: 553 from the filter
+        with pytest.raises(smtplib.SMTPDataError) as refused_data:
+            s.sendmail(carol, [rcpt], make_message(dave, rcpt, "forged from"))
+        assert refused_data.value.smtp_code == 553
+        assert b"5.7.1" in refused_data.value.smtp_error
+    got = {m[0] for m in remote.for_rcpt(rcpt)}
+    assert got == {f"sales@{domain}", f"sales+news@{domain}", f"carol.x@{EXT}"}
+    assert not any(b"forged from" in m[2] for m in remote.messages)

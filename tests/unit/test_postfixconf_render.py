@@ -88,8 +88,7 @@ def test_after_queue_mode_content_filter_names_the_filter_transport() -> None:
 
 
 def test_before_queue_mode_uses_smtpd_proxy_filter_and_no_content_filter() -> None:
-    cfg = cfg_of(filter={"mode": "before-queue"}, listen={"filter": "127.0.0.1:3025"},
-                 submission={"enabled": False})
+    cfg = cfg_of(filter={"mode": "before-queue"}, listen={"filter": "127.0.0.1:3025"})
     main = postfixconf.main_cf(cfg, POOL)
     master = postfixconf.master_cf(cfg, POOL)
     assert main["smtpd_proxy_filter"] == "127.0.0.1:3025"
@@ -184,8 +183,9 @@ def test_submission_services_authenticate_through_dovecot_and_sign() -> None:
         assert opts["smtpd_sasl_auth_enable"] == "yes" and opts["smtpd_tls_auth_only"] == "yes"
         assert opts["smtpd_sender_restrictions"] == "reject_sender_login_mismatch"
         assert opts["smtpd_relay_restrictions"] == "permit_sasl_authenticated,reject"
-        assert opts["content_filter"] == "mailpolicy-filter:[127.0.0.1]:3027"
-        assert opts["smtpd_proxy_filter"] == ""  # submitted mail: the originating filter
+        # submitted mail: the originating filter, before the queue (its 553 reaches the user)
+        assert opts["smtpd_proxy_filter"] == "127.0.0.1:3027"
+        assert opts["content_filter"] == ""
         assert opts["smtpd_policy_service_policy_context"] == "submission"
         for key in ("smtpd_sender_login_maps", "smtpd_recipient_restrictions",
                     "smtpd_data_restrictions"):
@@ -194,7 +194,6 @@ def test_submission_services_authenticate_through_dovecot_and_sign() -> None:
         "socketmap:inet:127.0.0.1:3041:senders")
     assert main["mailpolicy_submission_recipient_restrictions"] == (
         "check_policy_service inet:127.0.0.1:3040, permit_sasl_authenticated, reject")
-    assert any(e.startswith("mailpolicy-filter ") for e in master)  # the transport it uses
     off = cfg_of(submission={"enabled": False})
     assert not any("smtpd_sasl_type" in e for e in postfixconf.master_cf(off, POOL))
     assert not any(k.startswith("mailpolicy_submission") for k in postfixconf.main_cf(off, POOL))
