@@ -20,6 +20,7 @@ from mailpolicy.policy.checks import (
     decide,
     decide_now,
 )
+from mailpolicy.policy.limits import SendLimiter, applies
 from mailpolicy.policy.protocol import Parser, Request, encode_action
 from mailpolicy.runtime.logs import HotLine
 from mailpolicy.runtime.timers import IdleTimer
@@ -36,8 +37,9 @@ class PolicyService:
     """Answers check_policy_service requests on persistent connections."""
 
     def __init__(self, policy: Policy, directory: Directory, usage: UsageFn,
-                 max_request: int) -> None:
+                 max_request: int, limiter: SendLimiter | None = None) -> None:
         self.policy = policy
+        self.limiter = limiter  # send limits of authenticated users (submission)
         self.directory = directory
         if not isinstance(directory, CachedDirectory):
             directory = CachedDirectory(directory, ttl=0)  # uncached, but peekable
@@ -81,6 +83,8 @@ class PolicyService:
     def answer_now(self, request: Request) -> Decision | None:
         """The decision when it needs no I/O (every lookup answered from the caches), logged;
         None otherwise (then answer() is the way)."""
+        if self.limiter is not None and applies(request):
+            return None  # counted in the store
         try:
             decision = decide_now(request, self.resolved, self.usage_known, self.policy)
         except Exception as e:  # any failure: a temporary answer, never silence or OK
@@ -94,7 +98,10 @@ class PolicyService:
         lookups, quota reading) is not done within policy.deadline_seconds."""
         try:  # one timer per request that needs I/O (cache hits never get here)
             async with asyncio.timeout(self.policy.deadline_seconds):
-                decision = await decide(request, self.resolve, self.usage, self.policy)
+                if self.limiter is not None and applies(request):
+                    decision = await self.limiter.decide(request)
+                else:
+                    decision = await decide(request, self.resolve, self.usage, self.policy)
         except Exception as e:  # any failure: a temporary answer, never silence or OK
             decision = self._fallback(request, e)
         return self._logged(request, decision)
@@ -239,7 +246,8 @@ async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
     and serve; returns the servers (the daemon closes them)."""
     service = PolicyService(cfg.policy, CachedDirectory.for_store(store),
                             UsageReader(cfg.maildir_root),
-                            int(cfg.limits.policy_request_max))
+                            int(cfg.limits.policy_request_max),
+                            SendLimiter(cfg.sending, store) if hasattr(store, "sending") else None)
     host, port = split_hostport(cfg.listen.policy, "listen.policy")
     loop = asyncio.get_running_loop()
     server = await loop.create_server(service.connection, host, port, reuse_address=True,

@@ -162,8 +162,9 @@ class Sending:
                         raise _Over(f"{lim.name} limit of {lim.messages} messages per hour")
                     if lim.recipients and r > lim.recipients:
                         raise _Over(f"{lim.name} limit of {lim.recipients} recipients per hour")
-                await conn.execute(send_counters.delete().where(
-                    send_counters.c.window < window - 1))
+                    if m == messages:  # the key's first message this hour: drop older hours
+                        await conn.execute(send_counters.delete().where(
+                            send_counters.c.key == lim.key, send_counters.c.window < window))
         except _Over as e:
             return e.what
         return None

@@ -89,3 +89,24 @@ async def test_a_user_sends_as_its_aliases_and_grants_only(world) -> None:
     got = {m[0] for m in remote.for_rcpt(rcpt)}
     assert got == {f"sales@{domain}", f"sales+news@{domain}", f"carol.x@{EXT}"}
     assert not any(b"forged from" in m[2] for m in remote.messages)
+
+
+async def test_send_limit_defers_after_the_limit(world) -> None:
+    stack, remote = world
+    domain = _domain()
+    erin = f"erin@{domain}"
+    async with stack.store() as store:
+        await store.create_domain(domain)
+        await store.create_mailbox(erin, password=PASSWORD)
+        await store.sending.set_limits(erin, messages_per_hour=2)
+    await stack.settle()
+    rcpt = f"limited-{uuid.uuid4().hex[:8]}@{EXT}"
+    with stack.submit(erin, PASSWORD) as s:
+        for i in range(2):
+            assert s.sendmail(erin, [rcpt], make_message(erin, rcpt, f"n{i}")) == {}
+        with pytest.raises(smtplib.SMTPDataError) as deferred:
+            s.sendmail(erin, [rcpt], make_message(erin, rcpt, "n2"))
+    assert deferred.value.smtp_code == 450
+    assert b"4.7.1" in deferred.value.smtp_error
+    assert b"limit of 2 messages per hour" in deferred.value.smtp_error
+    remote.wait(rcpt)
