@@ -55,8 +55,10 @@ async def test_all_or_nothing_and_recipient_limit(stores) -> None:
     a, _ = stores
     limits = [Limit("mailbox:y", 0, 10, "mailbox y"), Limit("domain:d", 0, 12, "domain d")]
     assert await a.sending.count(limits, 1, 8, now=0.0) is None
-    assert await a.sending.count(limits, 1, 3, now=0.0) == "mailbox y limit of 10 recipients per hour"
-    assert await a.sending.count([limits[1]], 1, 4, now=0.0) is None  # 8 + 4: the refused 3 not kept
+    assert await a.sending.count(limits, 1, 3, now=0.0) == (
+        "mailbox y limit of 10 recipients per hour")
+    # 8 + 4: the refused 3 were not kept
+    assert await a.sending.count([limits[1]], 1, 4, now=0.0) is None
     assert await a.sending.count([limits[1]], 1, 1, now=0.0) == (
         "domain d limit of 12 recipients per hour")
 
