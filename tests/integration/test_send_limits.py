@@ -11,6 +11,7 @@ from mailpolicy import config
 from mailpolicy.policy.limits import SendLimiter, applies, limits_for
 from mailpolicy.policy.protocol import Request
 from mailpolicy.store import Store
+from mailpolicy.store.errors import Invalid
 from mailpolicy.store.sending import Limit
 
 
@@ -71,5 +72,5 @@ async def test_limiter_defers_with_the_limit_named(stores) -> None:
     assert actions[:2] == ["DUNNO", "DUNNO"]
     assert actions[2].startswith("450 4.7.1 ") and "a@example.org limit of 2 messages" in actions[2]
     assert (await limiter.decide(_request("b@example.org"))).action == "DUNNO"  # the default
-    with pytest.raises(Exception):
+    with pytest.raises(Invalid):
         await a.sending.set_limits("a@example.org", messages_per_hour=-1)
