@@ -3,6 +3,8 @@ domain's DKIM keys (/v1/domains/{domain}/dkim)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from typing import Any
 
 import msgspec
@@ -10,8 +12,11 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY
+from mailpolicy.admin.routes_domains import get_domain_or_404, parse_domain, sync_dkim_dns
 from mailpolicy.admin.routes_mailboxes import mailbox_or_404
 from mailpolicy.admin.schema import Names, decode
+from mailpolicy.auth import dkimkeys, signing
+from mailpolicy.core.dkimkey import DkimKey, current
 
 routes = web.RouteTableDef()
 
@@ -54,3 +59,40 @@ async def edit_sending(request: web.Request) -> web.Response:
             recipients_per_hour=(cur_r if body.recipients_per_hour is UNSET
                                  else body.recipients_per_hour))
     return web.json_response(await sending_view(request, m.id, m.address))
+
+
+def dkim_view(keys: list[DkimKey], now: float) -> list[dict[str, Any]]:
+    signing_now = {k.selector for k in current(keys, now)}
+    return [{"selector": k.selector, "algorithm": k.algorithm,
+             "name": f"{k.selector}._domainkey.{k.domain}.",
+             "record": signing.dns_txt(k.public_key, k.algorithm),  # type: ignore[arg-type]
+             "active_from": _iso(k.active_from), "retire_at": _iso(k.retire_at),
+             "published": k.published(now), "signing": k.selector in signing_now}
+            for k in keys]
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(
+        timespec="seconds")
+
+
+@routes.get("/v1/domains/{domain}/dkim")
+async def show_dkim(request: web.Request) -> web.Response:
+    d = await get_domain_or_404(request, parse_domain(request.match_info["domain"]))
+    keys = await request.app[STORE_KEY].dkim.list(d.name)
+    return web.json_response({"domain": d.name, "keys": dkim_view(keys, time.time())})
+
+
+@routes.post("/v1/domains/{domain}/dkim/rotate")
+async def rotate_dkim(request: web.Request) -> web.Response:
+    """New selectors: published now, signing after dkim.rotation_delay_hours; the old ones
+    are retired as long after that."""
+    d = await get_domain_or_404(request, parse_domain(request.match_info["domain"]))
+    store, cfg = request.app[STORE_KEY], request.app[CONFIG_KEY]
+    await dkimkeys.rotate(cfg, store, d.name, actor=request[ACTOR])
+    keys = await store.dkim.list(d.name)
+    view = {"domain": d.name, "keys": dkim_view(keys, time.time())}
+    dns = await sync_dkim_dns(cfg, store, d.name)
+    if dns is not None:
+        view["dns_update"] = dns
+    return web.json_response(view)

@@ -98,6 +98,12 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = dom.add_parser("show", help="show a mail domain")
     s.add_argument("name", metavar="NAME")
     _json(s)
+    for name, text in (("dkim", "show the domain's DKIM selectors"),
+                       ("dkim-rotate", "new DKIM selectors: published now, signing after "
+                                       "dkim.rotation_delay_hours; the old ones then retire")):
+        s = dom.add_parser(name, help=text)
+        s.add_argument("name", metavar="NAME")
+        _json(s)
     s = dom.add_parser("delete", help="delete a mail domain with its mailboxes")
     s.add_argument("name", metavar="NAME")
     s.add_argument("--yes", action="store_true", help="do not ask")

@@ -65,7 +65,7 @@ def _show_domain(d: dict[str, Any]) -> None:
 def _dns_warning(res: dict[str, Any]) -> None:
     dns = res.get("dns_update")
     if dns and not dns.get("ok"):
-        print(f"mailpolicy: warning: saved, but the DMARC DNS update failed: {dns.get('error')}",
+        print(f"mailpolicy: warning: saved, but the DNS update failed: {dns.get('error')}",
               file=sys.stderr)
 
 
@@ -90,6 +90,17 @@ def cmd_domain(args: argparse.Namespace, api: Client) -> None:
     elif args.action == "show":
         d = api.call("GET", f"/v1/domains/{quote_path(args.name)}")
         print_json(d) if args.json else _show_domain(d)
+    elif args.action in ("dkim", "dkim-rotate"):
+        url = f"/v1/domains/{quote_path(args.name)}/dkim"
+        res = (api.call("POST", url + "/rotate") if args.action == "dkim-rotate"
+               else api.call("GET", url))
+        _dns_warning(res)
+        if args.json:
+            return print_json(res)
+        print_table(["Selector", "Algorithm", "Signs from", "Retired at", "State"],
+                    [[k["selector"], k["algorithm"], k["active_from"], k["retire_at"] or "-",
+                      "signing" if k["signing"] else "published" if k["published"]
+                      else "retired"] for k in res["keys"]])
     elif args.action == "delete":
         d = api.call("GET", f"/v1/domains/{quote_path(args.name)}")
         _confirm(args, f"Delete domain {d['name']} with its {d.get('mailboxes', 0)} "

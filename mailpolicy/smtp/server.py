@@ -21,7 +21,7 @@ from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
 from mailpolicy.esmtp.data import data_command_ok, read_data
 from mailpolicy.runtime.service import Listener
 from mailpolicy.smtp import xforward as xf
-from mailpolicy.smtp.originating import inbound_signing_steps, originating_steps
+from mailpolicy.smtp.originating import originating_steps, signing_steps
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
 from mailpolicy.smtp.reinject import NextHop
 from mailpolicy.smtp.rewrite import HopStep, RewriteStep
@@ -91,8 +91,8 @@ class Filter:
         if originating:  # submitted by an authenticated user: no DMARC check of our own mail
             self.pre_steps = [HopStep(self.hostname, cfg.filter.max_passes),
                               *originating_steps(cfg, self.directory, store)]
-        else:
-            self.post_steps += inbound_signing_steps(cfg, self.directory, store)
+        # DKIM (submitted mail) or ARC (forwarded copies): last, over the final headers
+        self.post_steps += signing_steps(cfg, store, self.dmarc.resolver, originating)
 
     def next_hop(self) -> NextHop:
         r = self.cfg.reinject

@@ -17,6 +17,7 @@ from mailpolicy.core.outbound import least_used
 from mailpolicy.store import passwords
 from mailpolicy.store import validate as v
 from mailpolicy.store.db import Db
+from mailpolicy.store.dkimkeys import DkimKeys
 from mailpolicy.store.engine import make_engine, migrate
 from mailpolicy.store.errors import Conflict, Invalid, NotFound
 from mailpolicy.store.fastread import SqliteReader, domain_from
@@ -55,6 +56,7 @@ class Store:
         self.autoreplies = Autoresponders(self.db, self.get_mailbox)
         self.tokens = Tokens(self.db, self.get_mailbox)
         self.sending = Sending(self.db, self.get_mailbox)
+        self.dkim = DkimKeys(self.db)
 
     @property
     def version(self) -> int:
