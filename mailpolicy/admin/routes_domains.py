@@ -127,7 +127,9 @@ async def create_domain(request: web.Request) -> web.Response:
     dkim_dns = await make_dkim_keys(request, d.name)
     if dkim_dns is not None and not dkim_dns["ok"] and (dns_result is None or dns_result["ok"]):
         dns_result = dkim_dns
-    return web.json_response(_with_dns(domain_view(d, 0), dns_result), status=201,
+    view = _with_dns(domain_view(d, 0), dns_result)
+    view["warnings"] = dnsrecords.warnings(d)
+    return web.json_response(view, status=201,
                              headers={"Location": f"/v1/domains/{d.name}"})
 
 
@@ -181,6 +183,8 @@ async def delete_domain(request: web.Request) -> web.Response:
 @routes.get("/v1/domains/{domain}/dns-records")
 async def dns_records(request: web.Request) -> web.Response:
     d = await get_domain_or_404(request, parse_domain(request.match_info["domain"]))
-    recs = dnsrecords.records(request.app[CONFIG_KEY], d)
+    keys = await request.app[STORE_KEY].dkim.list(d.name)
+    recs = dnsrecords.records(request.app[CONFIG_KEY], d, keys)
     return web.json_response({"domain": d.name, "records": recs,
-                              "zone": "\n".join(dnsrecords.zone_lines(recs)) + "\n"})
+                              "zone": "\n".join(dnsrecords.zone_lines(recs)) + "\n",
+                              "warnings": dnsrecords.warnings(d)})

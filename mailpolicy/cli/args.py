@@ -158,8 +158,10 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s.add_argument("address", metavar="ADDRESS")
     _json(s)
 
-    s = sub.add_parser("dns-records", help="DNS records a mail domain should publish")
+    s = sub.add_parser("dns-records", help="DNS records a mail domain should publish: MX, SPF, "
+                       "DKIM, DMARC, SRV")
     s.add_argument("domain", metavar="DOMAIN")
+    s.add_argument("--zone", action="store_true", help="in zone-file form")
     _json(s)
 
 

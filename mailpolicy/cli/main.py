@@ -73,6 +73,7 @@ def cmd_domain(args: argparse.Namespace, api: Client) -> None:
     if args.action == "add":
         d = api.call("POST", "/v1/domains", {"name": args.name, **_domain_body(args)})
         _dns_warning(d)
+        _warnings(d)
         print_json(d) if args.json else _show_domain(d)
     elif args.action == "edit":
         d = api.call("PATCH", f"/v1/domains/{quote_path(args.name)}", _domain_body(args))
@@ -298,11 +299,21 @@ def cmd_autoreply(args: argparse.Namespace, api: Client) -> None:
     print(ar["message"] or "(empty: the autoresponder is off)")
 
 
+def _warnings(res: dict[str, Any]) -> None:
+    for w in res.get("warnings") or ():
+        print(f"mailpolicy: warning: {w}", file=sys.stderr)
+
+
 def cmd_dns_records(args: argparse.Namespace, api: Client) -> None:
     res = api.call("GET", f"/v1/domains/{quote_path(args.domain)}/dns-records")
     if args.json:
         return print_json(res)
-    sys.stdout.write(res["zone"])
+    _warnings(res)
+    if args.zone:
+        sys.stdout.write(res["zone"])
+        return
+    for r in res["records"]:
+        print(f"{r['name']} {r['type']} {r['value']}\n    ({r['purpose']})")
 
 
 # ---------------------------------------------------------------- local commands
@@ -321,7 +332,10 @@ def cmd_postfix_config(args: argparse.Namespace) -> int:
         cfg = config.load(args.config)
     except config.ConfigError as e:
         raise Refused(str(e)) from None
-    out = postfixconf.render(cfg, outbound.pool(cfg), args.json)
+    ips = outbound.pool(cfg)
+    for warning in outbound.pool_warnings(cfg, ips):
+        print(f"mailpolicy: warning: {warning}", file=sys.stderr)
+    out = postfixconf.render(cfg, ips, args.json)
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return EXIT_OK
 

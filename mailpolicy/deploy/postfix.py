@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 
 from mailpolicy.config import Config, split_hostport
-from mailpolicy.core.outbound import transport_name
+from mailpolicy.core.outbound import pool_warnings, transport_name
 from mailpolicy.deploy.tlsmaps import POSTFIX_MAP
 
 FILTER_TRANSPORT = "mailpolicy-filter"
@@ -270,7 +270,8 @@ _MASTER_COMMENTS = {
 
 
 def _header(cfg: Config, ips: tuple[str, ...]) -> str:
-    return _HEADER.format(mode=cfg.filter.mode, pool=", ".join(ips) or "(none)")
+    head = _HEADER.format(mode=cfg.filter.mode, pool=", ".join(ips) or "(none)")
+    return "\n".join([head, *(f"# WARNING: {w}" for w in pool_warnings(cfg, ips))])
 
 
 def render_main(cfg: Config, outbound_ips: Iterable[str]) -> str:
@@ -303,6 +304,6 @@ def render(cfg: Config, outbound_ips: Iterable[str], as_json: bool) -> str:
     """Commented main.cf + master.cf text, or JSON {"main_cf": {...}, "master_cf": [...]}."""
     ips = tuple(outbound_ips)
     if as_json:
-        return json.dumps({"main_cf": main_cf(cfg, ips), "master_cf": master_cf(cfg, ips)},
-                          indent=2) + "\n"
+        return json.dumps({"main_cf": main_cf(cfg, ips), "master_cf": master_cf(cfg, ips),
+                           "warnings": pool_warnings(cfg, ips)}, indent=2) + "\n"
     return render_main(cfg, ips) + "\n" + render_master(cfg, ips)

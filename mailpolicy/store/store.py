@@ -69,7 +69,7 @@ class Store:
         """Open (and migrate) the store at `url`."""
         engine = make_engine(url, busy_timeout_ms)
         await migrate(engine)
-        store = cls(engine, tuple(ip_pool) if ip_pool else ("127.0.0.1",),
+        store = cls(engine, tuple(ip_pool) if ip_pool is not None else ("127.0.0.1",),
                     SqliteReader.for_url(url, busy_timeout_ms))
         async with store.db.write() as conn:
             for ip in store.ip_pool:
@@ -176,7 +176,9 @@ class Store:
             rt = ""
         out["redirect_to"] = v.redirect_to(action, rt, name)
         ip = merged.get("outbound_ip", "") or "auto"
-        if ip == "auto":
+        if ip == "auto" and not self.ip_pool:  # no routable address: Postfix's default one
+            ip = ""
+        elif ip == "auto":
             if current and current.outbound_ip and "outbound_ip" not in fields:
                 ip = current.outbound_ip
             else:
@@ -184,7 +186,7 @@ class Store:
                 if current:
                     per_ip[current.outbound_ip] = per_ip.get(current.outbound_ip, 1) - 1
                 ip = least_used(self.ip_pool, per_ip)
-        out["outbound_ip"] = v.ip_address(ip, self.ip_pool)
+        out["outbound_ip"] = v.ip_address(ip, self.ip_pool) if ip else ""
         dmarc = merged.get("dmarc", False)
         if not isinstance(dmarc, bool):
             raise Invalid("dmarc", "must be true or false")

@@ -62,3 +62,16 @@ async def test_grants_refuse_bad_input(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.sending.set_grants("zed@example.org", ["@example.org"])
     assert await store.sending.granted("sales@example.org", "@example.org") == []
+
+
+async def test_an_empty_pool_gives_no_outbound_ip(tmp_path) -> None:
+    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'p.sqlite'}", ip_pool=())
+    try:
+        d = await s.create_domain("nopool.example", outbound_ip="auto")
+        assert d.outbound_ip == ""  # never 127.0.0.1: Postfix's default address is used
+        from mailpolicy.store.errors import Invalid
+
+        with pytest.raises(Invalid):
+            await s.create_domain("other.example", outbound_ip="203.0.113.9")
+    finally:
+        await s.close()

@@ -147,7 +147,7 @@ def test_json_render_is_main_cf_and_master_cf() -> None:
     cfg = cfg_of()
     data = json.loads(postfixconf.render(cfg, POOL, as_json=True))
     assert data == {"main_cf": postfixconf.main_cf(cfg, POOL),
-                    "master_cf": postfixconf.master_cf(cfg, POOL)}
+                    "master_cf": postfixconf.master_cf(cfg, POOL), "warnings": []}
 
 
 def test_text_render_holds_every_line_and_only_comments_besides() -> None:
