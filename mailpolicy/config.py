@@ -106,6 +106,7 @@ class ClientSettings(_Section):
     imap: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=993, security="ssl")
     pop3: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=995, security="ssl")
     smtp: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=587, security="starttls")
+    pop3_enabled: bool = False  # Dovecot serves POP3 too (dovecot-pop3d): shown to users
 
 
 class Submission(_Section):

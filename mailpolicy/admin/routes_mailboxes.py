@@ -179,8 +179,15 @@ async def client_settings(request: web.Request) -> web.Response:
         return {"host": e.host, "port": e.port, "security": e.security, "username": m.address,
                 "authentication": "password"}
 
-    return web.json_response({"address": m.address, "login": m.address,
-                              "imap": ep(cs.imap), "pop3": ep(cs.pop3), "smtp": ep(cs.smtp)})
+    out: dict[str, Any] = {"address": m.address, "login": m.address, "imap": ep(cs.imap)}
+    if cs.pop3_enabled:
+        out["pop3"] = ep(cs.pop3)
+    sub = request.app[CONFIG_KEY].submission
+    if sub.enabled and sub.submission:  # what the deployment offers (postfix-config emits it)
+        out["smtp"] = ep(cs.smtp)
+    if sub.enabled and sub.submissions:
+        out["smtps"] = ep(type(cs.smtp)(host=cs.smtp.host, port=465, security="ssl"))
+    return web.json_response(out)
 
 
 @routes.post("/v1/mailboxes/{address}/login-token")

@@ -235,7 +235,7 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
         print_pairs([("Address", s["address"]), ("Login", s["login"]),
                 ("Password", "the mailbox password")]
                + [(p.upper(), f"{s[p]['host']} port {s[p]['port']} ({s[p]['security']})")
-                  for p in ("imap", "pop3", "smtp")])
+                  for p in ("imap", "pop3", "smtp", "smtps") if p in s])
     elif a == "login-as":
         res = api.call("POST", f"/v1/mailboxes/{quote_path(args.address)}/login-token",
                        {} if args.ttl is None else {"ttl": args.ttl})

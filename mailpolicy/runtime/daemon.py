@@ -11,6 +11,7 @@ import structlog
 
 from mailpolicy import config as config_mod
 from mailpolicy.core import outbound
+from mailpolicy.core.srs import srs_domain
 from mailpolicy.deploy import tlsmaps
 from mailpolicy.runtime import logs, sdnotify, workers
 from mailpolicy.runtime.service import Listener
@@ -83,6 +84,7 @@ def run(config_path: str | None = None) -> int:
     """`mailpolicy serve`: load the config and run until stopped; exit status."""
     try:
         cfg = config_mod.load(config_path)
+        srs_domain(cfg)  # refused at start, naming the key, when not fully qualified
     except config_mod.ConfigError as e:
         print(f"mailpolicy: config error: {e}", file=sys.stderr)
         return 2

@@ -134,7 +134,8 @@ class Stack:
             "admin": {"group": ""},
             "outbound": {"ip_pool": ["127.0.0.1"]},
             "reinject": {"host": "127.0.0.1", "port": p["reinject"]},
-            "filter": {"mode": self.opts.filter_mode, "hostname": HOSTNAME},
+            "filter": {"mode": self.opts.filter_mode, "hostname": HOSTNAME,
+                       "srs_domain": HOSTNAME},
             "log": {"level": "debug"},
         }
         data = deep_merge(data, self.opts.mailpolicy)

@@ -148,7 +148,9 @@ async def test_mailbox_crud_usage_and_properties(admin_env: AdminEnv) -> None:
     assert settings["login"] == "joe@example.com"
     assert settings["imap"] == {"host": "mail.example.com", "port": 993, "security": "ssl",
                                 "username": "joe@example.com", "authentication": "password"}
-    assert settings["smtp"]["port"] == 587 and settings["pop3"]["port"] == 995
+    assert settings["smtp"]["port"] == 587 and settings["smtp"]["security"] == "starttls"
+    assert settings["smtps"]["port"] == 465 and settings["smtps"]["security"] == "ssl"
+    assert "pop3" not in settings  # client_settings.pop3_enabled is off by default
 
 
 async def test_clear_keeps_mailbox_and_delete_removes_maildir(admin_env: AdminEnv) -> None:
