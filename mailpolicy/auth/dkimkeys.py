@@ -71,9 +71,12 @@ async def make_keys(cfg: Config, store: Any, domain: str, *, active_from: float 
 
 async def rotate(cfg: Config, store: Any, domain: str, actor: str = "admin") -> list[Any]:
     """New selectors, published now, signing after dkim.rotation_delay_hours; the current
-    keys stay published as long again, then are retired."""
+    keys stay published as long again, then are retired. A domain without a signing key
+    gets one that signs at once."""
     delay = cfg.dkim.rotation_delay_hours * 3600
     now = time.time()
+    if not current(await store.dkim.list(domain), now):  # none yet (a domain made before
+        return await make_keys(cfg, store, domain, actor=actor)  # DKIM): sign at once
     return await make_keys(cfg, store, domain, active_from=now + delay,
                            retire_others_at=now + 2 * delay, actor=actor)
 

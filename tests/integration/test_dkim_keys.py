@@ -76,3 +76,10 @@ async def test_rotation_publishes_first_then_signs_then_retires(env) -> None:
     assert [k.selector for k in current(keys, now + 3601)] == [k.selector for k in new]
     assert all(k.published(now + 3601) for k in keys)  # the old ones drain for a while
     assert {k.selector for k in keys if k.published(now + 7201)} == {k.selector for k in new}
+
+
+async def test_rotating_a_domain_without_keys_signs_at_once(env) -> None:
+    cfg, store = env
+    made = await dkimkeys.rotate(cfg, store, "example.org")
+    assert [k.selector for k in current(await store.dkim.list("example.org"), time.time())] == [
+        k.selector for k in made]
