@@ -26,12 +26,12 @@ send_limits = sa.Table(
     sa.Column("recipients_per_hour", sa.Integer, nullable=True),
 )
 
-# Messages and recipients sent per key (`mailbox:<login>`, `domain:<name>`) and hour window
+# Messages and recipients sent per key (`mailbox:<login>`, `domain:<name>`) and hour
 # (Unix time // 3600), counted with atomic upserts so every worker and host shares them.
 send_counters = sa.Table(
     "send_counters", metadata,
     sa.Column("key", sa.String(330), primary_key=True),
-    sa.Column("window", sa.BigInteger, primary_key=True),
+    sa.Column("hour", sa.BigInteger, primary_key=True),
     sa.Column("messages", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("recipients", sa.BigInteger, nullable=False, server_default="0"),
 )

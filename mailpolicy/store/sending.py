@@ -136,16 +136,16 @@ class Sending:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(send_counters).values(key=key, window=window, messages=messages,
+        stmt = insert(send_counters).values(key=key, hour=window, messages=messages,
                                             recipients=recipients)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[send_counters.c.key, send_counters.c.window],
+            index_elements=[send_counters.c.key, send_counters.c.hour],
             set_={"messages": send_counters.c.messages + messages,
                   "recipients": send_counters.c.recipients + recipients})
         await conn.execute(stmt)
         row = (await conn.execute(sa.select(send_counters.c.messages, send_counters.c.recipients)
                                   .where(send_counters.c.key == key,
-                                         send_counters.c.window == window))).one()
+                                         send_counters.c.hour == window))).one()
         return int(row[0]), int(row[1])
 
     async def count(self, limits: Iterable[Limit], messages: int, recipients: int,
@@ -164,7 +164,7 @@ class Sending:
                         raise _Over(f"{lim.name} limit of {lim.recipients} recipients per hour")
                     if m == messages:  # the key's first message this hour: drop older hours
                         await conn.execute(send_counters.delete().where(
-                            send_counters.c.key == lim.key, send_counters.c.window < window))
+                            send_counters.c.key == lim.key, send_counters.c.hour < window))
         except _Over as e:
             return e.what
         return None
