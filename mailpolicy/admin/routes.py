@@ -47,3 +47,4 @@ def add_routes(app: web.Application) -> None:
     app.add_routes(routes_domains.routes)
     app.add_routes(routes_mailboxes.routes)
     app.add_routes(routes_sending.routes)
+    app.cleanup_ctx.append(routes_sending.dkim_dns_upkeep)

@@ -80,12 +80,13 @@ async def sync_tls_maps(request: web.Request) -> None:
         await write_tls_maps(request.app[CONFIG_KEY], await request.app[STORE_KEY].list_domains())
 
 
-async def sync_dkim_dns(cfg: Config, store: Any, domain: str) -> dict[str, Any] | None:
+async def sync_dkim_dns(cfg: Config, store: Any, domain: str,
+                        now: float | None = None) -> dict[str, Any] | None:
     """Publish the domain's DKIM selectors (and remove retired ones) at the RFC 2136 server."""
     if not cfg.dmarc.update_server:
         return None
     try:
-        await publish.sync_dkim(cfg, domain, await store.dkim.list(domain))
+        await publish.sync_dkim(cfg, domain, await store.dkim.list(domain), now)
     except Exception as e:
         log.warning("admin.dkim_dns_update_failed", domain=domain, error=str(e))
         return {"ok": False, "error": str(e)}

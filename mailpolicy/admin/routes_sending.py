@@ -3,11 +3,14 @@ domain's DKIM keys (/v1/domains/{domain}/dkim)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import time
 from typing import Any
 
 import msgspec
+import structlog
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
@@ -19,6 +22,7 @@ from mailpolicy.auth import dkimkeys, signing
 from mailpolicy.core.dkimkey import DkimKey, current
 
 routes = web.RouteTableDef()
+log = structlog.get_logger("mailpolicy.admin")
 
 
 class SendingFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -96,3 +100,40 @@ async def rotate_dkim(request: web.Request) -> web.Response:
     if dns is not None:
         view["dns_update"] = dns
     return web.json_response(view)
+
+
+DKIM_UPKEEP_INTERVAL = 3600.0  # seconds between checks for DKIM selectors that retired
+
+
+async def retire_due(cfg: Any, store: Any, now: float, window: float) -> list[str]:
+    """Re-publish the DKIM records of domains with a selector retired in (now - window, now],
+    so retired selectors leave DNS; returns the domains DNS now matches."""
+    done = []
+    for d in await store.list_domains():
+        keys = await store.dkim.list(d.name)
+        if any(k.retire_at is not None and now - window < k.retire_at <= now for k in keys):
+            result = await sync_dkim_dns(cfg, store, d.name, now)
+            if result is not None and result["ok"]:
+                done.append(d.name)
+    return done
+
+
+async def dkim_dns_upkeep(app: web.Application) -> Any:
+    """aiohttp cleanup context: with an RFC 2136 server configured, retired DKIM selectors are
+    removed from DNS within DKIM_UPKEEP_INTERVAL; the task ends with the admin server."""
+    cfg, store = app[CONFIG_KEY], app[STORE_KEY]
+
+    async def upkeep() -> None:
+        while True:
+            await asyncio.sleep(DKIM_UPKEEP_INTERVAL)
+            try:
+                await retire_due(cfg, store, time.time(), 2 * DKIM_UPKEEP_INTERVAL)
+            except Exception as e:  # the next round tries again
+                log.warning("admin.dkim_upkeep_failed", error=str(e))
+
+    task = asyncio.create_task(upkeep()) if cfg.dmarc.update_server else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

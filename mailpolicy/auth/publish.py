@@ -108,9 +108,12 @@ def build_dkim_update(cfg: Config, domain: str, keys: Iterable[DkimKey],
     return upd
 
 
-async def sync_dkim(cfg: Config, domain: str, keys: Iterable[DkimKey]) -> None:
-    """Publish the domain's DKIM selectors at dmarc.update_server; raises PublishError."""
-    await _send(cfg, build_dkim_update(cfg, domain, list(keys), time.time()),
+async def sync_dkim(cfg: Config, domain: str, keys: Iterable[DkimKey],
+                    now: float | None = None) -> None:
+    """Publish the domain's DKIM selectors at dmarc.update_server (those retired by `now`
+    deleted); raises PublishError."""
+    await _send(cfg, build_dkim_update(cfg, domain, list(keys),
+                                       time.time() if now is None else now),
                 f"_domainkey.{domain}")
 
 

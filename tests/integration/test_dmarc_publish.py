@@ -181,3 +181,33 @@ async def test_dkim_selectors_are_published_and_retired(knot):
     assert await txt_at(knot, "mp20250101r._domainkey.mail.test") == ["v=DKIM1; k=rsa; p=QUJD"]
     await sync_dkim(cfg, "mail.test", [live, old])
     assert await txt_at(knot, "mp20250101r._domainkey.mail.test") == []
+
+
+async def test_retired_dkim_selectors_leave_dns(knot, tmp_path):
+    """The admin server's upkeep round: a selector whose retire time passed is deleted from
+    DNS, the live one stays."""
+    from mailpolicy.admin.routes_sending import retire_due
+    from mailpolicy.core.dkimkey import DkimKey
+    from mailpolicy.store import Store
+
+    cfg = config.from_dict({"paths": {"state_dir": str(tmp_path)},
+                            "dmarc": {"update_server": f"127.0.0.1:{knot}",
+                                      "update_zone": "mail.test", "tsig_name": "mp-key",
+                                      "tsig_secret": SECRET}})
+    store = await Store.open(cfg.store_url)
+    try:
+        await store.create_domain("mail.test")
+        now = time.time()
+        await store.dkim.add(DkimKey("mail.test", "old", "rsa", "QUJD", "/k", now, now))
+        from mailpolicy.auth.publish import sync_dkim
+
+        await sync_dkim(cfg, "mail.test", await store.dkim.list("mail.test"))
+        assert await txt_at(knot, "old._domainkey.mail.test") == ["v=DKIM1; k=rsa; p=QUJD"]
+        await store.dkim.add(DkimKey("mail.test", "new", "rsa", "REVG", "/k", now, now),
+                             retire_others_at=now + 10)
+        assert await retire_due(cfg, store, now, 3600) == []  # not yet
+        assert await retire_due(cfg, store, now + 11, 3600) == ["mail.test"]
+        assert await txt_at(knot, "old._domainkey.mail.test") == []
+        assert await txt_at(knot, "new._domainkey.mail.test") == ["v=DKIM1; k=rsa; p=REVG"]
+    finally:
+        await store.close()
