@@ -20,6 +20,7 @@ from mailpolicy.cli.output import (
     quote_path,
     usage_text,
 )
+from mailpolicy.core.senders import normalize_grant
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -168,6 +169,11 @@ def _sending_body(args: argparse.Namespace, current: dict[str, Any] | None) -> d
     """The /sending changes asked for by --may-send-as / --messages-per-hour / ... (or {})."""
     body: dict[str, Any] = {}
     grants = [g for v in args.may_send_as for g in v.replace(",", " ").split()]
+    for g in grants:
+        try:
+            normalize_grant(g)
+        except ValueError as e:
+            raise Refused(f"--may-send-as: {e}") from None
     if grants or args.clear_may_send_as:
         cur = [] if current is None or args.clear_may_send_as else current["may_send_as"]
         body["may_send_as"] = cur + [g for g in dict.fromkeys(grants) if g not in cur]
@@ -194,15 +200,18 @@ def _show_mailbox(m: dict[str, Any]) -> None:
 def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
     a = args.action
     if a in ("add", "edit"):
+        # the sending options are checked before anything changes (two API calls)
         if a == "add":
+            sending = _sending_body(args, None)
             m = api.call("POST", "/v1/mailboxes",
                          {"address": args.address, **_mailbox_body(args, None)})
         else:
             cur = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
+            sending = _sending_body(args, api.call(
+                "GET", f"/v1/mailboxes/{quote_path(cur['address'])}/sending"))
             m = api.call("PATCH", f"/v1/mailboxes/{quote_path(cur['address'])}",
                          _mailbox_body(args, cur))
         url = f"/v1/mailboxes/{quote_path(m['address'])}/sending"
-        sending = _sending_body(args, api.call("GET", url) if a == "edit" else None)
         m["sending"] = api.call("PATCH" if sending else "GET", url, sending or None)
         print_json(m) if args.json else _show_mailbox(m)
     elif a == "list":

@@ -43,10 +43,15 @@ async def test_may_send_as_and_limits(env: AdminEnv) -> None:
     assert "May send as:" in out and "200 messages, 1000 recipients per hour" in out
     rc, _out, err = await cli(env, "mailbox", "edit", "ann@example.com", "--may-send-as",
                               "not an address")
-    assert rc == 1 and "may_send_as" in err
+    assert rc == 1 and "--may-send-as" in err
     rc, _out, err = await cli(env, "mailbox", "edit", "ann@example.com",
                               "--recipients-per-hour", "lots")
     assert rc == 1 and "--recipients-per-hour" in err
+    # a bad sending option on add changes nothing: the mailbox is not created either
+    rc, _out, err = await cli(env, "mailbox", "add", "bo@example.com", "--may-send-as", "x+y@z")
+    assert rc == 1 and "--may-send-as" in err
+    rc, _out, _err = await cli(env, "mailbox", "show", "bo@example.com")
+    assert rc == 1
 
 
 async def test_dkim_keys_and_rotation(env: AdminEnv) -> None:
