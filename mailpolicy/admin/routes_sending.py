@@ -20,6 +20,7 @@ from mailpolicy.admin.routes_mailboxes import mailbox_or_404
 from mailpolicy.admin.schema import Names, decode
 from mailpolicy.auth import dkimkeys, signing
 from mailpolicy.core.dkimkey import DkimKey, current
+from mailpolicy.store.sending import limit_value
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("mailpolicy.admin")
@@ -53,6 +54,9 @@ async def edit_sending(request: web.Request) -> web.Response:
     body = decode(await request.read(), SendingFields)
     m = await mailbox_or_404(request)
     store = request.app[STORE_KEY]
+    for name in ("messages_per_hour", "recipients_per_hour"):  # refused before any change
+        if getattr(body, name) is not UNSET:
+            limit_value(getattr(body, name), name)
     if body.may_send_as is not UNSET:
         await store.sending.set_grants(m.address, body.may_send_as, actor=request[ACTOR])
     if body.messages_per_hour is not UNSET or body.recipients_per_hour is not UNSET:

@@ -39,7 +39,8 @@ class _Over(Exception):
         self.what = what
 
 
-def _limit_value(value: object, field: str) -> int | None:
+def limit_value(value: object, field: str) -> int | None:
+    """A per-hour limit as stored: None (the default) or 0..MAX_LIMIT; Invalid otherwise."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
@@ -118,8 +119,8 @@ class Sending:
                          ) -> tuple[int | None, int | None]:
         """Set the mailbox's own limits (None = the configured default)."""
         mb = await self._mailbox(address)
-        m = _limit_value(messages_per_hour, "messages_per_hour")
-        r = _limit_value(recipients_per_hour, "recipients_per_hour")
+        m = limit_value(messages_per_hour, "messages_per_hour")
+        r = limit_value(recipients_per_hour, "recipients_per_hour")
         async with self.db.write(directory=False) as conn:
             await conn.execute(send_limits.delete().where(send_limits.c.mailbox_id == mb.id))
             if m is not None or r is not None:

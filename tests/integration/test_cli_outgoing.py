@@ -79,3 +79,18 @@ async def test_dovecot_config_prints_the_files(env: AdminEnv) -> None:
     text = await ok(env, "dovecot-config", "--sql-conf-dir", "/etc/dovecot/mp")
     assert "# ==== /etc/dovecot/mp/dovecot-sql-mailpolicy.conf.ext ====" in text
     assert "args = /etc/dovecot/mp/dovecot-sql-mailpolicy.conf.ext" in text
+
+
+async def test_sending_api_refuses_bad_input_and_changes_nothing(env: AdminEnv) -> None:
+    await env.ok("POST", "/v1/domains", {"name": "example.com"})
+    await env.ok("POST", "/v1/mailboxes", {"address": "ann@example.com"})
+    url = "/v1/mailboxes/ann@example.com/sending"
+    before = await env.ok("GET", url)
+    for body in ({"may_send_as": ["a@example.com"], "messages_per_hour": -1},
+                 {"may_send_as": ["not an address"]}, {"recipients_per_hour": "many"},
+                 {"unknown": 1}):
+        status, _res = await env.call("PATCH", url, body)
+        assert status in (400, 422), body
+    assert await env.ok("GET", url) == before
+    got = await env.ok("PATCH", url, {"may_send_as": ["@Example.ORG"], "recipients_per_hour": 0})
+    assert got["may_send_as"] == ["@example.org"] and got["effective"]["recipients_per_hour"] == 0
