@@ -25,6 +25,7 @@ from mailpolicy.admin.schema import (
     decode,
     mailbox_view,
 )
+from mailpolicy.core.cluster import is_remote
 from mailpolicy.core.model import Mailbox
 from mailpolicy.maildir import mailbox as files
 from mailpolicy.store import Store
@@ -52,9 +53,16 @@ async def mailbox_or_404(request: web.Request) -> Mailbox:
 
 async def _with_usage(request: web.Request, boxes: list[Mailbox],
                       active: set[int]) -> list[dict[str, Any]]:
-    root = request.app[CONFIG_KEY].maildir_root
+    cfg = request.app[CONFIG_KEY]
+    root = cfg.maildir_root
+    # a mailbox at home on another node: the figure its home node keeps in the store
+    remote = {m.id for m in boxes if is_remote(m, cfg.cluster.node)}
+    figures = await request.app[STORE_KEY].nodes.usages(remote) if remote else {}
     dirs = [(files.maildir_for(root, m.domain, m.name), m.max_size or 0) for m in boxes]
-    used = await asyncio.to_thread(lambda: [files.usage(d, limit) for d, limit in dirs])
+    local = await asyncio.to_thread(lambda: [
+        None if m.id in remote else files.usage(d, limit)
+        for m, (d, limit) in zip(boxes, dirs, strict=True)])
+    used = [figures.get(m.id, 0) if u is None else u for m, u in zip(boxes, local, strict=True)]
     return [mailbox_view(m, u, m.id in active) for m, u in zip(boxes, used, strict=True)]
 
 

@@ -94,6 +94,9 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     for name in ("add", "edit"):
         s = mb.add_parser(name, help=f"{name} a mailbox")
         s.add_argument("address", metavar="ADDRESS")
+        if name == "add":
+            s.add_argument("--node", metavar="NODE", help="home node (cluster; default: the "
+                           "active node with the fewest bytes stored)")
         _mailbox_options(s, edit=name == "edit")
     s = mb.add_parser("list", help="list mailboxes: name, properties, size used/max")
     s.add_argument("--domain", metavar="D")
@@ -138,6 +141,10 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = ar.add_parser("show", help="show the autoresponder")
     s.add_argument("address", metavar="ADDRESS")
     _json(s)
+
+    from mailpolicy.cli import nodes
+
+    nodes.add_parser(sub, _json)
 
     s = sub.add_parser("dns-records", help="DNS records a mail domain should publish")
     s.add_argument("domain", metavar="DOMAIN")

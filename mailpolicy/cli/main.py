@@ -11,6 +11,7 @@ from typing import Any
 
 from mailpolicy.cli.args import build_parser, default_socket
 from mailpolicy.cli.client import Client, Refused
+from mailpolicy.cli.nodes import cmd_node
 from mailpolicy.cli.output import (
     human_size,
     print_json,
@@ -144,6 +145,7 @@ def _show_mailbox(m: dict[str, Any]) -> None:
             ("Size", usage_text(usage["used"], usage["max"])), ("Copies to", m["copies_to"]),
             ("Do not save", m["no_save"]), ("Enabled", m["enabled"]),
             ("Password set", m["has_password"]),
+            *([("Home node", m["home_node"])] if m.get("home_node") else []),
             ("Properties", properties_text(m.get("properties") or {"enabled": m["enabled"]}))])
 
 
@@ -152,7 +154,8 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
     if a in ("add", "edit"):
         if a == "add":
             m = api.call("POST", "/v1/mailboxes",
-                         {"address": args.address, **_mailbox_body(args, None)})
+                         {"address": args.address, **_mailbox_body(args, None)}
+                         | ({"node": args.node} if args.node else {}))
         else:
             cur = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
             m = api.call("PATCH", f"/v1/mailboxes/{quote_path(cur['address'])}",
@@ -163,9 +166,11 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
                        else None)
         if args.json:
             return print_json(res)
-        print_table(["Name", "Properties", "Size"],
+        homes = any(m.get("home_node") for m in res["mailboxes"])  # a cluster: say where
+        print_table(["Name", "Properties", "Size"] + (["Node"] if homes else []),
                [[m["address"], properties_text(m["properties"]),
-                 usage_text(m["usage"]["used"], m["usage"]["max"])] for m in res["mailboxes"]])
+                 usage_text(m["usage"]["used"], m["usage"]["max"])]
+                + ([m.get("home_node") or "-"] if homes else []) for m in res["mailboxes"]])
     elif a == "show":
         m = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
         print_json(m) if args.json else _show_mailbox(m)
@@ -281,7 +286,7 @@ def cmd_postfix_config(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"domain": cmd_domain, "mailbox": cmd_mailbox, "autoreply": cmd_autoreply,
-            "dns-records": cmd_dns_records}
+            "dns-records": cmd_dns_records, "node": cmd_node}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mailpolicy.core.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox, Node
 from mailpolicy.core.outbound import least_used
 from mailpolicy.store import passwords
 from mailpolicy.store import validate as v
@@ -21,6 +21,7 @@ from mailpolicy.store.engine import make_engine, migrate
 from mailpolicy.store.errors import Conflict, Invalid, NotFound
 from mailpolicy.store.fastread import SqliteReader, domain_from
 from mailpolicy.store.mailstate import Autoresponders, Tokens
+from mailpolicy.store.nodes import Nodes
 from mailpolicy.store.schema import (
     aliases,
     audit_log,
@@ -53,6 +54,7 @@ class Store:
         self.reader = reader  # SQLite: the fast path for per-recipient lookups
         self.autoreplies = Autoresponders(self.db, self.get_mailbox)
         self.tokens = Tokens(self.db, self.get_mailbox)
+        self.nodes = Nodes(self.db)
 
     @property
     def version(self) -> int:
@@ -120,6 +122,10 @@ class Store:
                 return None
             found = await self.db.mailboxes(conn, mailboxes.c.id == mid)
         return (found[0], True) if found else None
+
+    async def get_node(self, name: str) -> Node | None:
+        """A node of the cluster (where its LMTP server and Dovecot are reached)."""
+        return await self.nodes.get(name)
 
     async def get_mailbox(self, address: str) -> Mailbox | None:
         try:
@@ -321,7 +327,9 @@ class Store:
                                                       position=i))
 
     async def create_mailbox(self, address: str, *, actor: str = "admin",
-                             **fields: Any) -> Mailbox:
+                             node: str | None = None, **fields: Any) -> Mailbox:
+        """Create a mailbox, at home on `node` or else on the active node with the fewest
+        bytes stored (see Nodes.home_for)."""
         name, dname = _split(address)
         domain = await self.get_domain(dname)
         if domain is None:
@@ -331,14 +339,16 @@ class Store:
             async with self.db.write() as conn:
                 await self._check_names(conn, domain.id, [name], None, "name")
                 await self._check_names(conn, domain.id, values["aliases"], None)
-                res = await conn.execute(mailboxes.insert().values(
+                home = await self.nodes.home_for(conn, node)
+                res = await conn.execute(mailboxes.insert().values(home_node=home,
                     domain_id=domain.id, name=name, password_hash=values.get("password_hash", ""),
                     max_size=values["max_size"], no_save=values["no_save"],
                     enabled=values["enabled"], created_at=time.time()))
                 mid = res.inserted_primary_key[0]
                 await self._save_lists(conn, mid, domain.id, values)
                 await self.db.audit(conn, actor, "mailbox.create", f"{name}@{dname}",
-                                  {k: val for k, val in values.items() if k != "password_hash"})
+                                  {k: val for k, val in values.items() if k != "password_hash"}
+                                  | ({"home_node": home} if home else {}))
         except IntegrityError:
             raise Conflict(f"{name}@{dname} exists", "name") from None
         mb = await self.get_mailbox(f"{name}@{dname}")
