@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 
 from mailpolicy.config import Config, split_hostport
 from mailpolicy.core.model import Mailbox, Node, NodeState
+from mailpolicy.core.replies import Reply
 
 LMTP_TRANSPORT = "mailpolicy-lmtp"  # the master.cf transport postfix-config defines
 UNREACHABLE_AFTER = 3  # heartbeats missed before `node list` calls a node unreachable
@@ -43,3 +44,9 @@ def reachable(node: Node, heartbeat_seconds: float, now: float | None = None) ->
         return False
     now = time.time() if now is None else now
     return now - node.last_seen <= heartbeat_seconds * UNREACHABLE_AFTER
+
+
+def not_home(mailbox: Mailbox) -> Reply:
+    """LMTP's answer for a mailbox at home on another node: deferred (Postfix retries, and
+    its transport map then names the home node), never stored in the wrong place."""
+    return Reply(451, "4.3.0", f"mailbox lives on node {mailbox.home_node}, not here")

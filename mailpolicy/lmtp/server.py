@@ -34,6 +34,7 @@ from mailpolicy.lmtp.deliver import (
     rcpt_decision,
     rcpt_quota_check,
 )
+from mailpolicy.lmtp.usage_report import report_usage
 
 log = structlog.get_logger("mailpolicy.lmtp")
 
@@ -275,6 +276,8 @@ class LMTPServer(LMTP):
         self._set_post_data_state()
         if not (data.too_big or data.bare):
             await handler.after_delivery(envelope, data.message, result)
+            await report_usage(handler.cfg, handler.store, handler.run_io, envelope.targets,
+                               result)
 
 
 class Listener(asyncio.AbstractServer):
