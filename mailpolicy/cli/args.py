@@ -74,6 +74,11 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("postfix-config", help="print the Postfix main.cf/master.cf fragments")
     _config_option(s)
     _json(s)
+    s = sub.add_parser("dovecot-config", help="print the Dovecot conf.d fragment and SQL files")
+    _config_option(s)
+    s.add_argument("--sql-conf", metavar="PATH", default="/etc/dovecot/"
+                   "dovecot-sql-mailpolicy.conf.ext", help="where the SQL file is installed")
+    _json(s)
 
     dom = sub.add_parser("domain", help="mail domains").add_subparsers(
         dest="action", required=True, metavar="ACTION")

@@ -285,6 +285,24 @@ def cmd_postfix_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dovecot_config(args: argparse.Namespace) -> int:
+    import json
+
+    from mailpolicy import config
+    from mailpolicy.deploy import dovecot
+
+    try:
+        files = dovecot.render(config.load(args.config), sql_conf_path=args.sql_conf)
+    except (config.ConfigError, ValueError) as e:
+        raise Refused(str(e)) from None
+    if args.json:
+        print(json.dumps(files, indent=2))
+    else:
+        for name, text in files.items():
+            print(f"# ==== {name} ====\n{text}")
+    return EXIT_OK
+
+
 HANDLERS = {"domain": cmd_domain, "mailbox": cmd_mailbox, "autoreply": cmd_autoreply,
             "dns-records": cmd_dns_records, "node": cmd_node}
 
@@ -296,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "postfix-config":
             return cmd_postfix_config(args)
+        if args.command == "dovecot-config":
+            return cmd_dovecot_config(args)
         api = Client(args.socket or default_socket(args.config))
         HANDLERS[args.command](args, api)
     except Refused as e:
