@@ -16,6 +16,7 @@ from mailpolicy.core.model import DefaultAction, Domain, Mailbox, Node
 from mailpolicy.core.outbound import least_used
 from mailpolicy.store import passwords
 from mailpolicy.store import validate as v
+from mailpolicy.store.changes import GenerationWatcher
 from mailpolicy.store.db import Db
 from mailpolicy.store.engine import make_engine, migrate
 from mailpolicy.store.errors import Conflict, Invalid, NotFound
@@ -55,6 +56,9 @@ class Store:
         self.autoreplies = Autoresponders(self.db, self.get_mailbox)
         self.tokens = Tokens(self.db, self.get_mailbox)
         self.nodes = Nodes(self.db)
+        # PostgreSQL: directory changes of other processes and nodes (LISTEN/NOTIFY + poll)
+        self.watcher = (GenerationWatcher(engine.url.render_as_string(hide_password=False))
+                        if reader is None and engine.dialect.name == "postgresql" else None)
 
     @property
     def version(self) -> int:
@@ -80,13 +84,18 @@ class Store:
     async def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+        if self.watcher is not None:
+            await self.watcher.close()
         await self.engine.dispose()
 
     # ---------------------------------------------------------------- reads
-    def generation(self) -> int | None:
+    def generation(self) -> object | None:
         """The directory generation, moved by every directory write of any process; read
-        synchronously (SQLite's read-only connection), None where that cannot be done."""
-        return self.reader.generation() if self.reader is not None else None
+        synchronously (SQLite's read-only connection) or kept by the PostgreSQL watcher;
+        None where neither can be done."""
+        if self.reader is not None:
+            return self.reader.generation()
+        return self.watcher.stamp() if self.watcher is not None else None
 
     @property
     def reads_synchronously(self) -> bool:

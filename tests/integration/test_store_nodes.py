@@ -105,3 +105,49 @@ async def test_register_creates_updates_and_heartbeats(store: Store) -> None:
     await store.nodes.register("n1", lmtp="127.0.0.9:24", imap="127.0.0.9:143")
     n = await store.nodes.get("n1")
     assert n is not None and n.lmtp == "127.0.0.9:24" and n.imap_host == "127.0.0.9"
+
+
+async def _wait_for(predicate, limit: float) -> float:
+    """Seconds until predicate() is true (bounded)."""
+    start = asyncio.get_running_loop().time()
+    while not predicate():
+        elapsed = asyncio.get_running_loop().time() - start
+        assert elapsed < limit, f"not within {limit}s"
+        await asyncio.sleep(0.02)
+    return asyncio.get_running_loop().time() - start
+
+
+async def test_postgresql_changes_reach_other_processes_caches_within_a_second(
+        pg: PgServer) -> None:
+    from mailpolicy.core.cache import WATCHED_TTL, CachedDirectory
+    from mailpolicy.core.directory import Kind
+
+    url = await asyncio.to_thread(pg.createdb)
+    writer, reader = await Store.open(url), await Store.open(url)
+    try:
+        await writer.create_domain("example.test")
+        cache = CachedDirectory.for_store(reader)
+        assert cache.ttl == WATCHED_TTL  # watched: the TTL is only a backstop
+        assert (await cache.resolve("new@example.test")).kind is Kind.UNKNOWN  # cached miss
+        await _wait_for(lambda: reader.watcher is not None
+                        and reader.watcher.fresh_at > float("-inf"), 10)
+        await writer.create_mailbox("new@example.test")
+
+        async def seen() -> bool:
+            return (await cache.resolve("new@example.test")).kind is Kind.MAILBOX
+
+        start = asyncio.get_running_loop().time()
+        while not await seen():
+            assert asyncio.get_running_loop().time() - start < 1.0, "not seen within 1 s"
+            await asyncio.sleep(0.02)
+        assert reader.watcher is not None and reader.watcher.notifications >= 1
+        # a change without NOTIFY (say, lost with a connection) is found by the poll
+        gen = reader.watcher.generation
+        async with writer.engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "UPDATE directory_generation SET generation = generation + 1")
+        took = await _wait_for(lambda: reader.watcher.generation > gen, 3)
+        assert took < 2.5
+    finally:
+        await writer.close()
+        await reader.close()
