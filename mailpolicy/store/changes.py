@@ -26,9 +26,14 @@ NOTIFY_SQL = ("UPDATE directory_generation SET generation = generation + 1 "
 
 
 def asyncpg_dsn(url: str) -> str:
-    """The libpq-style URL asyncpg.connect takes, from a SQLAlchemy `postgresql+asyncpg` URL."""
-    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(
-        hide_password=False)
+    """The libpq-style URL asyncpg.connect takes, from a SQLAlchemy `postgresql+asyncpg` URL
+    (SQLAlchemy's `ssl=` query parameter is libpq's `sslmode=`)."""
+    u = sa.engine.make_url(url).set(drivername="postgresql")
+    if "ssl" in u.query:
+        query = dict(u.query)
+        query.setdefault("sslmode", query.pop("ssl"))
+        u = u.set(query=query)
+    return u.render_as_string(hide_password=False)
 
 
 class GenerationWatcher:

@@ -143,9 +143,9 @@ class Nodes:
     async def register(self, name: str, *, lmtp: str, imap: str = "",
                        pop3_port: int = 110) -> None:
         """A daemon announces its node: created (active) when new, its addresses updated when
-        they changed, and marked as seen."""
+        they changed, and marked as seen. An empty `imap` keeps what an admin set."""
         name = node_name(name, "cluster.node")
-        values = _values(lmtp, imap, pop3_port)
+        values = _values(lmtp, imap or None, pop3_port)
         current = await self.get(name)
         if current is None:
             try:
@@ -158,7 +158,8 @@ class Nodes:
             except sa.exc.IntegrityError:
                 pass  # registered by another process of this node meanwhile
         elif any(getattr(current, k) != val for k, val in values.items()):
-            await self.edit(name, lmtp=lmtp, imap=imap, pop3_port=pop3_port, actor="daemon")
+            await self.edit(name, lmtp=lmtp, imap=imap or None, pop3_port=pop3_port,
+                            actor="daemon")
         await self.heartbeat(name)
 
     async def heartbeat(self, name: str) -> None:

@@ -112,7 +112,7 @@ class Stack:
         self.mailpolicy = mailpolicy_proc.Mailpolicy(self.work, self.cfg_file, self.cfg,
                                                      self.uid, self.gid)
         self.postfix = Postfix(self.work / "postfix", self.ports["smtpd"])
-        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"])
+        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"], self.opts.address)
         self.notes: list[str] = []
 
     # ------------------------------------------------------------------ set-up
@@ -124,7 +124,8 @@ class Stack:
         data = {
             "listen": {"policy": f"127.0.0.1:{p['policy']}",
                        "socketmap": f"127.0.0.1:{p['socketmap']}",
-                       "filter": f"127.0.0.1:{p['filter']}", "lmtp": f"127.0.0.1:{p['lmtp']}"},
+                       "filter": f"127.0.0.1:{p['filter']}",
+                       "lmtp": f"{self.opts.address}:{p['lmtp']}"},
             "paths": {"state_dir": str(state)},
             "admin": {"group": ""},
             "outbound": {"ip_pool": ["127.0.0.1"]},
@@ -249,7 +250,7 @@ class Stack:
 
     def imap(self, address: str, password: str) -> imaplib.IMAP4:
         """Logged-in IMAP client (raises imaplib.IMAP4.error when the login is refused)."""
-        m = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=30)
+        m = imaplib.IMAP4(self.opts.address, self.ports["imap"], timeout=30)
         try:
             m.login(address, password)
         except BaseException:
