@@ -143,17 +143,25 @@ class Nodes:
     async def register(self, name: str, *, lmtp: str, imap: str = "",
                        pop3_port: int = 110) -> None:
         """A daemon announces its node: created (active) when new, its addresses updated when
-        they changed, and marked as seen. An empty `imap` keeps what an admin set."""
+        they changed, and marked as seen. An empty `imap` keeps what an admin set. The first
+        node to register adopts the mailboxes that have no home yet (a single host turned
+        into the first node of a cluster: their Maildirs are there)."""
         name = node_name(name, "cluster.node")
         values = _values(lmtp, imap or None, pop3_port)
         current = await self.get(name)
         if current is None:
             try:
                 async with self.db.write() as conn:
+                    first = await conn.scalar(sa.select(sa.func.count()).select_from(nodes)) == 0
                     await conn.execute(nodes.insert().values(
                         name=name, state=NodeState.ACTIVE.value, created_at=time.time(),
                         last_seen=time.time(), **values))
-                    await self.db.audit(conn, "daemon", "node.register", name, values)
+                    adopted = 0
+                    if first:  # the host that was the one implicit node holds their Maildirs
+                        adopted = (await conn.execute(mailboxes.update().where(
+                            mailboxes.c.home_node == "").values(home_node=name))).rowcount
+                    await self.db.audit(conn, "daemon", "node.register", name,
+                                        {**values, "adopted_mailboxes": adopted})
                 return
             except sa.exc.IntegrityError:
                 pass  # registered by another process of this node meanwhile

@@ -96,7 +96,12 @@ async def test_placement_fewest_bytes_among_active_nodes(store: Store) -> None:
 
 
 async def test_register_creates_updates_and_heartbeats(store: Store) -> None:
+    old = await store.create_mailbox("old@example.test")  # from the single-host days
+    assert old.home_node == ""
     await store.nodes.register("n1", lmtp="127.0.0.2:24")
+    await store.nodes.register("n2", lmtp="127.0.0.3:24")  # not the first: adopts nothing
+    found = await store.get_mailbox("old@example.test")
+    assert found is not None and found.home_node == "n1"
     n = await store.nodes.get("n1")
     assert n is not None and n.last_seen is not None and n.state is NodeState.ACTIVE
     before_gen = store.version
