@@ -177,6 +177,9 @@ class Cluster(_Section):
     imap: str = ""  # host:port of this node's Dovecot IMAP, for proxies on other nodes
     pop3_port: int = 110  # this node's Dovecot POP3 port, for proxies on other nodes
     heartbeat_seconds: float = 5.0  # how often the daemon marks its node as seen
+    doveadm_port: int = 0  # Dovecot's doveadm server port on every node; 0 = no `mailbox move`
+    doveadm_password: str = ""  # Dovecot's doveadm_password, the same on every node
+    doveadm_command: tuple[str, ...] = ("doveadm",)  # e.g. ["doveadm", "-c", "/path.conf"]
 
 
 class Log(_Section):
@@ -300,6 +303,12 @@ def _validate_cluster(c: Cluster) -> None:
         raise ConfigError("cluster.pop3_port: must be a port number")
     if c.heartbeat_seconds <= 0:
         raise ConfigError("cluster.heartbeat_seconds: must be more than 0")
+    if not 0 <= c.doveadm_port < 65536:
+        raise ConfigError("cluster.doveadm_port: must be a port number (0 = none)")
+    if c.doveadm_port and not c.doveadm_password:
+        raise ConfigError("cluster.doveadm_password: needed with cluster.doveadm_port")
+    if not c.doveadm_command:
+        raise ConfigError("cluster.doveadm_command: must name the doveadm program")
 
 
 def from_dict(data: dict[str, Any], base_dir: str = "") -> Config:

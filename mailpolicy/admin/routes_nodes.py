@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
+from mailpolicy.admin import move
 from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY
 from mailpolicy.admin.schema import ApiError, changes, decode
 from mailpolicy.core.cluster import reachable
@@ -103,3 +104,25 @@ async def remove_node(request: web.Request) -> web.Response:
     n = await _node_or_404(request)
     await request.app[STORE_KEY].nodes.remove(n.name, actor=request[ACTOR])
     return web.json_response({"removed": n.name})
+
+
+class MoveBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    to: Annotated[str, Meta(max_length=63)]
+
+
+@routes.post("/v1/mailboxes/{address}/move")
+async def move_mailbox(request: web.Request) -> web.Response:
+    """Move a mailbox to another node (run on its home node): doveadm backup, deliveries
+    deferred only for the final switch, new home, old copy removed."""
+    body = decode(await request.read(), MoveBody)
+    address = request.match_info["address"]
+    store = request.app[STORE_KEY]
+    m = await store.get_mailbox(address) if len(address) <= 320 else None
+    if m is None:
+        raise ApiError(404, "not_found", f"no such mailbox: {address}", "address")
+    try:
+        res = await move.move(request.app[CONFIG_KEY], store, m, body.to, actor=request[ACTOR])
+    except move.MoveError as e:
+        raise ApiError(e.status, "move_failed" if e.status >= 500 else "conflict", e.message,
+                       e.field) from None
+    return web.json_response(res)

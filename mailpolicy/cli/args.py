@@ -117,6 +117,10 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s.add_argument("--ttl", type=int, metavar="SECONDS",
                    help="how long the token is valid (default 300, at most 3600)")
     _json(s)
+    s = mb.add_parser("move", help="move a mailbox to another node (run on its home node)")
+    s.add_argument("address", metavar="ADDRESS")
+    s.add_argument("--to", required=True, metavar="NODE")
+    _json(s)
     for name, text in (("delete", "delete mailboxes and their mail"),
                        ("clear", "delete all mail of mailboxes, keep the mailboxes")):
         s = mb.add_parser(name, help=text)

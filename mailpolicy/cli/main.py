@@ -23,6 +23,7 @@ from mailpolicy.cli.output import (
 )
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+MOVE_TIMEOUT = 3700.0  # seconds: a big mailbox takes a while to copy
 
 
 def _confirm(args: argparse.Namespace, question: str) -> None:
@@ -186,6 +187,13 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
                 res = api.call("POST", f"/v1/mailboxes/{quote_path(box)}/clear",
                                query={"confirm": "true"})
                 print(f"cleared {box} ({human_size(res.get('freed', 0))} freed)")
+    elif a == "move":
+        res = api.call("POST", f"/v1/mailboxes/{quote_path(args.address)}/move",
+                       {"to": args.to}, timeout=MOVE_TIMEOUT)
+        if args.json:
+            return print_json(res)
+        print(f"moved {res['moved']} from {res['from']} to {res['to']} in {res['seconds']} s "
+              f"(deliveries deferred for {res['deferred_seconds']} s)")
     elif a == "settings":
         s = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}/settings")
         if args.json:

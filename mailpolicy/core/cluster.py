@@ -50,3 +50,9 @@ def not_home(mailbox: Mailbox) -> Reply:
     """LMTP's answer for a mailbox at home on another node: deferred (Postfix retries, and
     its transport map then names the home node), never stored in the wrong place."""
     return Reply(451, "4.3.0", f"mailbox lives on node {mailbox.home_node}, not here")
+
+
+def moving(mailbox: Mailbox) -> Reply:
+    """LMTP's answer while `mailbox move` switches the mailbox's home: deferred, Postfix
+    retries and then reaches the new home."""
+    return Reply(451, "4.2.0", f"mailbox is moving to node {mailbox.moving_to}, try again later")

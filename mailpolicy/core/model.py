@@ -45,6 +45,7 @@ class Mailbox:
     enabled: bool = True
     id: int = 0
     home_node: str = ""  # the node its Maildir lives on; "" = the one implicit node
+    moving_to: str = ""  # set while `mailbox move` switches its home (deliveries wait)
 
     @property
     def address(self) -> str:

@@ -171,7 +171,7 @@ plugin {{
 # Per-domain certificates by SNI (local_name blocks), kept by mailpolicy from its domains;
 # `doveadm reload` after a certificate change.
 !include_try {_dovecot_value(str(cfg.state_dir / DOVECOT_MAP))}
-"""
+""" + dovecot_pgsql.doveadm_conf(cfg, owner.user, owner.group)
 
 
 def render(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,

@@ -103,3 +103,33 @@ password_query = SELECT m.name || '@' || d.name AS "user", \\
     AND t.expires_at > extract(epoch from now()) \\
   ORDER BY t.created_at DESC LIMIT 1
 """
+
+
+def doveadm_conf(cfg: Config, user: str, group: str) -> str:
+    """The doveadm server `mailpolicy mailbox move` copies through (`doveadm backup`), on the
+    port and with the password every node shares; "" when moves are not configured."""
+    c = cfg.cluster
+    if not c.doveadm_port:
+        return ""
+    if any(ch in c.doveadm_password for ch in "\n\r\0\""):
+        raise ValueError("cluster.doveadm_password: not usable in a Dovecot config")
+    return f"""
+# `mailpolicy mailbox move`: the other nodes' doveadm copies mailboxes here (doveadm backup).
+# The password is a secret shared by the nodes: keep this file root:dovecot 0640.
+# (No doveadm_port: with it doveadm asks the passdb whether a user is proxied first.)
+service doveadm {{
+  inet_listener {{
+    port = {c.doveadm_port}
+  }}
+}}
+doveadm_password = "{c.doveadm_password}"
+# mailpolicy runs `doveadm backup` as the mail user ({user}); Dovecot restricts user lookups
+# on its default 0666 socket to the caller's own uid, which the userdb does not return.
+service auth {{
+  unix_listener auth-userdb {{
+    mode = 0660
+    user = {user}
+    group = {group}
+  }}
+}}
+"""

@@ -222,3 +222,33 @@ class Nodes:
                                             .where(mailboxes.c.id.in_(ids[chunk:chunk + 500]))):
                     out[r[0]] = int(r[1])
         return out
+
+    # ---------------------------------------------------------------- mailbox move
+    async def begin_move(self, mailbox_id: int, target: str, address: str, *,
+                         actor: str = "admin") -> None:
+        """Mark a mailbox as moving to `target`: every node's LMTP defers its mail (4xx) until
+        finish_move or abort_move (a directory write: every node hears of it within 1 s)."""
+        async with self.db.write() as conn:
+            row = (await conn.execute(sa.select(mailboxes.c.moving_to, mailboxes.c.name)
+                                      .where(mailboxes.c.id == mailbox_id))).first()
+            if row is None:
+                raise NotFound("no such mailbox", "address")
+            if row.moving_to:
+                raise Conflict(f"the mailbox is already moving to {row.moving_to}", "address")
+            await conn.execute(mailboxes.update().where(mailboxes.c.id == mailbox_id)
+                               .values(moving_to=target))
+            await self.db.audit(conn, actor, "mailbox.move_begin", address, {"to": target})
+
+    async def finish_move(self, mailbox_id: int, target: str, address: str, *,
+                          actor: str = "admin") -> None:
+        """The switch: the mailbox is at home on `target` from now on."""
+        async with self.db.write() as conn:
+            await conn.execute(mailboxes.update().where(mailboxes.c.id == mailbox_id)
+                               .values(home_node=target, moving_to=""))
+            await self.db.audit(conn, actor, "mailbox.move", address, {"to": target})
+
+    async def abort_move(self, mailbox_id: int, address: str, *, actor: str = "admin") -> None:
+        async with self.db.write() as conn:
+            await conn.execute(mailboxes.update().where(mailboxes.c.id == mailbox_id)
+                               .values(moving_to=""))
+            await self.db.audit(conn, actor, "mailbox.move_abort", address)

@@ -39,6 +39,8 @@ mailboxes = sa.Table(
     # which the home node keeps current for the other nodes' RCPT-time quota checks
     sa.Column("home_node", sa.String(63), nullable=False, server_default=""),
     sa.Column("used_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    # set while `mailbox move` switches its home: deliveries are deferred (4xx) meanwhile
+    sa.Column("moving_to", sa.String(63), nullable=False, server_default=""),
     sa.UniqueConstraint("domain_id", "name", name="uq_mailbox_name"),
 )
 

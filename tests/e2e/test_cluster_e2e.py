@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Options, Stack, make_message
+from harness import Options, Stack, deep_merge, free_port, make_message
 from harness_mailpolicy import cli_command, wait_until
 from harness_servers import run
 
@@ -55,10 +55,21 @@ class Cluster:
         return asyncio.run(figure())
 
 
-def _node(name: str, url: str) -> Stack:
-    return Stack(Options(address=ADDRESSES[name], mailpolicy={
+class Node(Stack):
+    """A stack whose mailpolicy runs this node's doveadm (for `mailbox move`)."""
+
+    def _write_mailpolicy_config(self):  # type: ignore[no-untyped-def]
+        self.opts.mailpolicy = deep_merge(self.opts.mailpolicy, {"cluster": {
+            "doveadm_command": ["/usr/bin/doveadm", "-c", str(self.work / "dovecot" /
+                                                               "dovecot.conf")]}})
+        return super()._write_mailpolicy_config()
+
+
+def _node(name: str, url: str, doveadm_port: int) -> Stack:
+    return Node(Options(address=ADDRESSES[name], mailpolicy={
         "store": {"url": url},
-        "cluster": {"node": name, "heartbeat_seconds": 1.0},
+        "cluster": {"node": name, "heartbeat_seconds": 1.0, "doveadm_port": doveadm_port,
+                    "doveadm_password": "e2e doveadm secret"},
         "limits": {"lmtp_workers": 1, "policy_workers": 1}}))
 
 
@@ -72,8 +83,9 @@ def cluster(e2e_system: None) -> Iterator[Cluster]:
     try:
         url = pg.createdb() + "?ssl=disable"  # loopback; and HOME may be root's
         asyncio.run(_migrate(url))  # once, before two daemons would race to do it
+        doveadm_port = free_port()  # the same on every node (each on its own address)
         for name in ADDRESSES:
-            started.append(_node(name, url).start())
+            started.append(_node(name, url, doveadm_port).start())
         c = Cluster(pg, url, dict(zip(ADDRESSES, started, strict=True)))
         for name, stack in c.nodes.items():  # what an admin says: where each Dovecot is
             c.cli("n1", "node", "edit", name, "--imap",
@@ -175,3 +187,63 @@ def test_mail_waits_while_the_home_node_is_down(cluster: Cluster) -> None:
     n2.wait_maildir(f"bob@{DOMAIN}", before + 1)
     n1.wait_queue_empty()
     assert n1.messages(f"bob@{DOMAIN}") == []
+
+
+def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Cluster) -> None:
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    addr = f"bob@{DOMAIN}"
+    had = len(n2.messages(addr))
+    n1.send("alice@remote.test", addr, make_message("alice@remote.test", addr, "before"))
+    before = {_message_id(p) for p in n2.wait_maildir(addr, had + 1)}
+    sent: list[str] = []
+    errors: list[BaseException] = []
+
+    def burst() -> None:  # through both MXs, while the move runs
+        try:
+            for i in range(20):
+                msg = make_message("alice@remote.test", addr, f"burst {i}")
+                sent.append(_message_id_of(msg))
+                assert (n1 if i % 2 else n2).send("alice@remote.test", addr, msg) == {}
+                time.sleep(0.15)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    import threading
+
+    t = threading.Thread(target=burst)
+    t.start()
+    try:
+        time.sleep(0.5)
+        out = cluster.cli("n2", "mailbox", "move", addr, "--to", "n1", "--json")
+    finally:
+        t.join(60)
+    assert not errors, errors
+    res = json.loads(out)
+    assert (res["from"], res["to"]) == ("n2", "n1") and res["deferred_seconds"] < 10
+    for stack in (n1, n2):
+        run(["/usr/sbin/postqueue", "-c", str(stack.postfix.config_dir), "-f"])
+    expected = before | set(sent)
+    got = n1.wait_maildir(addr, len(expected), timeout=60)
+    ids = [_message_id(p) for p in got]
+    assert sorted(ids) == sorted(expected)  # nothing lost, nothing twice
+    n1.wait_queue_empty(60)
+    n2.wait_queue_empty(60)
+    assert not n2.maildir(addr).exists()  # the old copy is gone
+    shown = json.loads(cluster.cli("n2", "mailbox", "show", addr, "--json"))
+    assert shown["home_node"] == "n1"
+    m = n2.imap(addr, PASSWORD)  # now proxied the other way
+    try:
+        typ, data = m.select("INBOX", readonly=True)
+        assert typ == "OK" and int(data[0]) == len(expected)
+    finally:
+        m.logout()
+
+
+def _message_id_of(message: bytes) -> str:
+    import email
+
+    return str(email.message_from_bytes(message)["Message-ID"])
+
+
+def _message_id(path: Path) -> str:
+    return _message_id_of(path.read_bytes())

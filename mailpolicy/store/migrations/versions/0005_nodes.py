@@ -23,10 +23,14 @@ def upgrade() -> None:
         if "used_bytes" not in have:
             batch.add_column(sa.Column("used_bytes", sa.BigInteger, nullable=False,
                                        server_default="0"))
+        if "moving_to" not in have:
+            batch.add_column(sa.Column("moving_to", sa.String(63), nullable=False,
+                                       server_default=""))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("mailboxes") as batch:
+        batch.drop_column("moving_to")
         batch.drop_column("used_bytes")
         batch.drop_column("home_node")
     op.drop_table("nodes")
