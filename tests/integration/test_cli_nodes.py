@@ -64,3 +64,29 @@ async def test_node_verbs_placement_and_refusals(env: AdminEnv) -> None:
     assert (await ok(env, "node", "remove", "n2")).strip() == "removed n2"
     rc, _out, err = await cli(env, "node", "show", "n2")
     assert rc == 1 and "no such node" in err
+
+
+async def test_mailbox_move_refusals_change_nothing() -> None:
+    cluster = {"node": "n1", "doveadm_port": 1, "doveadm_password": "x",
+               "doveadm_command": ["/usr/bin/doveadm", "-c", "/nonexistent/dovecot.conf"]}
+    async with admin_server(cluster=cluster) as env:
+        await ok(env, "node", "add", "n1", "--lmtp", "127.0.0.2:24", "--imap", "127.0.0.2:143")
+        await ok(env, "node", "add", "n2", "--lmtp", "127.0.0.3:24", "--imap", "127.0.0.3:143")
+        await ok(env, "node", "add", "n3", "--lmtp", "127.0.0.4:24")
+        await ok(env, "domain", "add", "example.com")
+        await ok(env, "mailbox", "add", "a@example.com", "--node", "n1")
+        await ok(env, "mailbox", "add", "b@example.com", "--node", "n2")
+        env.deliver("a@example.com", 100)
+        before = await env.snapshot()
+        for args, text in (
+                (("b@example.com", "--to", "n1"), "lives on node n2: run the move there"),
+                (("a@example.com", "--to", "n1"), "already lives on node n1"),
+                (("a@example.com", "--to", "n9"), "no node n9"),
+                (("a@example.com", "--to", "n3"), "no Dovecot address"),
+                (("a@example.com", "--to", "n2"), "doveadm backup to 127.0.0.3 failed"),
+                (("nobody@example.com", "--to", "n2"), "no such mailbox")):
+            rc, _out, err = await cli(env, "mailbox", "move", *args)
+            assert rc == 1 and text in err, (args, err)
+        assert await env.snapshot() == before  # also no audit line: nothing began
+        m = await env.store.get_mailbox("a@example.com")
+        assert m is not None and (m.home_node, m.moving_to) == ("n1", "")

@@ -125,3 +125,12 @@ def test_home_usage_reads_the_store_for_remote_mailboxes(tmp_path: Path) -> None
     assert usage.known(bob) is None
     asyncio.run(usage(bob))
     assert asked == [2, 2]
+
+
+def test_lmtp_defers_a_mailbox_while_it_moves() -> None:
+    cfg = config.from_dict({"cluster": {"node": "n1"}})
+    d = ClusterDirectory([Domain("example.com")],
+                         [Mailbox("ann", "example.com", home_node="n1", moving_to="n2", id=1)])
+    r = asyncio.run(resolve(d, "ann@example.com"))
+    assert str(rcpt_decision(cfg, "ann@example.com", r)) == (
+        "451 4.2.0 <ann@example.com> mailbox is moving to node n2, try again later")
