@@ -51,6 +51,13 @@ async def mailbox_or_404(request: web.Request) -> Mailbox:
     return m
 
 
+def _at_home(request: web.Request, m: Mailbox) -> None:
+    """Acting on a Maildir (delete, clear) happens on the mailbox's home node only."""
+    if is_remote(m, request.app[CONFIG_KEY].cluster.node):
+        raise ApiError(409, "conflict", f"{m.address} lives on node {m.home_node}: "
+                       "run this there", "address")
+
+
 async def _with_usage(request: web.Request, boxes: list[Mailbox],
                       active: set[int]) -> list[dict[str, Any]]:
     cfg = request.app[CONFIG_KEY]
@@ -126,6 +133,7 @@ async def delete_mailbox(request: web.Request) -> web.Response:
     """Delete the mailbox and its Maildir (needs confirm=true)."""
     confirmed(request, await request.read())
     m = await mailbox_or_404(request)
+    _at_home(request, m)
     _maildir, home = _paths(request, m)
     aside = await asyncio.to_thread(files.set_aside, home)
     try:
@@ -142,6 +150,7 @@ async def clear_mailbox(request: web.Request) -> web.Response:
     """Empty every folder of the mailbox, keep the mailbox (needs confirm=true)."""
     confirmed(request, await request.read())
     m = await mailbox_or_404(request)
+    _at_home(request, m)
     maildir, _home = _paths(request, m)
     freed = await asyncio.to_thread(files.clear, maildir)
     await request.app[STORE_KEY].audit(request[ACTOR], "mailbox.clear", m.address,

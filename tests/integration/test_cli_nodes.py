@@ -78,6 +78,9 @@ async def test_mailbox_move_refusals_change_nothing() -> None:
         await ok(env, "mailbox", "add", "b@example.com", "--node", "n2")
         env.deliver("a@example.com", 100)
         before = await env.snapshot()
+        for verb in ("delete", "clear"):  # the Maildir is on node n2: not here
+            rc, _out, err = await cli(env, "mailbox", verb, "b@example.com", "--yes")
+            assert rc == 1 and "lives on node n2: run this there" in err, err
         for args, text in (
                 (("b@example.com", "--to", "n1"), "lives on node n2: run the move there"),
                 (("a@example.com", "--to", "n1"), "already lives on node n1"),
