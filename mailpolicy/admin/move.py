@@ -21,6 +21,8 @@ log = structlog.get_logger("mailpolicy.admin")
 MOVE_GRACE = 2.0  # seconds between "moving" and the last copy: every node hears of it within
 # 1 s (LISTEN/NOTIFY) and a delivery already past RCPT finishes its write
 DOVEADM_TIMEOUT = 3600.0
+RETRY_DELAY = 1.0
+FIRST_PASS_ATTEMPTS = 3
 
 
 class MoveError(Exception):
@@ -72,7 +74,15 @@ async def move(cfg: Config, store: Store, mailbox: Mailbox, to: str, *, actor: s
         raise MoveError(f"node {to} is down or has no Dovecot address (node edit --imap)",
                         409, "to")
     started = time.monotonic()
-    await doveadm_backup(cfg, mailbox.address, target.imap_host)  # the bulk, mail still flows
+    for attempt in range(1, FIRST_PASS_ATTEMPTS + 1):  # the bulk, while mail still flows
+        try:
+            await doveadm_backup(cfg, mailbox.address, target.imap_host)
+            break
+        except MoveError as e:  # nothing has changed yet: try again (a Dovecot finds its SQL
+            if attempt == FIRST_PASS_ATTEMPTS:  # connection broken on its first query)
+                raise
+            log.warning("mailbox.move_retry", mailbox=mailbox.address, error=e.message)
+            await asyncio.sleep(RETRY_DELAY)
     switch = time.monotonic()
     await store.nodes.begin_move(mailbox.id, to, mailbox.address, actor=actor)
     try:

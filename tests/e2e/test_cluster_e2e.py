@@ -189,6 +189,71 @@ def test_mail_waits_while_the_home_node_is_down(cluster: Cluster) -> None:
     assert n1.messages(f"bob@{DOMAIN}") == []
 
 
+def test_postgresql_restart_mid_burst_gives_4xx_only_and_loses_nothing(
+        cluster: Cluster) -> None:
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    addr = f"bob@{DOMAIN}"
+    had = {_message_id(p) for p in n2.messages(addr)}
+    accepted: list[str] = []
+    temporary = [0]
+    errors: list[BaseException] = []
+
+    def send_like_an_mta(msg: bytes) -> None:  # retry 4xx, bounded; a 5xx fails the test
+        for _attempt in range(120):
+            try:
+                assert n1.send("alice@remote.test", addr, msg) == {}
+                return
+            except smtplib.SMTPRecipientsRefused as e:
+                code = e.recipients[addr][0]
+                assert 400 <= code < 500, e.recipients
+            except smtplib.SMTPResponseException as e:
+                assert 400 <= e.smtp_code < 500, (e.smtp_code, e.smtp_error)
+            except (smtplib.SMTPServerDisconnected, OSError):
+                pass
+            temporary[0] += 1
+            time.sleep(0.25)
+        raise AssertionError("still refused after 30 s")
+
+    def burst() -> None:
+        try:
+            for i in range(24):
+                msg = make_message("alice@remote.test", addr, f"pg restart {i}")
+                send_like_an_mta(msg)
+                accepted.append(_message_id_of(msg))
+                time.sleep(0.1)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    import threading
+
+    t = threading.Thread(target=burst)
+    t.start()
+    try:
+        time.sleep(0.8)
+        cluster.pg.stop()
+        time.sleep(3)
+    finally:
+        cluster.pg.start()
+        t.join(120)
+    assert not errors, errors
+    expected = had | set(accepted)
+    flushed = [0.0]
+
+    def arrived() -> list[Path] | None:
+        if time.monotonic() - flushed[0] > 2:
+            flushed[0] = time.monotonic()
+            for stack in (n1, n2):
+                run(["/usr/sbin/postqueue", "-c", str(stack.postfix.config_dir), "-f"])
+        found = n2.messages(addr)
+        return found if len(found) >= len(expected) else None
+
+    got = wait_until(arrived, 90, f"{len(expected)} messages for {addr} on node 2",
+                     n1.diagnose)
+    assert sorted(_message_id(p) for p in got) == sorted(expected)  # none lost, none twice
+    for stack in (n1, n2):
+        assert "status=bounced" not in stack.postfix.log()
+
+
 def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Cluster) -> None:
     n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
     addr = f"bob@{DOMAIN}"
