@@ -134,3 +134,18 @@ def test_lmtp_defers_a_mailbox_while_it_moves() -> None:
     r = asyncio.run(resolve(d, "ann@example.com"))
     assert str(rcpt_decision(cfg, "ann@example.com", r)) == (
         "451 4.2.0 <ann@example.com> mailbox is moving to node n2, try again later")
+
+
+def test_generation_watcher_stamp_and_dsn() -> None:
+    from mailpolicy.store.changes import GenerationWatcher, asyncpg_dsn
+
+    assert asyncpg_dsn("postgresql+asyncpg://mp:pw@db:5433/mail?ssl=disable") == (
+        "postgresql://mp:pw@db:5433/mail?sslmode=disable")
+    w = GenerationWatcher("postgresql+asyncpg://mp@db/mail")
+    stale = w.stamp()  # no event loop: nothing started, and nothing known yet
+    assert isinstance(stale, tuple) and stale[0] == "stale" and w._task is None
+    w._seen(7)
+    assert w.stamp() == 7
+    w._notified(None, 0, "mailpolicy_directory", "9")
+    w._seen(8)  # a poll answered before the NOTIFY arrived: never backwards
+    assert w.stamp() == 9 and w.notifications == 1
