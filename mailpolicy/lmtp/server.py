@@ -130,7 +130,7 @@ class LMTPHandler:
     async def active_autoresponders(self) -> set[int] | None:
         """Ids of mailboxes with an enabled autoresponder (cached like directory answers;
         any store write clears it); None when the store cannot say (then ask for each)."""
-        query = getattr(self.store, "active_autoresponders", None)
+        query = getattr(getattr(self.store, "autoreplies", None), "active", None)
         if query is None:
             return None
         version = getattr(self.store, "version", None)
