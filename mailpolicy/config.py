@@ -194,6 +194,19 @@ class Autoreply(_Section):
     send_attempts: int = 3
 
 
+class Cluster(_Section):
+    """Many nodes on one PostgreSQL: this host's node name and what other nodes reach here."""
+
+    node: str = ""  # "" = the one implicit node: no cluster, nothing to configure
+    lmtp: str = ""  # host:port other nodes deliver to; "" = listen.lmtp
+    imap: str = ""  # host:port of this node's Dovecot IMAP, for proxies on other nodes
+    pop3_port: int = 110  # this node's Dovecot POP3 port, for proxies on other nodes
+    heartbeat_seconds: float = 5.0  # how often the daemon marks its node as seen
+    doveadm_port: int = 0  # Dovecot's doveadm server port on every node; 0 = no `mailbox move`
+    doveadm_password: str = ""  # Dovecot's doveadm_password, the same on every node
+    doveadm_command: tuple[str, ...] = ("doveadm",)  # e.g. ["doveadm", "-c", "/path.conf"]
+
+
 class Log(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json: bool = False
@@ -216,6 +229,7 @@ class Config(_Section):
     dns: Dns = Dns()
     dmarc: Dmarc = Dmarc()
     autoreply: Autoreply = Autoreply()
+    cluster: Cluster = Cluster()
     log: Log = Log()
     base_dir: str = ""  # directory relative paths are taken from; set by load()
 
@@ -281,6 +295,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"limits.{key}: must be 0 (one per CPU core) or more")
     if cfg.autoreply.interval_days < 1:
         raise ConfigError("autoreply.interval_days: must be at least 1")
+    _validate_cluster(cfg.cluster)
     if cfg.dmarc.update_server:
         split_hostport(cfg.dmarc.update_server, "dmarc.update_server")
     for i, net in enumerate(cfg.dmarc.trusted_forwarders):
@@ -304,6 +319,28 @@ def _validate(cfg: Config) -> None:
             ipaddress.ip_address(ip)
         except ValueError:
             raise ConfigError(f"outbound.ip_pool[{i}]: not an IP address: {ip!r}") from None
+
+
+NODE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _validate_cluster(c: Cluster) -> None:
+    if c.node and not NODE_NAME.match(c.node):
+        raise ConfigError(f"cluster.node: {c.node!r} is not a node name (a-z, 0-9, '-', "
+                          "at most 63)")
+    for key in ("lmtp", "imap"):
+        if getattr(c, key):
+            split_hostport(getattr(c, key), f"cluster.{key}")
+    if not 0 < c.pop3_port < 65536:
+        raise ConfigError("cluster.pop3_port: must be a port number")
+    if c.heartbeat_seconds <= 0:
+        raise ConfigError("cluster.heartbeat_seconds: must be more than 0")
+    if not 0 <= c.doveadm_port < 65536:
+        raise ConfigError("cluster.doveadm_port: must be a port number (0 = none)")
+    if c.doveadm_port and not c.doveadm_password:
+        raise ConfigError("cluster.doveadm_password: needed with cluster.doveadm_port")
+    if not c.doveadm_command:
+        raise ConfigError("cluster.doveadm_command: must name the doveadm program")
 
 
 def from_dict(data: dict[str, Any], base_dir: str = "") -> Config:

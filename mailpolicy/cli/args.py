@@ -80,7 +80,8 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("postfix-config", help="print the Postfix main.cf/master.cf fragments")
     _config_option(s)
     _json(s)
-    s = sub.add_parser("dovecot-config", help="print the Dovecot conf.d fragment and SQL files")
+    s = sub.add_parser("dovecot-config", help="print the Dovecot conf.d fragment and SQL files "
+                       "for the configured store (SQLite, or PostgreSQL with cluster proxying)")
     _config_option(s)
     s.add_argument("--sql-conf-dir", metavar="DIR", default="/etc/dovecot",
                    help="where the SQL .conf.ext files are installed (default /etc/dovecot)")
@@ -113,6 +114,9 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     for name in ("add", "edit"):
         s = mb.add_parser(name, help=f"{name} a mailbox")
         s.add_argument("address", metavar="ADDRESS")
+        if name == "add":
+            s.add_argument("--node", metavar="NODE", help="home node (cluster; default: the "
+                           "active node with the fewest bytes stored)")
         _mailbox_options(s, edit=name == "edit")
     s = mb.add_parser("list", help="list mailboxes: name, properties, size used/max")
     s.add_argument("--domain", metavar="D")
@@ -127,6 +131,10 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s.add_argument("address", metavar="ADDRESS")
     s.add_argument("--ttl", type=int, metavar="SECONDS",
                    help="how long the token is valid (default 300, at most 3600)")
+    _json(s)
+    s = mb.add_parser("move", help="move a mailbox to another node (run on its home node)")
+    s.add_argument("address", metavar="ADDRESS")
+    s.add_argument("--to", required=True, metavar="NODE")
     _json(s)
     for name, text in (("delete", "delete mailboxes and their mail"),
                        ("clear", "delete all mail of mailboxes, keep the mailboxes")):
@@ -157,6 +165,10 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = ar.add_parser("show", help="show the autoresponder")
     s.add_argument("address", metavar="ADDRESS")
     _json(s)
+
+    from mailpolicy.cli import nodes
+
+    nodes.add_parser(sub, _json)
 
     s = sub.add_parser("dns-records", help="DNS records a mail domain should publish: MX, SPF, "
                        "DKIM, DMARC, SRV")

@@ -11,6 +11,7 @@ from typing import Any
 
 from mailpolicy.cli.args import build_parser, default_socket
 from mailpolicy.cli.client import Client, Refused
+from mailpolicy.cli.nodes import cmd_node
 from mailpolicy.cli.output import (
     human_size,
     print_json,
@@ -23,6 +24,7 @@ from mailpolicy.cli.output import (
 from mailpolicy.core.senders import normalize_grant
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+MOVE_TIMEOUT = 3700.0  # seconds: a big mailbox takes a while to copy
 
 
 def _confirm(args: argparse.Namespace, question: str) -> None:
@@ -194,6 +196,7 @@ def _show_mailbox(m: dict[str, Any]) -> None:
             *([("May send as", m["sending"]["may_send_as"]),
                ("Send limits", "{messages_per_hour} messages, {recipients_per_hour} recipients "
                 "per hour".format(**m["sending"]["effective"]))] if "sending" in m else []),
+            *([("Home node", m["home_node"])] if m.get("home_node") else []),
             ("Properties", properties_text(m.get("properties") or {"enabled": m["enabled"]}))])
 
 
@@ -204,7 +207,8 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
         if a == "add":
             sending = _sending_body(args, None)
             m = api.call("POST", "/v1/mailboxes",
-                         {"address": args.address, **_mailbox_body(args, None)})
+                         {"address": args.address, **_mailbox_body(args, None)}
+                         | ({"node": args.node} if args.node else {}))
         else:
             cur = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
             sending = _sending_body(args, api.call(
@@ -219,9 +223,11 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
                        else None)
         if args.json:
             return print_json(res)
-        print_table(["Name", "Properties", "Size"],
+        homes = any(m.get("home_node") for m in res["mailboxes"])  # a cluster: say where
+        print_table(["Name", "Properties", "Size"] + (["Node"] if homes else []),
                [[m["address"], properties_text(m["properties"]),
-                 usage_text(m["usage"]["used"], m["usage"]["max"])] for m in res["mailboxes"]])
+                 usage_text(m["usage"]["used"], m["usage"]["max"])]
+                + ([m.get("home_node") or "-"] if homes else []) for m in res["mailboxes"]])
     elif a == "show":
         m = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
         print_json(m) if args.json else _show_mailbox(m)
@@ -237,6 +243,13 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
                 res = api.call("POST", f"/v1/mailboxes/{quote_path(box)}/clear",
                                query={"confirm": "true"})
                 print(f"cleared {box} ({human_size(res.get('freed', 0))} freed)")
+    elif a == "move":
+        res = api.call("POST", f"/v1/mailboxes/{quote_path(args.address)}/move",
+                       {"to": args.to}, timeout=MOVE_TIMEOUT)
+        if args.json:
+            return print_json(res)
+        print(f"moved {res['moved']} from {res['from']} to {res['to']} in {res['seconds']} s "
+              f"(deliveries deferred for {res['deferred_seconds']} s)")
     elif a == "settings":
         s = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}/settings")
         if args.json:
@@ -385,7 +398,7 @@ def cmd_dovecot_config(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"domain": cmd_domain, "mailbox": cmd_mailbox, "autoreply": cmd_autoreply,
-            "dns-records": cmd_dns_records}
+            "dns-records": cmd_dns_records, "node": cmd_node}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailpolicy.config import Config
+from mailpolicy.deploy import dovecot_pgsql
 from mailpolicy.deploy.tlsmaps import DOVECOT_MAP
 
 SQL_CONF_NAME = "dovecot-sql-mailpolicy.conf.ext"
@@ -31,7 +32,8 @@ def sqlite_path(cfg: Config) -> Path:
     for prefix in SQLITE_PREFIXES:
         if url.startswith(prefix):
             return Path(url[len(prefix):].split("?", 1)[0])
-    raise ValueError(f"store.url: Dovecot's SQL config is generated for SQLite only, got {url!r}")
+    raise ValueError(f"store.url: Dovecot's SQL config is generated for SQLite and PostgreSQL "
+                     f"only, got {url!r}")
 
 
 def _sql_literal(text: str) -> str:
@@ -50,6 +52,8 @@ _FROM = ("FROM mailboxes m JOIN domains d ON d.id = m.domain_id \\\n"
 
 def sql_conf(cfg: Config) -> str:
     """dovecot-sql.conf.ext: passdb and userdb queries on mailpolicy's tables."""
+    if dovecot_pgsql.is_postgresql(cfg):
+        return dovecot_pgsql.sql_conf(cfg)
     db = _dovecot_value(str(sqlite_path(cfg)))
     root = _dovecot_value(str(cfg.maildir_root))
     return f"""\
@@ -83,6 +87,8 @@ iterate_query = SELECT m.name || '@' || d.name AS user \\
 def token_sql_conf(cfg: Config) -> str:
     """The second passdb's SQL: an admin's "log in as" token (`mailpolicy mailbox login-as`)
     is accepted as the mailbox's password while it is unused and unexpired."""
+    if dovecot_pgsql.is_postgresql(cfg):
+        return dovecot_pgsql.token_sql_conf(cfg)
     db = _dovecot_value(str(sqlite_path(cfg)))
     return f"""\
 # Dovecot SQL passdb for mailpolicy's "log in as the mail user" tokens (generated from
@@ -192,7 +198,7 @@ plugin {{
 # Per-domain certificates by SNI (local_name blocks), kept by mailpolicy from its domains;
 # `doveadm reload` after a certificate change.
 !include_try {_dovecot_value(str(cfg.state_dir / DOVECOT_MAP))}
-"""
+""" + dovecot_pgsql.doveadm_conf(cfg, owner.user, owner.group)
 
 
 def render(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,

@@ -7,11 +7,11 @@ import json
 from collections.abc import Iterable
 
 from mailpolicy.config import Config, split_hostport
+from mailpolicy.core.cluster import LMTP_TRANSPORT
 from mailpolicy.core.outbound import pool_warnings, transport_name
 from mailpolicy.deploy.tlsmaps import POSTFIX_MAP
 
 FILTER_TRANSPORT = "mailpolicy-filter"
-LMTP_TRANSPORT = "mailpolicy-lmtp"
 FILTER_MAXPROC = 20  # Postfix's default per-destination concurrency; the 10026 smtpd allows 100
 POSTFIX_MAILBOX_SIZE_DEFAULT = 51200000  # Postfix's mailbox_size_limit/virtual_mailbox_limit
 POLICY_TIMEOUT_FLOOR = 5  # seconds; Postfix's own default (100s) would stall every client
@@ -29,6 +29,7 @@ _MAIN_COMMENTS = {
     "virtual_mailbox_maps": "every address Postfix should accept: mailboxes, aliases, catch-alls",
     "sender_dependent_default_transport_maps": "outbound smtp transport bound to the domain's IP",
     "virtual_transport": "final delivery into Maildir by mailpolicy's LMTP server",
+    "transport_maps": "cluster: mailboxes at home on another node go to that node's LMTP",
     "content_filter": "every queued message passes mailpolicy's filter (FILTER_README sandwich)",
     "receive_override_options": "address mappings happen after the filter (on the 10026 smtpd)",
     "smtpd_proxy_filter": "before-queue mode: the filter answers inside the client's session",
@@ -98,6 +99,8 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
         "sender_dependent_default_transport_maps": _socketmap(cfg, "sender-transport"),
         "virtual_transport": f"{LMTP_TRANSPORT}:inet:{_inet(cfg.listen.lmtp, 'listen.lmtp')}",
     }
+    if cfg.cluster.node:
+        out["transport_maps"] = _socketmap(cfg, "transport")
     filt = _nexthop(cfg.listen.filter, "listen.filter")
     if cfg.filter.mode == "before-queue":
         out["smtpd_proxy_filter"] = _inet(cfg.listen.filter, "listen.filter")

@@ -34,6 +34,7 @@ from mailpolicy.lmtp.deliver import (
     rcpt_decision,
     rcpt_quota_check,
 )
+from mailpolicy.lmtp.usage_report import report_usage
 
 log = structlog.get_logger("mailpolicy.lmtp")
 
@@ -129,7 +130,7 @@ class LMTPHandler:
     async def active_autoresponders(self) -> set[int] | None:
         """Ids of mailboxes with an enabled autoresponder (cached like directory answers;
         any store write clears it); None when the store cannot say (then ask for each)."""
-        query = getattr(self.store, "active_autoresponders", None)
+        query = getattr(getattr(self.store, "autoreplies", None), "active", None)
         if query is None:
             return None
         version = getattr(self.store, "version", None)
@@ -275,6 +276,8 @@ class LMTPServer(LMTP):
         self._set_post_data_state()
         if not (data.too_big or data.bare):
             await handler.after_delivery(envelope, data.message, result)
+            await report_usage(handler.cfg, handler.store, handler.run_io, envelope.targets,
+                               result)
 
 
 class Listener(asyncio.AbstractServer):

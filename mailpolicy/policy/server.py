@@ -22,6 +22,7 @@ from mailpolicy.policy.checks import (
 )
 from mailpolicy.policy.limits import SendLimiter, applies
 from mailpolicy.policy.protocol import Parser, Request, encode_action
+from mailpolicy.policy.usage import HomeUsage
 from mailpolicy.runtime.logs import HotLine
 from mailpolicy.runtime.timers import IdleTimer
 
@@ -244,8 +245,11 @@ async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
                 inherited: object = None) -> list[asyncio.AbstractServer]:
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
     and serve; returns the servers (the daemon closes them)."""
-    service = PolicyService(cfg.policy, CachedDirectory.for_store(store),
-                            UsageReader(cfg.maildir_root),
+    usage: UsageFn = UsageReader(cfg.maildir_root)
+    if cfg.cluster.node:  # mailboxes at home elsewhere: their home node's figure
+        nodes = store.nodes  # type: ignore[attr-defined]
+        usage = HomeUsage(usage, nodes.usage, cfg.cluster.node)  # type: ignore[arg-type]
+    service = PolicyService(cfg.policy, CachedDirectory.for_store(store), usage,
                             int(cfg.limits.policy_request_max),
                             SendLimiter(cfg.sending, store) if hasattr(store, "sending") else None)
     host, port = split_hostport(cfg.listen.policy, "listen.policy")

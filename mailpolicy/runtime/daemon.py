@@ -13,7 +13,7 @@ from mailpolicy import config as config_mod
 from mailpolicy.core import outbound
 from mailpolicy.core.srs import srs_domain
 from mailpolicy.deploy import tlsmaps
-from mailpolicy.runtime import logs, sdnotify, workers
+from mailpolicy.runtime import heartbeat, logs, sdnotify, workers
 from mailpolicy.runtime.service import Listener
 from mailpolicy.services import SERVICES
 from mailpolicy.store import Store
@@ -42,6 +42,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     servers: list[Listener] = []
+    beating: asyncio.Task[None] | None = None
 
     def _reload() -> None:
         sdnotify.notify("RELOADING=1")
@@ -62,6 +63,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
         for service in SERVICES:
             servers.extend(await workers.start(cfg, store, service))
             log.info("service.started", service=service.name)
+        if cfg.cluster.node:  # a node of a cluster: in the registry while it serves
+            await heartbeat.register(cfg, store)
+            beating = asyncio.create_task(heartbeat.beat(cfg, store))
         workers.settle_gc()
         sdnotify.notify("READY=1")
         log.info("daemon.ready", pid=os.getpid(), policy=cfg.listen.policy,
@@ -73,6 +77,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
         sdnotify.notify("STOPPING=1")
         log.info("daemon.stopping")
     finally:
+        if beating is not None:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
         for s in reversed(servers):
             await _close(s)
         await store.close()

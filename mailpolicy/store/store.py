@@ -12,16 +12,18 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mailpolicy.core.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox, Node
 from mailpolicy.core.outbound import least_used
 from mailpolicy.store import passwords
 from mailpolicy.store import validate as v
+from mailpolicy.store.changes import GenerationWatcher
 from mailpolicy.store.db import Db
 from mailpolicy.store.dkimkeys import DkimKeys
 from mailpolicy.store.engine import make_engine, migrate
 from mailpolicy.store.errors import Conflict, Invalid, NotFound
 from mailpolicy.store.fastread import SqliteReader, domain_from
 from mailpolicy.store.mailstate import Autoresponders, Tokens
+from mailpolicy.store.nodes import Nodes
 from mailpolicy.store.schema import (
     aliases,
     audit_log,
@@ -57,6 +59,10 @@ class Store:
         self.tokens = Tokens(self.db, self.get_mailbox)
         self.sending = Sending(self.db, self.get_mailbox)
         self.dkim = DkimKeys(self.db)
+        self.nodes = Nodes(self.db)
+        # PostgreSQL: directory changes of other processes and nodes (LISTEN/NOTIFY + poll)
+        self.watcher = (GenerationWatcher(engine.url.render_as_string(hide_password=False))
+                        if reader is None and engine.dialect.name == "postgresql" else None)
 
     @property
     def version(self) -> int:
@@ -82,13 +88,18 @@ class Store:
     async def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+        if self.watcher is not None:
+            await self.watcher.close()
         await self.engine.dispose()
 
     # ---------------------------------------------------------------- reads
-    def generation(self) -> int | None:
+    def generation(self) -> object | None:
         """The directory generation, moved by every directory write of any process; read
-        synchronously (SQLite's read-only connection), None where that cannot be done."""
-        return self.reader.generation() if self.reader is not None else None
+        synchronously (SQLite's read-only connection) or kept by the PostgreSQL watcher;
+        None where neither can be done."""
+        if self.reader is not None:
+            return self.reader.generation()
+        return self.watcher.stamp() if self.watcher is not None else None
 
     @property
     def reads_synchronously(self) -> bool:
@@ -124,6 +135,10 @@ class Store:
                 return None
             found = await self.db.mailboxes(conn, mailboxes.c.id == mid)
         return (found[0], True) if found else None
+
+    async def get_node(self, name: str) -> Node | None:
+        """A node of the cluster (where its LMTP server and Dovecot are reached)."""
+        return await self.nodes.get(name)
 
     async def get_mailbox(self, address: str) -> Mailbox | None:
         try:
@@ -327,7 +342,9 @@ class Store:
                                                       position=i))
 
     async def create_mailbox(self, address: str, *, actor: str = "admin",
-                             **fields: Any) -> Mailbox:
+                             node: str | None = None, **fields: Any) -> Mailbox:
+        """Create a mailbox, at home on `node` or else on the active node with the fewest
+        bytes stored (see Nodes.home_for)."""
         name, dname = _split(address)
         domain = await self.get_domain(dname)
         if domain is None:
@@ -337,14 +354,16 @@ class Store:
             async with self.db.write() as conn:
                 await self._check_names(conn, domain.id, [name], None, "name")
                 await self._check_names(conn, domain.id, values["aliases"], None)
-                res = await conn.execute(mailboxes.insert().values(
+                home = await self.nodes.home_for(conn, node)
+                res = await conn.execute(mailboxes.insert().values(home_node=home,
                     domain_id=domain.id, name=name, password_hash=values.get("password_hash", ""),
                     max_size=values["max_size"], no_save=values["no_save"],
                     enabled=values["enabled"], created_at=time.time()))
                 mid = res.inserted_primary_key[0]
                 await self._save_lists(conn, mid, domain.id, values)
                 await self.db.audit(conn, actor, "mailbox.create", f"{name}@{dname}",
-                                  {k: val for k, val in values.items() if k != "password_hash"})
+                                  {k: val for k, val in values.items() if k != "password_hash"}
+                                  | ({"home_node": home} if home else {}))
         except IntegrityError:
             raise Conflict(f"{name}@{dname} exists", "name") from None
         mb = await self.get_mailbox(f"{name}@{dname}")

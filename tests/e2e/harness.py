@@ -113,7 +113,7 @@ class Stack:
         self.mailpolicy = mailpolicy_proc.Mailpolicy(self.work, self.cfg_file, self.cfg,
                                                      self.uid, self.gid)
         self.postfix = Postfix(self.work / "postfix", self.ports["smtpd"])
-        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"])
+        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"], self.opts.address)
         self.notes: list[str] = []
 
     # ------------------------------------------------------------------ set-up
@@ -125,7 +125,8 @@ class Stack:
         data = {
             "listen": {"policy": f"127.0.0.1:{p['policy']}",
                        "socketmap": f"127.0.0.1:{p['socketmap']}",
-                       "filter": f"127.0.0.1:{p['filter']}", "lmtp": f"127.0.0.1:{p['lmtp']}",
+                       "filter": f"127.0.0.1:{p['filter']}",
+                       "lmtp": f"{self.opts.address}:{p['lmtp']}",
                        "filter_originating": f"127.0.0.1:{p['filter_originating']}"},
             "submission": {"submission": f"127.0.0.1:{p['submission']}",
                            "submissions": f"127.0.0.1:{p['submissions']}",
@@ -282,7 +283,7 @@ class Stack:
 
     def imap(self, address: str, password: str) -> imaplib.IMAP4:
         """Logged-in IMAP client (raises imaplib.IMAP4.error when the login is refused)."""
-        m = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=30)
+        m = imaplib.IMAP4(self.opts.address, self.ports["imap"], timeout=30)
         try:
             m.login(address, password)
         except BaseException:

@@ -39,6 +39,7 @@ class Options:
     master_cf: list[str] = field(default_factory=list)  # extra master.cf entries
     mailpolicy: dict[str, Any] = field(default_factory=dict)  # merged into the mailpolicy config
     dovecot: bool = True
+    address: str = "127.0.0.1"  # loopback address of what other nodes reach: LMTP, Dovecot
     run_as: str = ""  # "" = $MAILPOLICY_E2E_USER, else `mailpolicy` if it exists, else `nobody`
 
 
@@ -204,9 +205,10 @@ class Postfix:
 class Dovecot:
     """Dovecot IMAP on a free port over the same Maildirs and mailpolicy's SQLite store."""
 
-    def __init__(self, work: Path, imap_port: int) -> None:
+    def __init__(self, work: Path, imap_port: int, address: str = "127.0.0.1") -> None:
         self.work = work
         self.imap_port = imap_port
+        self.address = address
         self.conf = work / "dovecot.conf"
         self.logfile = work / "dovecot.log"
         self.proc: subprocess.Popen | None = None
@@ -226,7 +228,7 @@ instance_name = mailpolicy-e2e-{self.imap_port}
 base_dir = {self.work}/run
 state_dir = {self.work}/state
 log_path = {self.logfile}
-listen = 127.0.0.1
+listen = {self.address}
 protocols = imap
 ssl = no
 disable_plaintext_auth = no
@@ -244,7 +246,7 @@ passdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {self.address}
     port = {self.imap_port}
   }}
   inet_listener imaps {{
@@ -267,9 +269,9 @@ service imap-login {{
             if self.proc is not None and self.proc.poll() is not None:
                 raise HarnessError(f"Dovecot exited ({self.proc.returncode}):\n"
                                    f"{tail(self.work / 'dovecot.out')}\n{tail(self.logfile)}")
-            return port_open(self.imap_port)
+            return port_open(self.imap_port, self.address)
 
-        wait_until(up, START_TIMEOUT, f"Dovecot IMAP on 127.0.0.1:{self.imap_port}",
+        wait_until(up, START_TIMEOUT, f"Dovecot IMAP on {self.address}:{self.imap_port}",
                    lambda: tail(self.logfile))
 
     def stop(self) -> None:

@@ -65,10 +65,15 @@ def test_fragment_points_at_our_maildirs_store_and_quota() -> None:
     assert sql["connect"] == "/var/lib/mailpolicy/mailpolicy.db"
 
 
-def test_only_sqlite_stores_are_supported() -> None:
-    cfg = config.from_dict({"store": {"url": "postgresql+asyncpg://db/mail"}})
+def test_only_sqlite_and_postgresql_stores_are_supported() -> None:
+    cfg = config.from_dict({"store": {"url": "mysql+aiomysql://db/mail"}})
     with pytest.raises(ValueError, match=r"store\.url"):
         dovecotconf.sql_conf(cfg)
+    cfg = config.from_dict({"store": {"url": "postgresql+asyncpg://mp:pw@db:5433/mail"}})
+    sql = sql_settings(dovecotconf.sql_conf(cfg))
+    assert sql["driver"] == "pgsql"
+    assert sql["connect"] == "host=db port=5433 dbname=mail user=mp password=pw"
+    assert "proxy" not in sql["password_query"]  # one node: nothing to proxy
 
 
 async def _provision(cfg: config.Config) -> None:
