@@ -20,9 +20,11 @@ def free_port() -> int:
 
 
 def node_config(tmp_path: Path, node: str, **cluster: object) -> config.Config:
-    listen = {n: f"127.0.0.1:{free_port()}" for n in ("policy", "socketmap", "filter", "lmtp")}
+    listen = {n: f"127.0.0.1:{free_port()}" for n in ("policy", "socketmap", "filter", "lmtp",
+                                                        "filter_originating")}
     return config.from_dict({
         "listen": listen, "paths": {"state_dir": str(tmp_path / "state")},
+        "filter": {"srs_domain": "mx.example.test"},
         "admin": {"group": ""}, "outbound": {"ip_pool": ["127.0.0.1"]},
         "limits": {"lmtp_workers": 1, "policy_workers": 1},
         "cluster": {"node": node, "heartbeat_seconds": 0.2, **cluster}})

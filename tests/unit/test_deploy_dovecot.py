@@ -76,6 +76,21 @@ def test_only_sqlite_and_postgresql_stores_are_supported() -> None:
     assert "proxy" not in sql["password_query"]  # one node: nothing to proxy
 
 
+def test_postgresql_variant_has_the_sasl_listener_and_imap_only_tokens() -> None:
+    """`dovecot-config` on a PostgreSQL store (a cluster node): the same conf.d fragment with
+    Postfix's SASL auth listener, and the token passdb answers IMAP logins only."""
+    cfg = config.from_dict({"store": {"url": "postgresql+asyncpg://mp:pw@db/mail"},
+                            "cluster": {"node": "n1"}})
+    files = dovecotconf.render(cfg)
+    assert "unix_listener /var/spool/postfix/private/auth" in files[dovecotconf.CONF_NAME]
+    tokens = sql_settings(files[dovecotconf.TOKEN_SQL_CONF_NAME])
+    assert tokens["driver"] == "pgsql"
+    assert "'%s' = 'imap'" in tokens["password_query"]
+    assert "proxy" in tokens["password_query"]  # proxied like the password passdb
+    assert "'%s' = 'imap'" not in sql_settings(files[dovecotconf.SQL_CONF_NAME])[
+        "password_query"]
+
+
 async def _provision(cfg: config.Config) -> None:
     from mailpolicy.store import Store
 
