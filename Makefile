@@ -33,6 +33,7 @@ bench: $(STAMP) system-deps
 	$(VENV)/bin/python bench/policy.py
 	$(VENV)/bin/python bench/filter.py
 	$(VENV)/bin/python bench/dmarc.py
+	$(VENV)/bin/python bench/signing.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

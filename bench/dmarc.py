@@ -83,7 +83,8 @@ def make_cfg(state: str, sink: int, dns_port: int, cold: bool, procs: int = 0):
         "dns": {"nameservers": [f"127.0.0.1:{dns_port}"], "timeout_seconds": 2.0,
                 "cache_size": 0 if cold else 10000},
         "dmarc": {"authserv_id": "mx.local.test", "verify_processes": procs},
-        "filter": {"hostname": "mx.local.test", "srs_secret": "bench-secret"},
+        "filter": {"hostname": "mx.local.test", "srs_secret": "bench-secret",
+                   "srs_domain": "mx.local.test"},
         "log": {"level": "warning"},
     })
 

@@ -81,6 +81,7 @@ class Listen(_Section, frozen=True):
     filter: str = "127.0.0.1:10025"
     lmtp: str = "127.0.0.1:10024"
     lmtp_socket: str = ""
+    filter_originating: str = "127.0.0.1:10027"  # the filter for submitted mail (DKIM signing)
 
 
 class Paths(_Section, frozen=True):
@@ -113,6 +114,30 @@ class ClientSettings(_Section, frozen=True):
     imap: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=993, security="ssl")
     pop3: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=995, security="ssl")
     smtp: ClientEndpoint = ClientEndpoint(host="mail.example.com", port=587, security="starttls")
+    pop3_enabled: bool = False  # Dovecot serves POP3 too (dovecot-pop3d): shown to users
+
+
+class Submission(_Section, frozen=True):
+    """Authenticated submission (587 STARTTLS, 465 implicit TLS) with Dovecot SASL."""
+
+    enabled: bool = True
+    submission: str = "submission"  # master.cf service name or host:port; "" = none
+    submissions: str = "submissions"  # implicit TLS (RFC 8314); "" = none
+    postfix_queue_directory: str = "/var/spool/postfix"  # Dovecot's auth socket: private/auth
+
+
+class Sending(_Section, frozen=True):
+    """Send limits for authenticated users, per hour (0 = no limit)."""
+
+    messages_per_hour: int = 200
+    recipients_per_hour: int = 1000
+    domain_messages_per_hour: int = 2000
+    domain_recipients_per_hour: int = 10000
+
+
+class Dkim(_Section, frozen=True):
+    ed25519: bool = False  # also sign with an Ed25519 key (RFC 8463), dual-signed
+    rotation_delay_hours: float = 48.0  # dkim-rotate: sign with the new key after this long
 
 
 class Limits(_Section, frozen=True):
@@ -152,7 +177,7 @@ class Filter(_Section, frozen=True):
     authorized_xforward: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     max_passes: int = 5
     srs_secret: str = ""  # "" = generated once and kept in {state_dir}/srs.secret
-    srs_domain: str = ""  # "" = the host's name
+    srs_domain: str = ""  # "" = Postfix's myhostname, else the host's FQDN
     hostname: str = ""  # "" = the host's name
 
 
@@ -186,6 +211,19 @@ class Autoreply(_Section, frozen=True):
     send_attempts: int = 3
 
 
+class Cluster(_Section, frozen=True):
+    """Many nodes on one PostgreSQL: this host's node name and what other nodes reach here."""
+
+    node: str = ""  # "" = the one implicit node: no cluster, nothing to configure
+    lmtp: str = ""  # host:port other nodes deliver to; "" = listen.lmtp
+    imap: str = ""  # host:port of this node's Dovecot IMAP, for proxies on other nodes
+    pop3_port: int = 110  # this node's Dovecot POP3 port, for proxies on other nodes
+    heartbeat_seconds: float = 5.0  # how often the daemon marks its node as seen
+    doveadm_port: int = 0  # Dovecot's doveadm server port on every node; 0 = no `mailbox move`
+    doveadm_password: str = ""  # Dovecot's doveadm_password, the same on every node
+    doveadm_command: tuple[str, ...] = ("doveadm",)  # e.g. ["doveadm", "-c", "/path.conf"]
+
+
 class Log(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json: bool = False
@@ -198,6 +236,9 @@ class Config(_Section, frozen=True):
     admin: Admin = Admin()
     outbound: Outbound = Outbound()
     client_settings: ClientSettings = ClientSettings()
+    submission: Submission = Submission()
+    sending: Sending = Sending()
+    dkim: Dkim = Dkim()
     limits: Limits = Limits()
     policy: Policy = Policy()
     reinject: Reinject = Reinject()
@@ -205,6 +246,7 @@ class Config(_Section, frozen=True):
     dns: Dns = Dns()
     dmarc: Dmarc = Dmarc()
     autoreply: Autoreply = Autoreply()
+    cluster: Cluster = Cluster()
     log: Log = Log()
     base_dir: str = ""  # directory relative paths are taken from; set by load()
 
@@ -259,13 +301,17 @@ def split_hostport(value: str, key: str = "") -> tuple[str, int]:
 
 
 def _validate(cfg: Config) -> None:
-    for name in ("policy", "socketmap", "filter", "lmtp"):
+    for name in ("policy", "socketmap", "filter", "lmtp", "filter_originating"):
         if name == "lmtp" and not cfg.listen.lmtp and cfg.listen.lmtp_socket:
             continue  # LMTP on its Unix socket only
         split_hostport(getattr(cfg.listen, name), f"listen.{name}")
     for i, ns in enumerate(cfg.dns.nameservers):
         if ":" in ns and not ns.startswith("["):
             split_hostport(ns, f"dns.nameservers[{i}]")
+    for key in ("messages_per_hour", "recipients_per_hour", "domain_messages_per_hour",
+                "domain_recipients_per_hour"):
+        if getattr(cfg.sending, key) < 0:
+            raise ConfigError(f"sending.{key}: must be 0 (no limit) or more")
     if cfg.filter.max_passes < 1:
         raise ConfigError("filter.max_passes: must be at least 1")
     for key in ("lmtp_workers", "policy_workers"):
@@ -280,6 +326,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("limits.min_data_rate: must be 0 (no extension) or more")
     if cfg.autoreply.interval_days < 1:
         raise ConfigError("autoreply.interval_days: must be at least 1")
+    _validate_cluster(cfg.cluster)
     if cfg.dmarc.update_server:
         split_hostport(cfg.dmarc.update_server, "dmarc.update_server")
     for i, net in enumerate(cfg.dmarc.trusted_forwarders):
@@ -303,6 +350,28 @@ def _validate(cfg: Config) -> None:
             ipaddress.ip_address(ip)
         except ValueError:
             raise ConfigError(f"outbound.ip_pool[{i}]: not an IP address: {ip!r}") from None
+
+
+NODE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _validate_cluster(c: Cluster) -> None:
+    if c.node and not NODE_NAME.match(c.node):
+        raise ConfigError(f"cluster.node: {c.node!r} is not a node name (a-z, 0-9, '-', "
+                          "at most 63)")
+    for key in ("lmtp", "imap"):
+        if getattr(c, key):
+            split_hostport(getattr(c, key), f"cluster.{key}")
+    if not 0 < c.pop3_port < 65536:
+        raise ConfigError("cluster.pop3_port: must be a port number")
+    if c.heartbeat_seconds <= 0:
+        raise ConfigError("cluster.heartbeat_seconds: must be more than 0")
+    if not 0 <= c.doveadm_port < 65536:
+        raise ConfigError("cluster.doveadm_port: must be a port number (0 = none)")
+    if c.doveadm_port and not c.doveadm_password:
+        raise ConfigError("cluster.doveadm_password: needed with cluster.doveadm_port")
+    if not c.doveadm_command:
+        raise ConfigError("cluster.doveadm_command: must name the doveadm program")
 
 
 def from_dict(data: dict[str, Any], base_dir: str = "") -> Config:

@@ -5,7 +5,7 @@
 # The packaged Postfix and Dovecot are NOT started or configured: the tests run private instances.
 set -eu
 
-PACKAGES="${MAILPOLICY_SYSTEM_PACKAGES:-postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite sqlite3 postgresql knot}"
+PACKAGES="${MAILPOLICY_SYSTEM_PACKAGES:-postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql sqlite3 postgresql knot}"
 
 missing=""
 for pkg in $PACKAGES; do

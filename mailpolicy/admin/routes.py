@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mailpolicy.admin import routes_domains, routes_mailboxes
+from mailpolicy.admin import routes_domains, routes_mailboxes, routes_nodes, routes_sending
 from mailpolicy.admin.keys import STORE_KEY
 from mailpolicy.admin.schema import ApiError
 
@@ -46,3 +46,6 @@ def add_routes(app: web.Application) -> None:
     app.add_routes(routes)
     app.add_routes(routes_domains.routes)
     app.add_routes(routes_mailboxes.routes)
+    app.add_routes(routes_sending.routes)
+    app.cleanup_ctx.append(routes_sending.dkim_dns_upkeep)
+    app.add_routes(routes_nodes.routes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 from collections import Counter
 from typing import Any
 
@@ -20,7 +21,7 @@ from mailpolicy.admin.schema import (
     decode,
     domain_view,
 )
-from mailpolicy.auth import publish
+from mailpolicy.auth import dkimkeys, publish
 from mailpolicy.config import Config
 from mailpolicy.core.addresses import AddressError, normalize_domain
 from mailpolicy.core.model import Domain
@@ -80,6 +81,26 @@ async def sync_tls_maps(request: web.Request) -> None:
                              await request.app[STORE_KEY].list_domains())
 
 
+async def sync_dkim_dns(cfg: Config, store: Any, domain: str,
+                        now: float | None = None) -> dict[str, Any] | None:
+    """Publish the domain's DKIM selectors (and remove retired ones) at the RFC 2136 server."""
+    if not cfg.dmarc.update_server:
+        return None
+    try:
+        await publish.sync_dkim(cfg, domain, await store.dkim.list(domain), now)
+    except Exception as e:
+        log.warning("admin.dkim_dns_update_failed", domain=domain, error=str(e))
+        return {"ok": False, "error": str(e)}
+    return {"ok": True, "error": ""}
+
+
+async def make_dkim_keys(request: web.Request, domain: str) -> dict[str, Any] | None:
+    """A new domain's DKIM keys (and their DNS records where publishing is configured)."""
+    cfg, store = request.app[CONFIG_KEY].current, request.app[STORE_KEY]
+    await dkimkeys.make_keys(cfg, store, domain, actor=request[ACTOR])
+    return await sync_dkim_dns(cfg, store, domain)
+
+
 def _with_dns(view: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
     if result is not None:
         view["dns_update"] = result
@@ -105,7 +126,12 @@ async def create_domain(request: web.Request) -> web.Response:
     d = await request.app[STORE_KEY].create_domain(body.name, actor=request[ACTOR], **kw)
     await sync_tls_maps(request)
     dns_result = await sync_dns(cfg, d) if d.dmarc else None
-    return web.json_response(_with_dns(domain_view(d, 0), dns_result), status=201,
+    dkim_dns = await make_dkim_keys(request, d.name)
+    if dkim_dns is not None and not dkim_dns["ok"] and (dns_result is None or dns_result["ok"]):
+        dns_result = dkim_dns
+    view = _with_dns(domain_view(d, 0), dns_result)
+    view["warnings"] = dnsrecords.warnings(d)
+    return web.json_response(view, status=201,
                              headers={"Location": f"/v1/domains/{d.name}"})
 
 
@@ -148,6 +174,8 @@ async def delete_domain(request: web.Request) -> web.Response:
         await asyncio.to_thread(files.put_back, aside, path)
         raise
     await asyncio.to_thread(files.remove, aside)
+    key_dir = dkimkeys.key_dir(request.app[CONFIG_KEY].current, name)
+    await asyncio.to_thread(shutil.rmtree, key_dir, True)
     await sync_tls_maps(request)
     dns_result = (await sync_dns(request.app[CONFIG_KEY].current,
                                  dataclasses.replace(old, dmarc=False))
@@ -159,6 +187,8 @@ async def delete_domain(request: web.Request) -> web.Response:
 @routes.get("/v1/domains/{domain}/dns-records")
 async def dns_records(request: web.Request) -> web.Response:
     d = await get_domain_or_404(request, parse_domain(request.match_info["domain"]))
-    recs = dnsrecords.records(request.app[CONFIG_KEY].current, d)
+    keys = await request.app[STORE_KEY].dkim.list(d.name)
+    recs = dnsrecords.records(request.app[CONFIG_KEY].current, d, keys)
     return web.json_response({"domain": d.name, "records": recs,
-                              "zone": "\n".join(dnsrecords.zone_lines(recs)) + "\n"})
+                              "zone": "\n".join(dnsrecords.zone_lines(recs)) + "\n",
+                              "warnings": dnsrecords.warnings(d)})

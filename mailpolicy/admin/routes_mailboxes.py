@@ -25,6 +25,7 @@ from mailpolicy.admin.schema import (
     decode,
     mailbox_view,
 )
+from mailpolicy.core.cluster import is_remote
 from mailpolicy.core.model import Mailbox
 from mailpolicy.maildir import mailbox as files
 from mailpolicy.store import Store
@@ -50,11 +51,25 @@ async def mailbox_or_404(request: web.Request) -> Mailbox:
     return m
 
 
+def _at_home(request: web.Request, m: Mailbox) -> None:
+    """Acting on a Maildir (delete, clear) happens on the mailbox's home node only."""
+    if is_remote(m, request.app[CONFIG_KEY].current.cluster.node):
+        raise ApiError(409, "conflict", f"{m.address} lives on node {m.home_node}: "
+                       "run this there", "address")
+
+
 async def _with_usage(request: web.Request, boxes: list[Mailbox],
                       active: set[int]) -> list[dict[str, Any]]:
-    root = request.app[CONFIG_KEY].current.maildir_root
+    cfg = request.app[CONFIG_KEY].current
+    root = cfg.maildir_root
+    # a mailbox at home on another node: the figure its home node keeps in the store
+    remote = {m.id for m in boxes if is_remote(m, cfg.cluster.node)}
+    figures = await request.app[STORE_KEY].nodes.usages(remote) if remote else {}
     dirs = [(files.maildir_for(root, m.domain, m.name), m.max_size or 0) for m in boxes]
-    used = await asyncio.to_thread(lambda: [files.usage(d, limit) for d, limit in dirs])
+    local = await asyncio.to_thread(lambda: [
+        None if m.id in remote else files.usage(d, limit)
+        for m, (d, limit) in zip(boxes, dirs, strict=True)])
+    used = [figures.get(m.id, 0) if u is None else u for m, u in zip(boxes, local, strict=True)]
     return [mailbox_view(m, u, m.id in active) for m, u in zip(boxes, used, strict=True)]
 
 
@@ -118,6 +133,7 @@ async def delete_mailbox(request: web.Request) -> web.Response:
     """Delete the mailbox and its Maildir (needs confirm=true)."""
     confirmed(request, await request.read())
     m = await mailbox_or_404(request)
+    _at_home(request, m)
     _maildir, home = _paths(request, m)
     aside = await asyncio.to_thread(files.set_aside, home)
     try:
@@ -134,6 +150,7 @@ async def clear_mailbox(request: web.Request) -> web.Response:
     """Empty every folder of the mailbox, keep the mailbox (needs confirm=true)."""
     confirmed(request, await request.read())
     m = await mailbox_or_404(request)
+    _at_home(request, m)
     maildir, _home = _paths(request, m)
     freed = await asyncio.to_thread(files.clear, maildir)
     await request.app[STORE_KEY].audit(request[ACTOR], "mailbox.clear", m.address,
@@ -179,8 +196,15 @@ async def client_settings(request: web.Request) -> web.Response:
         return {"host": e.host, "port": e.port, "security": e.security, "username": m.address,
                 "authentication": "password"}
 
-    return web.json_response({"address": m.address, "login": m.address,
-                              "imap": ep(cs.imap), "pop3": ep(cs.pop3), "smtp": ep(cs.smtp)})
+    out: dict[str, Any] = {"address": m.address, "login": m.address, "imap": ep(cs.imap)}
+    if cs.pop3_enabled:
+        out["pop3"] = ep(cs.pop3)
+    sub = request.app[CONFIG_KEY].current.submission
+    if sub.enabled and sub.submission:  # what the deployment offers (postfix-config emits it)
+        out["smtp"] = ep(cs.smtp)
+    if sub.enabled and sub.submissions:
+        out["smtps"] = ep(type(cs.smtp)(host=cs.smtp.host, port=465, security="ssl"))
+    return web.json_response(out)
 
 
 @routes.post("/v1/mailboxes/{address}/login-token")

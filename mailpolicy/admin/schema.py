@@ -71,6 +71,7 @@ class MailboxFields(_Body, kw_only=True):
 
 class MailboxCreate(MailboxFields, kw_only=True):
     address: Line254
+    node: Line64 | UnsetType = UNSET  # home node; unset = the active one with fewest bytes
 
 
 class AttachmentIn(_Body, kw_only=True):
@@ -176,6 +177,7 @@ def mailbox_view(m: Mailbox, used: int | None = None, autoreply_on: bool | None 
         "aliases": list(m.aliases), "max_size": m.max_size,
         "max_size_text": format_size(m.max_size), "copies_to": list(m.copies_to),
         "no_save": m.no_save, "enabled": m.enabled, "has_password": bool(m.password_hash),
+        "home_node": m.home_node,
     }
     if used is not None:
         out["usage"] = {"used": used, "max": m.max_size}

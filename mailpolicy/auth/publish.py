@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 import dns.asyncquery
 import dns.name
 import dns.rcode
@@ -11,6 +14,7 @@ import dns.tsigkeyring
 import dns.update
 
 from mailpolicy.config import Config, Dmarc, split_hostport
+from mailpolicy.core.dkimkey import DkimKey
 from mailpolicy.core.model import Domain
 
 RECORD_TTL = 3600
@@ -58,19 +62,26 @@ def _txt_strings(text: str) -> str:
                     for c in chunks)
 
 
+def _message(cfg: Config, zone: dns.name.Name) -> dns.update.UpdateMessage:
+    kw = {}
+    if cfg.dmarc.tsig_name:
+        keyring = dns.tsigkeyring.from_text({cfg.dmarc.tsig_name: cfg.dmarc.tsig_secret})
+        kw = {"keyring": keyring, "keyname": cfg.dmarc.tsig_name,
+              "keyalgorithm": dns.name.from_text(cfg.dmarc.tsig_algorithm)}
+    return dns.update.UpdateMessage(zone, **kw)
+
+
+def _inside(name: dns.name.Name, zone: dns.name.Name) -> None:
+    if not name.is_subdomain(zone):
+        raise PublishError(f"{name} is not inside the update zone {zone}")
+
+
 def build_update(cfg: Config, domain: Domain, publish: bool) -> dns.update.UpdateMessage:
     """The RFC 2136 message: replace the `_dmarc` TXT set, or delete it."""
     zone = _zone(cfg, domain)
     name = dns.name.from_text(record_name(domain))
-    if not name.is_subdomain(zone):
-        raise PublishError(f"{name} is not inside the update zone {zone}")
-    if cfg.dmarc.tsig_name:
-        keyring = dns.tsigkeyring.from_text({cfg.dmarc.tsig_name: cfg.dmarc.tsig_secret})
-        upd = dns.update.UpdateMessage(zone, keyring=keyring,
-                                       keyname=dns.name.from_text(cfg.dmarc.tsig_name),
-                                       keyalgorithm=dns.name.from_text(cfg.dmarc.tsig_algorithm))
-    else:
-        upd = dns.update.UpdateMessage(zone)
+    _inside(name, zone)
+    upd = _message(cfg, zone)
     rel = name.relativize(zone)
     if publish:
         upd.replace(rel, RECORD_TTL, "TXT", _txt_strings(dmarc_record(domain, cfg)))
@@ -79,10 +90,40 @@ def build_update(cfg: Config, domain: Domain, publish: bool) -> dns.update.Updat
     return upd
 
 
+def build_dkim_update(cfg: Config, domain: str, keys: Iterable[DkimKey],
+                      now: float) -> dns.update.UpdateMessage:
+    """The RFC 2136 message: the TXT set of each published selector replaced, each retired
+    selector's deleted."""
+    zone = dns.name.from_text((cfg.dmarc.update_zone or domain).rstrip(".") + ".")
+    upd = _message(cfg, zone)
+    for k in keys:
+        name = dns.name.from_text(f"{k.selector}._domainkey.{domain.rstrip('.')}.")
+        _inside(name, zone)
+        rel = name.relativize(zone)
+        if k.published(now):
+            value = f"v=DKIM1; k={k.algorithm}; p={k.public_key}"
+            upd.replace(rel, RECORD_TTL, "TXT", _txt_strings(value))
+        else:
+            upd.delete(rel, "TXT")
+    return upd
+
+
+async def sync_dkim(cfg: Config, domain: str, keys: Iterable[DkimKey],
+                    now: float | None = None) -> None:
+    """Publish the domain's DKIM selectors at dmarc.update_server (those retired by `now`
+    deleted); raises PublishError."""
+    await _send(cfg, build_dkim_update(cfg, domain, list(keys),
+                                       time.time() if now is None else now),
+                f"_domainkey.{domain}")
+
+
 async def send_update(cfg: Config, domain: Domain, publish: bool) -> None:
     """Publish (DMARC on) or remove (off) the record at dmarc.update_server; raises PublishError."""
+    await _send(cfg, build_update(cfg, domain, publish), record_name(domain))
+
+
+async def _send(cfg: Config, upd: dns.update.UpdateMessage, what: str) -> None:
     host, port = split_hostport(cfg.dmarc.update_server, "dmarc.update_server")
-    upd = build_update(cfg, domain, publish)
     try:
         resp = await dns.asyncquery.tcp(upd, host, port=port, timeout=UPDATE_TIMEOUT)
     except dns.tsig.PeerError as e:
@@ -90,7 +131,7 @@ async def send_update(cfg: Config, domain: Domain, publish: bool) -> None:
     except (OSError, dns.exception.DNSException) as e:
         raise PublishError(f"update server {host}:{port}: {e}") from None
     if resp.rcode() != dns.rcode.NOERROR:
-        raise PublishError(f"update of {record_name(domain)} refused: "
+        raise PublishError(f"update of {what} refused: "
                            f"{dns.rcode.to_text(resp.rcode())}")
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import aiosmtplib
 import structlog
 
+from mailpolicy.auth import dkimkeys
+from mailpolicy.auth.signing import SigningError
 from mailpolicy.autoreply.state import AutoreplyStore
 from mailpolicy.config import Config
 from mailpolicy.core.addresses import normalize_address
@@ -79,6 +81,17 @@ async def send_with_retries(cfg: Config, recipient: str, data: bytes,
     return False
 
 
+async def signed(store: Any, data: bytes, ctx: dict[str, Any]) -> bytes:
+    """The reply DKIM-signed with its From domain's key (unsigned if that fails: logged)."""
+    if not hasattr(store, "dkim"):
+        return data
+    try:
+        return await dkimkeys.sign(store, data)
+    except SigningError as e:
+        log.warning("autoreply.unsigned", error=str(e), **ctx)
+        return data
+
+
 async def claim_and_send(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, ar: Autoresponder, *,
                          sender: str, key: str, data: bytes, ctx: dict[str, Any]) -> str:
     """Claim (mailbox, sender, key) in the store, send, and release the claim when the send
@@ -90,6 +103,7 @@ async def claim_and_send(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, a
         return "already-replied"
     sent = False
     try:
+        data = await signed(store, data, ctx)
         sent = await send_with_retries(cfg, sender, data, ctx)
     finally:
         if not sent:

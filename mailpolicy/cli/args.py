@@ -56,8 +56,14 @@ def _mailbox_options(p: argparse.ArgumentParser, edit: bool) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--enable", dest="enabled", action="store_const", const=True)
     g.add_argument("--disable", dest="enabled", action="store_const", const=False)
-    p.set_defaults(clear_aliases=False, clear_copies=False)
+    p.add_argument("--may-send-as", action="append", default=[], metavar="ADDR",
+                   help="also send as ADDR (user@domain) or any address of @domain (repeat)")
+    p.add_argument("--messages-per-hour", metavar="N|default",
+                   help="send limit of this mailbox (0 = none, default = the config's)")
+    p.add_argument("--recipients-per-hour", metavar="N|default")
+    p.set_defaults(clear_aliases=False, clear_copies=False, clear_may_send_as=False)
     if edit:
+        p.add_argument("--clear-may-send-as", action="store_true")
         p.add_argument("--clear-aliases", action="store_true")
         p.add_argument("--clear-copies", action="store_true")
     _json(p)
@@ -74,6 +80,14 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("postfix-config", help="print the Postfix main.cf/master.cf fragments")
     _config_option(s)
     _json(s)
+    s = sub.add_parser("dovecot-config", help="print the Dovecot conf.d fragment and SQL files "
+                       "for the configured store (SQLite, or PostgreSQL with cluster proxying)")
+    _config_option(s)
+    s.add_argument("--sql-conf-dir", metavar="DIR", default="/etc/dovecot",
+                   help="where the SQL .conf.ext files are installed (default /etc/dovecot)")
+    s.add_argument("--user", metavar="USER", default="mailpolicy",
+                   help="owner of the Maildirs and the store (default mailpolicy)")
+    _json(s)
 
     dom = sub.add_parser("domain", help="mail domains").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -85,6 +99,12 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = dom.add_parser("show", help="show a mail domain")
     s.add_argument("name", metavar="NAME")
     _json(s)
+    for name, text in (("dkim", "show the domain's DKIM selectors"),
+                       ("dkim-rotate", "new DKIM selectors: published now, signing after "
+                                       "dkim.rotation_delay_hours; the old ones then retire")):
+        s = dom.add_parser(name, help=text)
+        s.add_argument("name", metavar="NAME")
+        _json(s)
     s = dom.add_parser("delete", help="delete a mail domain with its mailboxes")
     s.add_argument("name", metavar="NAME")
     s.add_argument("--yes", action="store_true", help="do not ask")
@@ -94,6 +114,9 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     for name in ("add", "edit"):
         s = mb.add_parser(name, help=f"{name} a mailbox")
         s.add_argument("address", metavar="ADDRESS")
+        if name == "add":
+            s.add_argument("--node", metavar="NODE", help="home node (cluster; default: the "
+                           "active node with the fewest bytes stored)")
         _mailbox_options(s, edit=name == "edit")
     s = mb.add_parser("list", help="list mailboxes: name, properties, size used/max")
     s.add_argument("--domain", metavar="D")
@@ -108,6 +131,10 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s.add_argument("address", metavar="ADDRESS")
     s.add_argument("--ttl", type=int, metavar="SECONDS",
                    help="how long the token is valid (default 300, at most 3600)")
+    _json(s)
+    s = mb.add_parser("move", help="move a mailbox to another node (run on its home node)")
+    s.add_argument("address", metavar="ADDRESS")
+    s.add_argument("--to", required=True, metavar="NODE")
     _json(s)
     for name, text in (("delete", "delete mailboxes and their mail"),
                        ("clear", "delete all mail of mailboxes, keep the mailboxes")):
@@ -139,8 +166,14 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s.add_argument("address", metavar="ADDRESS")
     _json(s)
 
-    s = sub.add_parser("dns-records", help="DNS records a mail domain should publish")
+    from mailpolicy.cli import nodes
+
+    nodes.add_parser(sub, _json)
+
+    s = sub.add_parser("dns-records", help="DNS records a mail domain should publish: MX, SPF, "
+                       "DKIM, DMARC, SRV")
     s.add_argument("domain", metavar="DOMAIN")
+    s.add_argument("--zone", action="store_true", help="in zone-file form")
     _json(s)
 
 

@@ -39,9 +39,9 @@ class Client:
         self.socket_path = socket_path
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             query: dict[str, str] | None = None) -> Any:
+             query: dict[str, str] | None = None, timeout: float = TIMEOUT) -> Any:
         url = path + ("?" + urlencode(query) if query else "")
-        conn = _UnixHTTPConnection(self.socket_path)
+        conn = _UnixHTTPConnection(self.socket_path, timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
             conn.request(method, url, body=data,

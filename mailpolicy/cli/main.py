@@ -11,6 +11,7 @@ from typing import Any
 
 from mailpolicy.cli.args import build_parser, default_socket
 from mailpolicy.cli.client import Client, Refused
+from mailpolicy.cli.nodes import cmd_node
 from mailpolicy.cli.output import (
     human_size,
     print_json,
@@ -20,8 +21,10 @@ from mailpolicy.cli.output import (
     quote_path,
     usage_text,
 )
+from mailpolicy.core.senders import normalize_grant
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+MOVE_TIMEOUT = 3700.0  # seconds: a big mailbox takes a while to copy
 
 
 def _confirm(args: argparse.Namespace, question: str) -> None:
@@ -65,7 +68,7 @@ def _show_domain(d: dict[str, Any]) -> None:
 def _dns_warning(res: dict[str, Any]) -> None:
     dns = res.get("dns_update")
     if dns and not dns.get("ok"):
-        print(f"mailpolicy: warning: saved, but the DMARC DNS update failed: {dns.get('error')}",
+        print(f"mailpolicy: warning: saved, but the DNS update failed: {dns.get('error')}",
               file=sys.stderr)
 
 
@@ -73,6 +76,7 @@ def cmd_domain(args: argparse.Namespace, api: Client) -> None:
     if args.action == "add":
         d = api.call("POST", "/v1/domains", {"name": args.name, **_domain_body(args)})
         _dns_warning(d)
+        _warnings(d)
         print_json(d) if args.json else _show_domain(d)
     elif args.action == "edit":
         d = api.call("PATCH", f"/v1/domains/{quote_path(args.name)}", _domain_body(args))
@@ -90,6 +94,17 @@ def cmd_domain(args: argparse.Namespace, api: Client) -> None:
     elif args.action == "show":
         d = api.call("GET", f"/v1/domains/{quote_path(args.name)}")
         print_json(d) if args.json else _show_domain(d)
+    elif args.action in ("dkim", "dkim-rotate"):
+        url = f"/v1/domains/{quote_path(args.name)}/dkim"
+        res = (api.call("POST", url + "/rotate") if args.action == "dkim-rotate"
+               else api.call("GET", url))
+        _dns_warning(res)
+        if args.json:
+            return print_json(res)
+        print_table(["Selector", "Algorithm", "Signs from", "Retired at", "State"],
+                    [[k["selector"], k["algorithm"], k["active_from"], k["retire_at"] or "-",
+                      "signing" if k["signing"] else "published" if k["published"]
+                      else "retired"] for k in res["keys"]])
     elif args.action == "delete":
         d = api.call("GET", f"/v1/domains/{quote_path(args.name)}")
         _confirm(args, f"Delete domain {d['name']} with its {d.get('mailboxes', 0)} "
@@ -138,34 +153,81 @@ def _mailbox_body(args: argparse.Namespace, current: dict[str, Any] | None) -> d
     return body
 
 
+_UNSET = object()  # an option not given
+
+
+def _limit_arg(value: str | None, option: str) -> Any:
+    if value is None:
+        return _UNSET
+    if value == "default":
+        return None
+    if not value.isdigit():
+        raise Refused(f"{option}: a whole number (0 = no limit) or 'default'")
+    return int(value)
+
+
+
+def _sending_body(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any]:
+    """The /sending changes asked for by --may-send-as / --messages-per-hour / ... (or {})."""
+    body: dict[str, Any] = {}
+    grants = [g for v in args.may_send_as for g in v.replace(",", " ").split()]
+    for g in grants:
+        try:
+            normalize_grant(g)
+        except ValueError as e:
+            raise Refused(f"--may-send-as: {e}") from None
+    if grants or args.clear_may_send_as:
+        cur = [] if current is None or args.clear_may_send_as else current["may_send_as"]
+        body["may_send_as"] = cur + [g for g in dict.fromkeys(grants) if g not in cur]
+    for opt, key in (("messages_per_hour", "--messages-per-hour"),
+                     ("recipients_per_hour", "--recipients-per-hour")):
+        val = _limit_arg(getattr(args, opt), key)
+        if val is not _UNSET:
+            body[opt] = val
+    return body
+
+
 def _show_mailbox(m: dict[str, Any]) -> None:
     usage = m.get("usage") or {"used": 0, "max": m["max_size"]}
     print_pairs([("Address", m["address"]), ("Aliases", m["aliases"]),
             ("Size", usage_text(usage["used"], usage["max"])), ("Copies to", m["copies_to"]),
             ("Do not save", m["no_save"]), ("Enabled", m["enabled"]),
             ("Password set", m["has_password"]),
+            *([("May send as", m["sending"]["may_send_as"]),
+               ("Send limits", "{messages_per_hour} messages, {recipients_per_hour} recipients "
+                "per hour".format(**m["sending"]["effective"]))] if "sending" in m else []),
+            *([("Home node", m["home_node"])] if m.get("home_node") else []),
             ("Properties", properties_text(m.get("properties") or {"enabled": m["enabled"]}))])
 
 
 def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
     a = args.action
     if a in ("add", "edit"):
+        # the sending options are checked before anything changes (two API calls)
         if a == "add":
+            sending = _sending_body(args, None)
             m = api.call("POST", "/v1/mailboxes",
-                         {"address": args.address, **_mailbox_body(args, None)})
+                         {"address": args.address, **_mailbox_body(args, None)}
+                         | ({"node": args.node} if args.node else {}))
         else:
             cur = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
+            sending = _sending_body(args, api.call(
+                "GET", f"/v1/mailboxes/{quote_path(cur['address'])}/sending"))
             m = api.call("PATCH", f"/v1/mailboxes/{quote_path(cur['address'])}",
                          _mailbox_body(args, cur))
+        url = f"/v1/mailboxes/{quote_path(m['address'])}/sending"
+        m["sending"] = api.call("PATCH" if sending else "GET", url, sending or None)
         print_json(m) if args.json else _show_mailbox(m)
     elif a == "list":
         res = api.call("GET", "/v1/mailboxes", query={"domain": args.domain} if args.domain
                        else None)
         if args.json:
             return print_json(res)
-        print_table(["Name", "Properties", "Size"],
+        homes = any(m.get("home_node") for m in res["mailboxes"])  # a cluster: say where
+        print_table(["Name", "Properties", "Size"] + (["Node"] if homes else []),
                [[m["address"], properties_text(m["properties"]),
-                 usage_text(m["usage"]["used"], m["usage"]["max"])] for m in res["mailboxes"]])
+                 usage_text(m["usage"]["used"], m["usage"]["max"])]
+                + ([m.get("home_node") or "-"] if homes else []) for m in res["mailboxes"]])
     elif a == "show":
         m = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}")
         print_json(m) if args.json else _show_mailbox(m)
@@ -181,6 +243,13 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
                 res = api.call("POST", f"/v1/mailboxes/{quote_path(box)}/clear",
                                query={"confirm": "true"})
                 print(f"cleared {box} ({human_size(res.get('freed', 0))} freed)")
+    elif a == "move":
+        res = api.call("POST", f"/v1/mailboxes/{quote_path(args.address)}/move",
+                       {"to": args.to}, timeout=MOVE_TIMEOUT)
+        if args.json:
+            return print_json(res)
+        print(f"moved {res['moved']} from {res['from']} to {res['to']} in {res['seconds']} s "
+              f"(deliveries deferred for {res['deferred_seconds']} s)")
     elif a == "settings":
         s = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}/settings")
         if args.json:
@@ -188,7 +257,7 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
         print_pairs([("Address", s["address"]), ("Login", s["login"]),
                 ("Password", "the mailbox password")]
                + [(p.upper(), f"{s[p]['host']} port {s[p]['port']} ({s[p]['security']})")
-                  for p in ("imap", "pop3", "smtp")])
+                  for p in ("imap", "pop3", "smtp", "smtps") if p in s])
     elif a == "login-as":
         res = api.call("POST", f"/v1/mailboxes/{quote_path(args.address)}/login-token",
                        {} if args.ttl is None else {"ttl": args.ttl})
@@ -252,11 +321,21 @@ def cmd_autoreply(args: argparse.Namespace, api: Client) -> None:
     print(ar["message"] or "(empty: the autoresponder is off)")
 
 
+def _warnings(res: dict[str, Any]) -> None:
+    for w in res.get("warnings") or ():
+        print(f"mailpolicy: warning: {w}", file=sys.stderr)
+
+
 def cmd_dns_records(args: argparse.Namespace, api: Client) -> None:
     res = api.call("GET", f"/v1/domains/{quote_path(args.domain)}/dns-records")
     if args.json:
         return print_json(res)
-    sys.stdout.write(res["zone"])
+    _warnings(res)
+    if args.zone:
+        sys.stdout.write(res["zone"])
+        return
+    for r in res["records"]:
+        print(f"{r['name']} {r['type']} {r['value']}\n    ({r['purpose']})")
 
 
 # ---------------------------------------------------------------- local commands
@@ -275,13 +354,51 @@ def cmd_postfix_config(args: argparse.Namespace) -> int:
         cfg = config.load(args.config)
     except config.ConfigError as e:
         raise Refused(str(e)) from None
-    out = postfixconf.render(cfg, outbound.pool(cfg), args.json)
+    ips = outbound.pool(cfg)
+    for warning in outbound.pool_warnings(cfg, ips):
+        print(f"mailpolicy: warning: {warning}", file=sys.stderr)
+    out = postfixconf.render(cfg, ips, args.json)
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return EXIT_OK
 
 
+def cmd_dovecot_config(args: argparse.Namespace) -> int:
+    import grp
+    import json
+    import pwd
+
+    from mailpolicy import config
+    from mailpolicy.deploy import dovecot as dovecotconf
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as e:
+        raise Refused(str(e)) from None
+    owner = dovecotconf.DovecotUser(user=args.user, group=args.user)
+    try:  # the real group and uid of that user when it exists here
+        pw = pwd.getpwnam(args.user)
+        owner = dovecotconf.DovecotUser(args.user, grp.getgrgid(pw.pw_gid).gr_name,
+                                        min(pw.pw_uid, owner.first_valid_uid))
+    except KeyError:
+        pass
+    sql_path = str(Path(args.sql_conf_dir) / dovecotconf.SQL_CONF_NAME)
+    try:
+        files = dovecotconf.render(cfg, sql_conf_path=sql_path, owner=owner)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    if args.json:
+        sys.stdout.write(json.dumps(files, indent=2) + "\n")
+        return EXIT_OK
+    where = {dovecotconf.CONF_NAME: f"/etc/dovecot/conf.d/{dovecotconf.CONF_NAME}"}
+    for name, text in files.items():
+        print(f"# ==== {where.get(name, str(Path(args.sql_conf_dir) / name))} ====")
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        print()
+    return EXIT_OK
+
+
 HANDLERS = {"domain": cmd_domain, "mailbox": cmd_mailbox, "autoreply": cmd_autoreply,
-            "dns-records": cmd_dns_records}
+            "dns-records": cmd_dns_records, "node": cmd_node}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "postfix-config":
             return cmd_postfix_config(args)
+        if args.command == "dovecot-config":
+            return cmd_dovecot_config(args)
         api = Client(args.socket or default_socket(args.config))
         HANDLERS[args.command](args, api)
     except Refused as e:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mailpolicy.core.directory import Directory, Resolution, StoreDirectory, resolve
-from mailpolicy.core.model import Domain, Mailbox
+from mailpolicy.core.model import Domain, Mailbox, Node
 
 DEFAULT_TTL = 2.0  # seconds a lookup (hit or miss) is reused when nothing tells us of writes
 WATCHED_TTL = 30.0  # ... when the store's directory generation is watched (a backstop only)
@@ -114,6 +114,11 @@ class CachedDirectory:
     async def find_mailbox(self, domain: str, local: str) -> tuple[Mailbox, bool] | None:
         return await self._cached(("m", domain, local),  # type: ignore[no-any-return]
                                   lambda: self.store.find_mailbox(domain, local))
+
+    async def get_node(self, name: str) -> Node | None:
+        """A node of a cluster (the store's get_node), remembered like the lookups."""
+        return await self._cached(("n", name),  # type: ignore[no-any-return]
+                                  lambda: self.store.get_node(name))  # type: ignore[attr-defined]
 
     def resolved(self, address: str) -> Resolution | None:
         """resolve() of `address` without waiting: remembered, or worked out now when the

@@ -44,6 +44,8 @@ class Mailbox:
     no_save: bool = False
     enabled: bool = True
     id: int = 0
+    home_node: str = ""  # the node its Maildir lives on; "" = the one implicit node
+    moving_to: str = ""  # set while `mailbox move` switches its home (deliveries wait)
 
     @property
     def address(self) -> str:
@@ -52,6 +54,27 @@ class Mailbox:
     @property
     def saves_locally(self) -> bool:
         return not self.no_save
+
+
+class NodeState(StrEnum):
+    """A node's state: new mailboxes are placed only on active nodes."""
+
+    ACTIVE = "active"
+    DRAINING = "draining"  # keeps its mailboxes, gets no new ones
+    DOWN = "down"  # marked down by an admin: gets no new mailboxes
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One host of a cluster: where its LMTP server and its Dovecot are reached."""
+
+    name: str
+    lmtp: str  # host:port
+    imap_host: str = ""
+    imap_port: int = 143
+    pop3_port: int = 110
+    state: NodeState = NodeState.ACTIVE
+    last_seen: float | None = None  # Unix time of the daemon's last heartbeat
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,54 @@ def _read_secret(path: Path) -> str:
     return secret
 
 
+def postfix_myhostname() -> str | None:
+    """Postfix's myhostname (`postconf -h myhostname`), None when Postfix cannot say."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["postconf", "-h", "myhostname"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name = res.stdout.strip()
+    return name if res.returncode == 0 and name else None
+
+
+def host_fqdn() -> str:
+    import socket
+
+    return socket.getfqdn()
+
+
+def srs_domain(cfg: Config) -> str:
+    """The SRS domain: filter.srs_domain, else Postfix's myhostname, else the host's FQDN.
+    It must be fully qualified (a bare host name collides with Debian's default mydestination
+    and makes SRS bounces unroutable): ConfigError naming the key otherwise."""
+    from mailpolicy.config import ConfigError
+
+    name = cfg.filter.srs_domain or _default_srs_domain()
+    try:
+        folded = normalize_domain(name)
+    except AddressError:
+        folded = ""
+    if "." not in folded or folded.endswith(".localdomain") or folded == "localhost":
+        origin = ("as configured" if cfg.filter.srs_domain
+                  else "from Postfix's myhostname, else the host name")
+        raise ConfigError(
+            f"filter.srs_domain: {name!r} ({origin}) is not a fully qualified domain name; "
+            "set filter.srs_domain to this host's public mail name, e.g. mx.example.com")
+    return folded
+
+
+_DEFAULT: list[str] = []
+
+
+def _default_srs_domain() -> str:
+    if not _DEFAULT:  # asked once per process
+        _DEFAULT.append(postfix_myhostname() or host_fqdn())
+    return _DEFAULT[0]
+
+
 class Srs:
     """Sender Rewriting Scheme in our SRS domain (srslib: SRS0/SRS1, hash, 21-day timestamps)."""
 
@@ -56,7 +104,7 @@ class Srs:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Srs:
-        return cls(load_secret(cfg), cfg.filter.srs_domain or cfg.hostname)
+        return cls(load_secret(cfg), srs_domain(cfg))
 
     def forward(self, sender: str) -> str | None:
         """The SRS address standing for `sender` (None when it cannot be rewritten)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailpolicy.config import Config
+from mailpolicy.deploy import dovecot_pgsql
 from mailpolicy.deploy.tlsmaps import DOVECOT_MAP
 
 SQL_CONF_NAME = "dovecot-sql-mailpolicy.conf.ext"
@@ -31,7 +32,8 @@ def sqlite_path(cfg: Config) -> Path:
     for prefix in SQLITE_PREFIXES:
         if url.startswith(prefix):
             return Path(url[len(prefix):].split("?", 1)[0])
-    raise ValueError(f"store.url: Dovecot's SQL config is generated for SQLite only, got {url!r}")
+    raise ValueError(f"store.url: Dovecot's SQL config is generated for SQLite and PostgreSQL "
+                     f"only, got {url!r}")
 
 
 def _sql_literal(text: str) -> str:
@@ -50,6 +52,8 @@ _FROM = ("FROM mailboxes m JOIN domains d ON d.id = m.domain_id \\\n"
 
 def sql_conf(cfg: Config) -> str:
     """dovecot-sql.conf.ext: passdb and userdb queries on mailpolicy's tables."""
+    if dovecot_pgsql.is_postgresql(cfg):
+        return dovecot_pgsql.sql_conf(cfg)
     db = _dovecot_value(str(sqlite_path(cfg)))
     root = _dovecot_value(str(cfg.maildir_root))
     return f"""\
@@ -83,6 +87,8 @@ iterate_query = SELECT m.name || '@' || d.name AS user \\
 def token_sql_conf(cfg: Config) -> str:
     """The second passdb's SQL: an admin's "log in as" token (`mailpolicy mailbox login-as`)
     is accepted as the mailbox's password while it is unused and unexpired."""
+    if dovecot_pgsql.is_postgresql(cfg):
+        return dovecot_pgsql.token_sql_conf(cfg)
     db = _dovecot_value(str(sqlite_path(cfg)))
     return f"""\
 # Dovecot SQL passdb for mailpolicy's "log in as the mail user" tokens (generated from
@@ -92,6 +98,8 @@ def token_sql_conf(cfg: Config) -> str:
 # Limit: Dovecot only reads this table, so over IMAP a token works until it expires (5 minutes
 # by default), not once; redeeming it through the admin API (POST /v1/login-as) is single-use
 # and also ends its use here.
+# IMAP only ('%s' is the service asking): never an SMTP AUTH (Postfix asks as "smtp") or POP3
+# password, so a token cannot send mail as the user.
 driver = sqlite
 connect = {db}
 
@@ -100,6 +108,7 @@ password_query = SELECT m.name || '@' || d.name AS user, \\
   '{{SHA256.HEX}}' || t.token_hash AS password \\
   FROM tokens t JOIN mailboxes m ON m.id = t.mailbox_id JOIN domains d ON d.id = m.domain_id \\
   WHERE m.name = '%n' AND d.name = '%d' AND m.enabled = 1 AND t.used = 0 \\
+    AND '%s' = 'imap' \\
     AND t.expires_at > (julianday('now') - 2440587.5) * 86400.0 \\
   ORDER BY t.created_at DESC LIMIT 1
 """
@@ -108,6 +117,29 @@ password_query = SELECT m.name || '@' || d.name AS user, \\
 def token_sql_conf_path(sql_conf_path: str) -> str:
     """The token passdb's args file: beside the main SQL config."""
     return str(Path(sql_conf_path).with_name(TOKEN_SQL_CONF_NAME))
+
+
+def auth_socket_path(cfg: Config) -> str:
+    """Where Postfix's smtpd finds Dovecot SASL: `private/auth` under its queue directory."""
+    return str(Path(cfg.submission.postfix_queue_directory) / "private" / "auth")
+
+
+def _auth_listener(cfg: Config) -> str:
+    if not cfg.submission.enabled:
+        return ""
+    path = _dovecot_value(auth_socket_path(cfg))
+    return f"""\
+# SMTP AUTH for Postfix's submission services (smtpd_sasl_type = dovecot,
+# smtpd_sasl_path = private/auth, relative to Postfix's queue directory).
+auth_mechanisms = plain login
+service auth {{
+  unix_listener {path} {{
+    mode = 0660
+    user = postfix
+    group = postfix
+  }}
+}}
+"""
 
 
 def dovecot_conf(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,
@@ -147,6 +179,7 @@ userdb {{
   args = {sql_conf_path}
 }}
 
+{_auth_listener(cfg)}
 # The auth worker opens the SQLite file (and its -wal/-shm files): run it as their owner.
 service auth-worker {{
   user = {owner.user}
@@ -165,7 +198,7 @@ plugin {{
 # Per-domain certificates by SNI (local_name blocks), kept by mailpolicy from its domains;
 # `doveadm reload` after a certificate change.
 !include_try {_dovecot_value(str(cfg.state_dir / DOVECOT_MAP))}
-"""
+""" + dovecot_pgsql.doveadm_conf(cfg, owner.user, owner.group)
 
 
 def render(cfg: Config, *, sql_conf_path: str = DEFAULT_SQL_CONF,

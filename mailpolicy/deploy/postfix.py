@@ -7,11 +7,11 @@ import json
 from collections.abc import Iterable
 
 from mailpolicy.config import Config, split_hostport
-from mailpolicy.core.outbound import transport_name
+from mailpolicy.core.cluster import LMTP_TRANSPORT
+from mailpolicy.core.outbound import pool_warnings, transport_name
 from mailpolicy.deploy.tlsmaps import POSTFIX_MAP
 
 FILTER_TRANSPORT = "mailpolicy-filter"
-LMTP_TRANSPORT = "mailpolicy-lmtp"
 FILTER_MAXPROC = 20  # Postfix's default per-destination concurrency; the 10026 smtpd allows 100
 POSTFIX_MAILBOX_SIZE_DEFAULT = 51200000  # Postfix's mailbox_size_limit/virtual_mailbox_limit
 POLICY_TIMEOUT_FLOOR = 5  # seconds; Postfix's own default (100s) would stall every client
@@ -29,6 +29,7 @@ _MAIN_COMMENTS = {
     "virtual_mailbox_maps": "every address Postfix should accept: mailboxes, aliases, catch-alls",
     "sender_dependent_default_transport_maps": "outbound smtp transport bound to the domain's IP",
     "virtual_transport": "final delivery into Maildir by mailpolicy's LMTP server",
+    "transport_maps": "cluster: mailboxes at home on another node go to that node's LMTP",
     "content_filter": "every queued message passes mailpolicy's filter (FILTER_README sandwich)",
     "receive_override_options": "address mappings happen after the filter (on the 10026 smtpd)",
     "smtpd_proxy_filter": "before-queue mode: the filter answers inside the client's session",
@@ -36,6 +37,12 @@ _MAIN_COMMENTS = {
     "mailbox_size_limit": "must not be below message_size_limit (Postfix refuses to start)",
     "virtual_mailbox_limit": "must not be below message_size_limit (Postfix refuses to start)",
     f"{FILTER_TRANSPORT}_destination_concurrency_limit": "as many as the filter's maxproc",
+    "mailpolicy_submission_recipient_restrictions": (
+        "submission (587/465): the policy service, then only authenticated clients relay"),
+    "mailpolicy_submission_data_restrictions": (
+        "submission: send limits per mailbox and domain (policy service, sasl_username)"),
+    "mailpolicy_submission_sender_login_maps": (
+        "who may send as which address: mailboxes, their aliases, granted addresses"),
     "tls_server_sni_maps": (
         "per-domain certificates (SNI); `postfix reload` after a certificate change"),
 }
@@ -100,6 +107,8 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
         "sender_dependent_default_transport_maps": _socketmap(cfg, "sender-transport"),
         "virtual_transport": _lmtp_nexthop(cfg),
     }
+    if cfg.cluster.node:
+        out["transport_maps"] = _socketmap(cfg, "transport")
     filt = _nexthop(cfg.listen.filter, "listen.filter")
     if cfg.filter.mode == "before-queue":
         out["smtpd_proxy_filter"] = _inet(cfg.listen.filter, "listen.filter")
@@ -113,7 +122,58 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
         out[f"{FILTER_TRANSPORT}_destination_concurrency_limit"] = str(_filter_maxproc(cfg))
     # texthash lists file names and Postfix reads the files (never serve keys by socketmap)
     out["tls_server_sni_maps"] = f"texthash:{cfg.state_dir / POSTFIX_MAP}"
+    if cfg.submission.enabled:
+        # referenced as $name from the submission services (no spaces in master.cf -o values)
+        out["mailpolicy_submission_recipient_restrictions"] = (
+            f"check_policy_service {policy}, permit_sasl_authenticated, reject")
+        out["mailpolicy_submission_data_restrictions"] = f"check_policy_service {policy}"
+        out["mailpolicy_submission_sender_login_maps"] = _socketmap(cfg, "senders")
     return out
+
+
+SASL_PATH = "private/auth"  # queue-relative: Dovecot's auth listener (chroot-safe)
+
+
+def submission_services(cfg: Config) -> list[tuple[str, bool]]:
+    """(master.cf service name or host:port, implicit TLS) of the submission services."""
+    sub = cfg.submission
+    if not sub.enabled:
+        return []
+    out = []
+    for value, wrapper, key in ((sub.submission, False, "submission.submission"),
+                                (sub.submissions, True, "submission.submissions")):
+        if not value:
+            continue
+        out.append((_inet(value, key) if ":" in value else value, wrapper))
+    return out
+
+
+def _submission_entry(cfg: Config, service: str, wrapper: bool) -> str:
+    name = "submissions" if wrapper else "submission"
+    tls = ["smtpd_tls_wrappermode=yes"] if wrapper else ["smtpd_tls_security_level=encrypt"]
+    # before-queue: the From/owner check answers the user's client (553) inside the session
+    originating = _inet(cfg.listen.filter_originating, "listen.filter_originating")
+    return _entry(_row(service, "inet", "n", "-", "smtpd"), [
+        f"syslog_name=postfix/{name}",
+        *tls,
+        "smtpd_tls_auth_only=yes",
+        "smtpd_sasl_auth_enable=yes",
+        "smtpd_sasl_type=dovecot",
+        f"smtpd_sasl_path={SASL_PATH}",
+        "smtpd_sasl_security_options=noanonymous",
+        "smtpd_reject_unlisted_recipient=no",
+        "smtpd_client_restrictions=permit_sasl_authenticated,reject",
+        "smtpd_helo_restrictions=",
+        "smtpd_sender_login_maps=$mailpolicy_submission_sender_login_maps",
+        "smtpd_sender_restrictions=reject_sender_login_mismatch",
+        "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+        "smtpd_recipient_restrictions=$mailpolicy_submission_recipient_restrictions",
+        "smtpd_data_restrictions=$mailpolicy_submission_data_restrictions",
+        "smtpd_policy_service_policy_context=submission",
+        f"smtpd_proxy_filter={originating}",
+        "content_filter=",
+        "milter_macro_daemon_name=ORIGINATING",
+    ])
 
 
 def _filter_maxproc(cfg: Config) -> int:
@@ -180,6 +240,8 @@ def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
                 "smtp_header_checks=",
                 "smtp_tls_security_level=none",
             ]))
+    for service, wrapper in submission_services(cfg):
+        entries.append(_submission_entry(cfg, service, wrapper))
     for ip in outbound_ips:
         name = transport_name(ip)
         bind = "smtp_bind_address6" if ipaddress.ip_address(ip).version == 6 else (
@@ -212,11 +274,15 @@ _MASTER_COMMENTS = {
     LMTP_TRANSPORT: "# LMTP client to mailpolicy's delivery agent (virtual_transport)",
     "mpout": "# outbound smtp bound to one address of the IP pool "
              "(chosen per sender domain by sender-transport)",
+    "submission": "# submission (587, STARTTLS required) for mail clients: SMTP AUTH through "
+                  "Dovecot, relay for authenticated users only, their own sender addresses only",
+    "submissions": "# submissions (465, implicit TLS, RFC 8314): the same as submission",
 }
 
 
 def _header(cfg: Config, ips: tuple[str, ...]) -> str:
-    return _HEADER.format(mode=cfg.filter.mode, pool=", ".join(ips) or "(none)")
+    head = _HEADER.format(mode=cfg.filter.mode, pool=", ".join(ips) or "(none)")
+    return "\n".join([head, *(f"# WARNING: {w}" for w in pool_warnings(cfg, ips))])
 
 
 def render_main(cfg: Config, outbound_ips: Iterable[str]) -> str:
@@ -238,6 +304,8 @@ def render_master(cfg: Config, outbound_ips: Iterable[str]) -> str:
     for entry in master_cf(cfg, ips):
         service = entry.split(None, 1)[0]
         kind = ("mpout" if service.startswith("mpout-") else
+                "submissions" if "syslog_name=postfix/submissions\n" in entry else
+                "submission" if "syslog_name=postfix/submission\n" in entry else
                 service if service in _MASTER_COMMENTS else "reinject")
         lines += [_MASTER_COMMENTS[kind], entry]
     return "\n".join(lines) + "\n"
@@ -247,6 +315,6 @@ def render(cfg: Config, outbound_ips: Iterable[str], as_json: bool) -> str:
     """Commented main.cf + master.cf text, or JSON {"main_cf": {...}, "master_cf": [...]}."""
     ips = tuple(outbound_ips)
     if as_json:
-        return json.dumps({"main_cf": main_cf(cfg, ips), "master_cf": master_cf(cfg, ips)},
-                          indent=2) + "\n"
+        return json.dumps({"main_cf": main_cf(cfg, ips), "master_cf": master_cf(cfg, ips),
+                           "warnings": pool_warnings(cfg, ips)}, indent=2) + "\n"
     return render_main(cfg, ips) + "\n" + render_master(cfg, ips)

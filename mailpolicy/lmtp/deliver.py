@@ -9,6 +9,7 @@ import structlog
 
 from mailpolicy.config import Config
 from mailpolicy.core import replies
+from mailpolicy.core.cluster import is_remote, moving, not_home
 from mailpolicy.core.directory import Kind, Resolution
 from mailpolicy.core.model import DefaultAction, Mailbox
 from mailpolicy.core.quota import exceeds_quota, quota_reply
@@ -55,6 +56,10 @@ def rcpt_decision(cfg: Config, rcpt: str, res: Resolution) -> Target | Reply:
     mailbox = final.mailbox
     if not mailbox.enabled:
         return _for(rcpt, replies.DISABLED)
+    if mailbox.moving_to:
+        return _for(rcpt, moving(mailbox))
+    if is_remote(mailbox, cfg.cluster.node):
+        return _for(rcpt, not_home(mailbox))
     if mailbox.no_save:
         return Target(rcpt, mailbox, None)
     return Target(rcpt, mailbox, maildir_for(cfg.maildir_root, mailbox.domain, mailbox.name))

@@ -32,6 +32,7 @@ from mailpolicy.lmtp.deliver import (
     rcpt_decision,
     rcpt_quota_check,
 )
+from mailpolicy.lmtp.usage_report import report_usage
 from mailpolicy.runtime import service
 from mailpolicy.runtime.logs import unexpected
 from mailpolicy.runtime.sockets import clear_stale_socket
@@ -253,6 +254,8 @@ class LMTPServer(LMTPServerBase):
         if not (data.too_big or data.bare):
             with self.busy():
                 await handler.after_delivery(envelope, data.message, result)
+                await report_usage(handler.cfg, handler.store, handler.run_io,
+                                   envelope.targets, result)
 
 
 class LmtpListener(asyncio.AbstractServer):

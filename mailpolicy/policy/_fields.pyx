@@ -5,7 +5,8 @@ against it); the ~30 attribute lines are scanned once and only the FIELDS read a
 from libc.string cimport memchr, memcmp
 
 cdef tuple NAMES = (b"request", b"protocol_state", b"recipient", b"sender", b"size",
-                    b"queue_id", b"instance", b"client_name", b"client_address")
+                    b"queue_id", b"instance", b"client_name", b"client_address",
+                    b"sasl_username", b"recipient_count")
 
 
 def fields(bytes block):

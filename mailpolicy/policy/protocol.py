@@ -16,7 +16,7 @@ class ProtocolError(ValueError):
 
 # The attributes the service reads (the others are ignored); FIELDS order is fields()' order.
 FIELDS = ("request", "protocol_state", "recipient", "sender", "size", "queue_id", "instance",
-          "client_name", "client_address")
+          "client_name", "client_address", "sasl_username", "recipient_count")
 
 
 @dataclass(slots=True)
@@ -30,13 +30,22 @@ class Request:
     instance: str
     client: str  # "name[address]" as Postfix logs it, "" when neither is known
     size_text: str  # MAIL FROM SIZE= as sent
+    sasl_username: str = ""  # the SMTP AUTH login (submission), "" without AUTH
+    recipient_count_text: str = ""  # accepted recipients so far (DATA, END-OF-MESSAGE)
 
     @classmethod
     def of(cls, values: Sequence[str]) -> Request:
         """From the values of FIELDS, in that order."""
-        _request, state, recipient, sender, size, queue_id, instance, name, addr = values
+        (_request, state, recipient, sender, size, queue_id, instance, name, addr, login,
+         count) = values
         return cls(state.upper(), recipient, sender, queue_id, instance,
-                   f"{name}[{addr}]" if name or addr else "", size)
+                   f"{name}[{addr}]" if name or addr else "", size, login, count)
+
+    @property
+    def recipient_count(self) -> int:
+        """recipient_count (0 when absent or not a number)."""
+        value = self.recipient_count_text
+        return int(value) if value.isascii() and value.isdigit() else 0
 
     @property
     def size(self) -> int:

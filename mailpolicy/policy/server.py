@@ -20,7 +20,9 @@ from mailpolicy.policy.checks import (
     decide,
     decide_now,
 )
+from mailpolicy.policy.limits import SendLimiter, applies
 from mailpolicy.policy.protocol import Parser, Request, encode_action
+from mailpolicy.policy.usage import HomeUsage
 from mailpolicy.runtime.logs import HotLine, unexpected
 from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.runtime.timers import IdleTimer
@@ -40,9 +42,11 @@ class PolicyService:
 
     def __init__(self, policy: Policy, directory: Directory, usage: UsageFn,
                  max_request: int, usage_known: PeekUsage | None = None, *,
+                 limiter: SendLimiter | None = None,
                  request_timeout: float = REQUEST_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS) -> None:
         self.policy = policy
+        self.limiter = limiter  # send limits of authenticated users (submission)
         self.request_timeout = request_timeout  # from a request's first byte to its end
         self.max_connections = max_connections
         self.connections = 0
@@ -90,6 +94,8 @@ class PolicyService:
     def answer_now(self, request: Request) -> Decision | None:
         """The decision when it needs no I/O (every lookup answered from the caches), logged;
         None otherwise (then answer() is the way)."""
+        if self.limiter is not None and applies(request):
+            return None  # counted in the store
         try:
             decision = decide_now(request, self.resolved, self.usage_known, self.policy)
         except Exception as e:  # any failure: a temporary answer, never silence or OK
@@ -103,7 +109,10 @@ class PolicyService:
         lookups, quota reading) is not done within policy.deadline_seconds."""
         try:  # one timer per request that needs I/O (cache hits never get here)
             async with asyncio.timeout(self.policy.deadline_seconds):
-                decision = await decide(request, self.resolve, self.usage, self.policy)
+                if self.limiter is not None and applies(request):
+                    decision = await self.limiter.decide(request)
+                else:
+                    decision = await decide(request, self.resolve, self.usage, self.policy)
         except Exception as e:  # any failure: a temporary answer, never silence or OK
             decision = self._fallback(request, e)
         return self._logged(request, decision)
@@ -280,9 +289,17 @@ async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
                 inherited: object = None) -> list[Listener]:
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
     and serve; returns the servers (the daemon closes them)."""
-    usage = UsageReader(cfg.maildir_root)
+    reader = UsageReader(cfg.maildir_root)
+    usage: UsageFn = reader
+    usage_known: PeekUsage | None = reader.known
+    if cfg.cluster.node:  # mailboxes at home elsewhere: their home node's figure
+        nodes = store.nodes  # type: ignore[attr-defined]
+        usage = HomeUsage(reader, nodes.usage, cfg.cluster.node)  # type: ignore[arg-type]
+        usage_known = None  # a local peek cannot know a remote mailbox's usage
     service = PolicyService(cfg.policy, CachedDirectory.for_store(store), usage,
-                            int(cfg.limits.policy_request_max), usage.known,
+                            int(cfg.limits.policy_request_max), usage_known,
+                            limiter=(SendLimiter(cfg.sending, store)
+                                     if hasattr(store, "sending") else None),
                             request_timeout=cfg.limits.policy_request_timeout_seconds,
                             max_connections=cfg.limits.policy_max_connections)
     host, port = split_hostport(cfg.listen.policy, "listen.policy")

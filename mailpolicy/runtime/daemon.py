@@ -11,8 +11,9 @@ import structlog
 
 from mailpolicy import config as config_mod
 from mailpolicy.core import outbound
+from mailpolicy.core.srs import srs_domain
 from mailpolicy.deploy import tlsmaps
-from mailpolicy.runtime import housekeeping, logs, sdnotify, statedir, workers
+from mailpolicy.runtime import heartbeat, housekeeping, logs, sdnotify, statedir, workers
 from mailpolicy.runtime import reload as reload_mod
 from mailpolicy.runtime.service import Listener
 from mailpolicy.services import SERVICES
@@ -79,6 +80,9 @@ async def _serve_locked(cfg: config_mod.Config, config_path: str | None,
         for service in SERVICES:
             servers.extend(await workers.start(running[0], store, service))
             log.info("service.started", service=service.name)
+        if cfg.cluster.node:  # a node of a cluster: in the registry while it serves
+            await heartbeat.register(cfg, store)
+            chores.append(asyncio.create_task(heartbeat.beat(cfg, store)))
         workers.settle_gc()
         chores.append(asyncio.create_task(housekeeping.sweep_tmp(cfg.maildir_root)))
         sdnotify.notify("READY=1")
@@ -129,6 +133,7 @@ def run(config_path: str | None = None) -> int:
     """`mailpolicy serve`: load the config and run until stopped; exit status."""
     try:
         cfg = config_mod.load(config_path)
+        srs_domain(cfg)  # refused at start, naming the key, when not fully qualified
     except config_mod.ConfigError as e:
         print(f"mailpolicy: config error: {e}", file=sys.stderr)
         return 2

@@ -16,8 +16,9 @@ unexpectedly is started again (after 0.2 s, doubling up to 10 s while it keeps f
 Cross-process staleness: the caches of a worker (directory answers, active autoresponders)
 are cleared at once by store writes made in that worker only; writes made elsewhere (admin
 API, CLI, another worker) are seen within 0.1 s on SQLite (the store's directory generation
-is watched; claims, tokens and audit lines do not move it) and within 2 s on PostgreSQL (the
-cache TTL). Quota state is the shared `maildirsize` file, so it is never stale.
+is watched; claims, tokens and audit lines do not move it) and within about 1 s on PostgreSQL
+(LISTEN/NOTIFY on the generation, polled every second as a fallback: store/changes.py).
+Quota state is the shared `maildirsize` file, so it is never stale.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from mailpolicy.esmtp.data import data_command_ok
 from mailpolicy.esmtp.spool import Content, MemoryBudget, SpoolBuffer
 from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.smtp import xforward as xf
+from mailpolicy.smtp.originating import originating_steps, signing_steps
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
 from mailpolicy.smtp.reinject import NextHop
 from mailpolicy.smtp.rewrite import HopStep, RewriteStep
@@ -53,8 +54,9 @@ class ReinjectStep:
 class Filter:
     """State shared by all filter sessions: config, directory cache, SRS, concurrency bound."""
 
-    def __init__(self, cfg: Config, store: MailStore) -> None:
+    def __init__(self, cfg: Config, store: MailStore, originating: bool = False) -> None:
         self.cfg: Config = cfg
+        self.originating = originating
         self.store = store
         self.directory = CachedDirectory.for_store(store)
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
@@ -68,7 +70,8 @@ class Filter:
         self.cfg = cfg
         self.hostname = cfg.hostname
         self.srs = Srs.from_config(cfg)
-        self.mode = cfg.filter.mode
+        # submitted mail passes before the queue: a refusal reaches the user's client
+        self.mode = "before-queue" if self.originating else cfg.filter.mode
         self.networks = [ipaddress.ip_network(n, strict=False)
                          for n in cfg.filter.authorized_xforward]
         self.connections = ConnectionLimit(cfg.limits.filter_max_connections)
@@ -81,6 +84,12 @@ class Filter:
                                       SrsReverseStep(self.srs), self.dmarc]
         self.post_steps: list[Step] = [RewriteStep(self.directory, self.hostname),
                                        SrsStep(self.srs, self.directory)]
+        if self.originating:  # submitted by an authenticated user: no DMARC check of our own mail
+            self.pre_steps = [HopStep(self.hostname, cfg.filter.max_passes),
+                              *originating_steps(cfg, self.directory, self.store)]
+        # DKIM (submitted mail) or ARC (forwarded copies): last, over the final headers
+        self.post_steps += signing_steps(cfg, self.store, self.dmarc.resolver,
+                                         self.originating)
 
     def spool_buffer(self) -> SpoolBuffer:
         """Where the next message is kept while it is filtered."""
@@ -263,15 +272,23 @@ class _Handler:
 
 
 async def start(cfg: Config, store: MailStore) -> list[Listener]:
-    """Bind the filter listener (cfg.listen.filter) and return the serving server."""
-    host, port = split_hostport(cfg.listen.filter, "listen.filter")
+    """Bind the filter listener (cfg.listen.filter) and, with submission, the originating
+    one (cfg.listen.filter_originating: submitted mail, signed); return the servers."""
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
-    flt = Filter(cfg, store)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), host, port)
-    log.info("filter.listening", address=f"{host}:{server.sockets[0].getsockname()[1]}",
-             mode=flt.mode, next_hop=f"{cfg.reinject.host}:{cfg.reinject.port}")
-    return [Reconfigurable(server, flt.configure), _StepsCloser(flt)]
+    out: list[Listener] = []
+    kinds = [("filter", False)] + ([("filter_originating", True)]
+                                   if cfg.submission.enabled else [])
+    for key, originating in kinds:
+        host, port = split_hostport(getattr(cfg.listen, key), f"listen.{key}")
+        flt = Filter(cfg, store, originating=originating)
+        server = await loop.create_server(
+            lambda flt=flt: FilterSMTP(flt, loop=loop), host, port)  # type: ignore[misc]
+        log.info("filter.listening", address=f"{host}:{server.sockets[0].getsockname()[1]}",
+                 mode=flt.mode, originating=originating,
+                 next_hop=f"{cfg.reinject.host}:{cfg.reinject.port}")
+        out += [Reconfigurable(server, flt.configure), _StepsCloser(flt)]
+    return out
 
 
 class _StepsCloser:

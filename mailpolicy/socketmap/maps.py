@@ -6,8 +6,11 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from mailpolicy.core.addresses import AddressError, normalize_domain, split_address
+from mailpolicy.core.cluster import is_remote, lmtp_nexthop
 from mailpolicy.core.directory import Directory, Kind, resolve
+from mailpolicy.core.model import Node
 from mailpolicy.core.outbound import transport_name
+from mailpolicy.core.senders import grant_lookup, owners
 from mailpolicy.socketmap.protocol import NOTFOUND, Query, Reply, ok, temp
 
 MapFn = Callable[[Directory, str], Awaitable[Reply]]
@@ -62,10 +65,45 @@ async def sender_transport(directory: Directory, key: str) -> Reply:
     return ok(f"{transport_name(domain.outbound_ip)}:")
 
 
+async def senders(directory: Directory, key: str) -> Reply:
+    """smtpd_sender_login_maps: the logins that may use `key` as MAIL FROM (the mailbox owning
+    the address or alias, +ext forms included, and mailboxes granted it or its domain),
+    separated by commas; NOTFOUND when nobody may."""
+    if "@" not in key or key.startswith("@"):
+        return NOTFOUND
+    logins = await owners(directory, key, grant_lookup(directory))
+    return ok(", ".join(logins)) if logins else NOTFOUND
+
+
+class NodeDirectory(Directory, Protocol):
+    """A Directory that also knows the nodes of a cluster (the store, or its cache)."""
+
+    async def get_node(self, name: str) -> Node | None: ...
+
+
+async def transport(directory: NodeDirectory, key: str, node: str) -> Reply:
+    """transport_maps (a cluster): `mailpolicy-lmtp:inet:HOST:PORT` of the home node's LMTP
+    server for a mailbox (or its alias, `+ext`) at home on another node than `node`; NOTFOUND
+    for everything else, so virtual_transport (this node's LMTP) applies. Postfix sends the
+    whole address once (with `+ext`) and probes `*` now and then: resolve() strips the
+    extension and matches the domain; `*`, bare domains and `@domain` are NOTFOUND."""
+    if not node or "@" not in key or key.startswith("@"):
+        return NOTFOUND
+    final = (await resolve(directory, key)).final
+    mailbox = final.mailbox
+    if final.kind is not Kind.MAILBOX or mailbox is None or not is_remote(mailbox, node):
+        return NOTFOUND
+    home = await directory.get_node(mailbox.home_node)
+    if home is None:  # deferred, never bounced: an admin's mistake is fixed in the store
+        return temp(f"home node {mailbox.home_node} of {mailbox.address} is not registered")
+    return ok(lmtp_nexthop(home))
+
+
 MAPS: dict[str, MapFn] = {
     "domains": domains,
     "mailboxes": mailboxes,
     "sender-transport": sender_transport,
+    "senders": senders,
 }
 
 
@@ -80,10 +118,14 @@ def srs_answer(srs: SrsReverser, query: Query) -> Reply | None:
     return None
 
 
-async def lookup(directory: Directory, query: Query, srs: SrsReverser | None = None) -> Reply:
-    """Answer one query; an unknown map name is a TEMP (a config error must not bounce mail)."""
+async def lookup(directory: Directory, query: Query, srs: SrsReverser | None = None,
+                 node: str = "") -> Reply:
+    """Answer one query; an unknown map name is a TEMP (a config error must not bounce mail).
+    `node`: this host's node of a cluster ("" = none; then `transport` finds nothing)."""
     if srs is not None and (answer := srs_answer(srs, query)) is not None:
         return answer
+    if query.name == "transport":
+        return await transport(directory, query.key, node)  # type: ignore[arg-type]
     fn = MAPS.get(query.name)
     if fn is None:
         return temp(f"no such map: {query.name}")

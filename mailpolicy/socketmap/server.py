@@ -28,13 +28,15 @@ class SocketmapService:
     """Answers socketmap queries on persistent connections; any error is a TEMP reply."""
 
     def __init__(self, directory: Directory, max_request: int,
-                 deadline: float = DEADLINE, srs: SrsReverser | None = None) -> None:
+                 deadline: float = DEADLINE, srs: SrsReverser | None = None,
+                 node: str = "") -> None:
         if not isinstance(directory, CachedDirectory):
             directory = CachedDirectory(directory, ttl=0)  # uncached
         self.directory = directory
         self.max_request = max_request
         self.deadline = deadline
         self.srs = srs
+        self.node = node  # this host's node of a cluster ("" = none)
 
     async def answer(self, payload: bytes) -> Reply:
         try:
@@ -44,7 +46,7 @@ class SocketmapService:
             return temp("malformed query")
         try:
             async with asyncio.timeout(self.deadline):
-                reply = await lookup(self.directory, query, self.srs)
+                reply = await lookup(self.directory, query, self.srs, self.node)
         except Exception as e:
             log.warning("socketmap.lookup_failed", map=query.name, key=query.key,
                         error="timeout" if isinstance(e, TimeoutError) else repr(e),
@@ -89,7 +91,8 @@ class SocketmapService:
 async def start(cfg: Config, store: StoreDirectory) -> list[Listener]:
     """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
     service = SocketmapService(CachedDirectory.for_store(store),
-                               int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))
+                               int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg),
+                               node=cfg.cluster.node)
     host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
     server = await asyncio.start_server(service.handle, host, port, reuse_address=True)
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailpolicy.core.model import Mailbox
+from mailpolicy.store.changes import CHANNEL, NOTIFY_SQL
 from mailpolicy.store.fastread import mailbox_from
 from mailpolicy.store.schema import (
     aliases,
@@ -30,6 +31,7 @@ class Db:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.version = 0  # bumped by every committed directory write (cache invalidation)
+        self.notify = engine.dialect.name == "postgresql"  # NOTIFY directory changes
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -44,7 +46,10 @@ class Db:
             conn = await conn.execution_options(write=True)
             async with conn.begin():
                 yield conn
-                if directory:  # for the caches of other processes (see generation())
+                if directory and self.notify:  # PostgreSQL: other processes hear it at once
+                    generation = await conn.scalar(sa.text(NOTIFY_SQL))
+                    await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, str(generation))))
+                elif directory:  # for the caches of other processes (see generation())
                     await conn.execute(directory_generation.update().values(
                         generation=directory_generation.c.generation + 1))
         if directory:

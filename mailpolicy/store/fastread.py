@@ -31,7 +31,8 @@ def mailbox_from(m: Mapping[Any, Any], domain: str, aliases: tuple[str, ...],
     """A Mailbox from a `mailboxes` row mapping plus its aliases and copies."""
     return Mailbox(id=m["id"], name=m["name"], domain=domain, password_hash=m["password_hash"],
                    aliases=aliases, max_size=m["max_size"], copies_to=copies,
-                   no_save=bool(m["no_save"]), enabled=bool(m["enabled"]))
+                   no_save=bool(m["no_save"]), enabled=bool(m["enabled"]),
+                   home_node=m["home_node"], moving_to=m["moving_to"])
 
 
 class SqliteReader:

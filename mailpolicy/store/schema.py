@@ -35,6 +35,12 @@ mailboxes = sa.Table(
     sa.Column("no_save", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", sa.Float, nullable=False),
+    # the node its Maildir lives on ("" = the one implicit node) and the bytes stored there,
+    # which the home node keeps current for the other nodes' RCPT-time quota checks
+    sa.Column("home_node", sa.String(63), nullable=False, server_default=""),
+    sa.Column("used_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    # set while `mailbox move` switches its home: deliveries are deferred (4xx) meanwhile
+    sa.Column("moving_to", sa.String(63), nullable=False, server_default=""),
     sa.UniqueConstraint("domain_id", "name", name="uq_mailbox_name"),
 )
 
@@ -107,6 +113,18 @@ audit_log = sa.Table(
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("target", sa.String(320), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+)
+
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("lmtp", sa.String(261), nullable=False),  # host:port of its LMTP server
+    sa.Column("imap_host", sa.String(253), nullable=False, server_default=""),
+    sa.Column("imap_port", sa.Integer, nullable=False, server_default="143"),
+    sa.Column("pop3_port", sa.Integer, nullable=False, server_default="110"),
+    sa.Column("state", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("last_seen", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 # One row: moved by every committed directory write (not by autoreply claims, tokens or audit

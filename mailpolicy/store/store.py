@@ -12,15 +12,18 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mailpolicy.core.model import DefaultAction, Domain, Mailbox
+from mailpolicy.core.model import DefaultAction, Domain, Mailbox, Node
 from mailpolicy.core.outbound import least_used
 from mailpolicy.store import passwords
 from mailpolicy.store import validate as v
+from mailpolicy.store.changes import GenerationWatcher
 from mailpolicy.store.db import Db
+from mailpolicy.store.dkimkeys import DkimKeys
 from mailpolicy.store.engine import make_engine, migrate
 from mailpolicy.store.errors import Conflict, Invalid, NotFound
 from mailpolicy.store.fastread import SqliteReader, domain_from
 from mailpolicy.store.mailstate import Autoresponders, Tokens
+from mailpolicy.store.nodes import Nodes
 from mailpolicy.store.schema import (
     aliases,
     audit_log,
@@ -29,6 +32,7 @@ from mailpolicy.store.schema import (
     mailboxes,
 )
 from mailpolicy.store.schema import ip_pool as ip_pool_t
+from mailpolicy.store.sending import Sending
 
 _DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmarc",
                   "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key")
@@ -53,6 +57,12 @@ class Store:
         self.reader = reader  # SQLite: the fast path for per-recipient lookups
         self.autoreplies = Autoresponders(self.db, self.get_mailbox)
         self.tokens = Tokens(self.db, self.get_mailbox)
+        self.sending = Sending(self.db, self.get_mailbox)
+        self.dkim = DkimKeys(self.db)
+        self.nodes = Nodes(self.db)
+        # PostgreSQL: directory changes of other processes and nodes (LISTEN/NOTIFY + poll)
+        self.watcher = (GenerationWatcher(engine.url.render_as_string(hide_password=False))
+                        if reader is None and engine.dialect.name == "postgresql" else None)
 
     @property
     def version(self) -> int:
@@ -65,7 +75,7 @@ class Store:
         """Open (and migrate) the store at `url`."""
         engine = make_engine(url, busy_timeout_ms)
         await migrate(engine)
-        store = cls(engine, tuple(ip_pool) if ip_pool else ("127.0.0.1",),
+        store = cls(engine, tuple(ip_pool) if ip_pool is not None else ("127.0.0.1",),
                     SqliteReader.for_url(url, busy_timeout_ms))
         async with store.db.write() as conn:
             for ip in store.ip_pool:
@@ -78,13 +88,18 @@ class Store:
     async def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+        if self.watcher is not None:
+            await self.watcher.close()
         await self.engine.dispose()
 
     # ---------------------------------------------------------------- reads
-    def generation(self) -> int | None:
+    def generation(self) -> object | None:
         """The directory generation, moved by every directory write of any process; read
-        synchronously (SQLite's read-only connection), None where that cannot be done."""
-        return self.reader.generation() if self.reader is not None else None
+        synchronously (SQLite's read-only connection) or kept by the PostgreSQL watcher;
+        None where neither can be done."""
+        if self.reader is not None:
+            return self.reader.generation()
+        return self.watcher.stamp() if self.watcher is not None else None
 
     @property
     def reads_synchronously(self) -> bool:
@@ -120,6 +135,10 @@ class Store:
                 return None
             found = await self.db.mailboxes(conn, mailboxes.c.id == mid)
         return (found[0], True) if found else None
+
+    async def get_node(self, name: str) -> Node | None:
+        """A node of the cluster (where its LMTP server and Dovecot are reached)."""
+        return await self.nodes.get(name)
 
     async def get_mailbox(self, address: str) -> Mailbox | None:
         try:
@@ -172,7 +191,9 @@ class Store:
             rt = ""
         out["redirect_to"] = v.redirect_to(action, rt, name)
         ip = merged.get("outbound_ip", "") or "auto"
-        if ip == "auto":
+        if ip == "auto" and not self.ip_pool:  # no routable address: Postfix's default one
+            ip = ""
+        elif ip == "auto":
             if current and current.outbound_ip and "outbound_ip" not in fields:
                 ip = current.outbound_ip
             else:
@@ -180,7 +201,7 @@ class Store:
                 if current:
                     per_ip[current.outbound_ip] = per_ip.get(current.outbound_ip, 1) - 1
                 ip = least_used(self.ip_pool, per_ip)
-        out["outbound_ip"] = v.ip_address(ip, self.ip_pool)
+        out["outbound_ip"] = v.ip_address(ip, self.ip_pool) if ip else ""
         dmarc = merged.get("dmarc", False)
         if not isinstance(dmarc, bool):
             raise Invalid("dmarc", "must be true or false")
@@ -321,7 +342,9 @@ class Store:
                                                       position=i))
 
     async def create_mailbox(self, address: str, *, actor: str = "admin",
-                             **fields: Any) -> Mailbox:
+                             node: str | None = None, **fields: Any) -> Mailbox:
+        """Create a mailbox, at home on `node` or else on the active node with the fewest
+        bytes stored (see Nodes.home_for)."""
         name, dname = _split(address)
         domain = await self.get_domain(dname)
         if domain is None:
@@ -331,7 +354,8 @@ class Store:
             async with self.db.write() as conn:
                 await self._check_names(conn, domain.id, [name], None, "name")
                 await self._check_names(conn, domain.id, values["aliases"], None)
-                res = await conn.execute(mailboxes.insert().values(
+                home = await self.nodes.home_for(conn, node)
+                res = await conn.execute(mailboxes.insert().values(home_node=home,
                     domain_id=domain.id, name=name, password_hash=values.get("password_hash", ""),
                     max_size=values["max_size"], no_save=values["no_save"],
                     enabled=values["enabled"], created_at=time.time()))
@@ -340,7 +364,8 @@ class Store:
                 mid = int(key[0])
                 await self._save_lists(conn, mid, domain.id, values)
                 await self.db.audit(conn, actor, "mailbox.create", f"{name}@{dname}",
-                                  {k: val for k, val in values.items() if k != "password_hash"})
+                                  {k: val for k, val in values.items() if k != "password_hash"}
+                                  | ({"home_node": home} if home else {}))
         except IntegrityError:
             raise Conflict(f"{name}@{dname} exists", "name") from None
         mb = await self.get_mailbox(f"{name}@{dname}")

@@ -105,13 +105,14 @@ class Stack:
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
         self.group = grp.getgrgid(self.gid).gr_name
         self.ports = {name: free_port() for name in (
-            "smtpd", "reinject", "policy", "socketmap", "filter", "lmtp", "imap")}
+            "smtpd", "reinject", "policy", "socketmap", "filter", "lmtp", "imap", "submission",
+            "submissions", "filter_originating")}
         self.cfg_file = self.work / "mailpolicy.toml"
         self.postfix = Postfix(self.work / "postfix", self.ports["smtpd"])
         self.cfg = self._write_mailpolicy_config()
         self.mailpolicy = mailpolicy_proc.Mailpolicy(self.work, self.cfg_file, self.cfg,
                                                      self.uid, self.gid)
-        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"])
+        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"], self.opts.address)
         self.notes: list[str] = []
 
     # ------------------------------------------------------------------ set-up
@@ -125,13 +126,21 @@ class Stack:
                        "socketmap": f"127.0.0.1:{p['socketmap']}",
                        "filter": f"127.0.0.1:{p['filter']}",
                        # as README "Deploying" says: LMTP only on a Unix socket that only
-                       # Postfix (and mailpolicy) can reach, in Postfix's queue directory
-                       "lmtp": "", "lmtp_socket": str(self._lmtp_socket_dir() / "lmtp")},
+                       # Postfix (and mailpolicy) can reach, in Postfix's queue directory; a
+                       # cluster node also on TCP at its address (other nodes deliver there)
+                       "lmtp": (f"{self.opts.address}:{p['lmtp']}"
+                                if self.opts.address != "127.0.0.1" else ""),
+                       "lmtp_socket": str(self._lmtp_socket_dir() / "lmtp"),
+                       "filter_originating": f"127.0.0.1:{p['filter_originating']}"},
+            "submission": {"submission": f"127.0.0.1:{p['submission']}",
+                           "submissions": f"127.0.0.1:{p['submissions']}",
+                           "postfix_queue_directory": str(self.work / "postfix" / "spool")},
             "paths": {"state_dir": str(state)},
             "admin": {"group": ""},
             "outbound": {"ip_pool": ["127.0.0.1"]},
             "reinject": {"host": "127.0.0.1", "port": p["reinject"]},
-            "filter": {"mode": self.opts.filter_mode, "hostname": HOSTNAME},
+            "filter": {"mode": self.opts.filter_mode, "hostname": HOSTNAME,
+                       "srs_domain": HOSTNAME},
             "log": {"level": "debug"},
         }
         data = deep_merge(data, self.opts.mailpolicy)
@@ -213,6 +222,33 @@ class Stack:
         return ""
 
     # ------------------------------------------------------------------ helpers
+    def submit(self, login: str, password: str, implicit_tls: bool = False,
+               timeout: float = 30) -> smtplib.SMTP:
+        """An authenticated SMTP client on the submission service (587 with STARTTLS) or the
+        submissions service (465, implicit TLS); raises SMTPAuthenticationError if refused."""
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if implicit_tls:
+            s: smtplib.SMTP = smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"],
+                                               local_hostname="client.e2e.test",
+                                               timeout=timeout, context=ctx)
+        else:
+            s = smtplib.SMTP("127.0.0.1", self.ports["submission"],
+                             local_hostname="client.e2e.test", timeout=timeout)
+            s.ehlo()
+            s.starttls(context=ctx)
+        try:
+            s.ehlo()
+            s.login(login, password)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                s.close()
+            raise
+        return s
+
     def smtp(self, timeout: float = 30) -> smtplib.SMTP:
         """A connected SMTP client to Postfix's public smtpd (EHLO already sent)."""
         s = smtplib.SMTP("127.0.0.1", self.ports["smtpd"], local_hostname="client.e2e.test",
@@ -260,7 +296,7 @@ class Stack:
 
     def imap(self, address: str, password: str) -> imaplib.IMAP4:
         """Logged-in IMAP client (raises imaplib.IMAP4.error when the login is refused)."""
-        m = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=30)
+        m = imaplib.IMAP4(self.opts.address, self.ports["imap"], timeout=30)
         try:
             m.login(address, password)
         except BaseException:

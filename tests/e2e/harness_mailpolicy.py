@@ -25,7 +25,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 # component -> its listen key in the config
-LISTENERS = {"policy": "policy", "socketmap": "socketmap", "filter": "filter", "lmtp": "lmtp"}
+LISTENERS = {"policy": "policy", "socketmap": "socketmap", "filter": "filter", "lmtp": "lmtp",
+             "filter_originating": "filter_originating"}
 CLI = "import sys; from mailpolicy.cli import main; sys.exit(main())"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0

@@ -39,7 +39,36 @@ class Options:
     master_cf: list[str] = field(default_factory=list)  # extra master.cf entries
     mailpolicy: dict[str, Any] = field(default_factory=dict)  # merged into the mailpolicy config
     dovecot: bool = True
+    address: str = "127.0.0.1"  # loopback address of what other nodes reach: LMTP, Dovecot
     run_as: str = ""  # "" = $MAILPOLICY_E2E_USER, else `mailpolicy` if it exists, else `nobody`
+
+
+def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """default.key / default.pem: a self-signed certificate for `name` (readable by Postfix)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = directory / "default.key", directory / "default.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)  # read by the Postfix master (root)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
 
 
 class Postfix:
@@ -84,6 +113,8 @@ class Postfix:
             "minimal_backoff_time": "2s",
             "maximal_backoff_time": "10s",
             "delay_warning_time": "0",
+            # the default certificate (STARTTLS, and the submission services need one)
+            "smtpd_tls_chain_files": f"{w / 'tls' / 'default.key'},{w / 'tls' / 'default.pem'}",
         }
 
     def base_master(self) -> list[str]:
@@ -100,8 +131,9 @@ class Postfix:
             ("discard", "unix", "-", "-", "discard"), ("lmtp", "unix", "-", "-", "lmtp"),
             ("anvil", "unix", "-", "1", "anvil"), ("scache", "unix", "-", "1", "scache"),
             ("postlog", "unix-dgram", "n", "1", "postlogd"),
+            ("tlsmgr", "unix", "-", "1", "tlsmgr"),
         ]
-        wake = {"pickup": "60", "qmgr": "300"}
+        wake = {"pickup": "60", "qmgr": "300", "tlsmgr": "1000?"}
         return [f"{s:<22} {t:<10} {p:<3} -   n   {wake.get(s, '-'):<4} {m:<4} {c}"
                 for s, t, p, m, c in rows]
 
@@ -109,6 +141,7 @@ class Postfix:
         self.fragments = fragments
         for d in (self.config_dir, self.queue_dir, self.data_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self_signed_certificate(self.work / "tls", HOSTNAME)
         pf = pwd.getpwnam("postfix")
         os.chown(self.data_dir, pf.pw_uid, pf.pw_gid)  # the queue directory stays root's
         main = {**self.base_main(opts), **fragments["main_cf"], **opts.main_cf}
@@ -172,9 +205,10 @@ class Postfix:
 class Dovecot:
     """Dovecot IMAP on a free port over the same Maildirs and mailpolicy's SQLite store."""
 
-    def __init__(self, work: Path, imap_port: int) -> None:
+    def __init__(self, work: Path, imap_port: int, address: str = "127.0.0.1") -> None:
         self.work = work
         self.imap_port = imap_port
+        self.address = address
         self.conf = work / "dovecot.conf"
         self.logfile = work / "dovecot.log"
         self.proc: subprocess.Popen | None = None
@@ -194,7 +228,7 @@ instance_name = mailpolicy-e2e-{self.imap_port}
 base_dir = {self.work}/run
 state_dir = {self.work}/state
 log_path = {self.logfile}
-listen = 127.0.0.1
+listen = {self.address}
 protocols = imap
 ssl = no
 disable_plaintext_auth = no
@@ -212,7 +246,7 @@ passdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {self.address}
     port = {self.imap_port}
   }}
   inet_listener imaps {{
@@ -235,9 +269,9 @@ service imap-login {{
             if self.proc is not None and self.proc.poll() is not None:
                 raise HarnessError(f"Dovecot exited ({self.proc.returncode}):\n"
                                    f"{tail(self.work / 'dovecot.out')}\n{tail(self.logfile)}")
-            return port_open(self.imap_port)
+            return port_open(self.imap_port, self.address)
 
-        wait_until(up, START_TIMEOUT, f"Dovecot IMAP on 127.0.0.1:{self.imap_port}",
+        wait_until(up, START_TIMEOUT, f"Dovecot IMAP on {self.address}:{self.imap_port}",
                    lambda: tail(self.logfile))
 
     def stop(self) -> None:

@@ -28,8 +28,6 @@ from mailpolicy.deploy import tlsmaps
 
 DOMAIN = "tls-e2e.test"
 MAIL_NAME = f"mail.{DOMAIN}"
-# the harness's master.cf has no TLS manager (smtpd needs it for entropy and the session cache)
-TLSMGR = "tlsmgr                 unix       -   -   n   1000? 1    tlsmgr"
 
 
 def self_signed(directory: Path, name: str, owner: str) -> tuple[Path, Path]:
@@ -100,7 +98,7 @@ def test_domain_certificate_is_served_by_sni(stack_factory: Callable[..., Stack]
     stack = stack_factory(main_cf={"smtpd_tls_security_level": "may",
                                    "smtpd_tls_chain_files": f"{default_key},{default_cert}",
                                    "smtpd_tls_loglevel": "1"},
-                          master_cf=[TLSMGR])
+                          )
     want_default = x509.load_pem_x509_certificate(default_cert.read_bytes())
     want_domain = x509.load_pem_x509_certificate(cert.read_bytes())
     port = stack.ports["smtpd"]

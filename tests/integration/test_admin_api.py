@@ -95,7 +95,16 @@ async def test_dns_records(admin_env: AdminEnv) -> None:
                       "value": "v=DMARC1; p=quarantine; rua=mailto:reports@example.com; adkim=s"}]
     assert '_dmarc.example.com.\tIN\tTXT\t"v=DMARC1; p=quarantine;' in res["zone"]
     spf = [r for r in res["records"] if r["value"].startswith("v=spf1")]
-    assert spf and "ip4:127.0.0.1" in spf[0]["value"]
+    # the test pool is loopback: never recommended in SPF, and said so
+    assert [r["value"] for r in spf] == ["v=spf1 mx ~all"]
+    assert "127.0.0.1 is not routable" in res["warnings"][0]
+    assert any(r["name"].endswith("._domainkey.example.com.") and r["type"] == "TXT"
+               and r["value"].startswith("v=DKIM1; k=rsa; p=") for r in res["records"])
+    srv = {r["name"]: r["value"] for r in res["records"] if r["type"] == "SRV"}
+    assert srv["_submission._tcp.example.com."] == "0 1 587 mail.example.com."
+    assert srv["_submissions._tcp.example.com."] == "0 1 465 mail.example.com."
+    assert srv["_imaps._tcp.example.com."] == "0 1 993 mail.example.com."
+    assert srv["_imap._tcp.example.com."] == "0 0 0 ."
     plain = await env.ok("GET", "/v1/domains/plain.example/dns-records")
     assert not any(r["name"].startswith("_dmarc") for r in plain["records"])
     # turning DMARC off removes the record
@@ -139,7 +148,9 @@ async def test_mailbox_crud_usage_and_properties(admin_env: AdminEnv) -> None:
     assert settings["login"] == "joe@example.com"
     assert settings["imap"] == {"host": "mail.example.com", "port": 993, "security": "ssl",
                                 "username": "joe@example.com", "authentication": "password"}
-    assert settings["smtp"]["port"] == 587 and settings["pop3"]["port"] == 995
+    assert settings["smtp"]["port"] == 587 and settings["smtp"]["security"] == "starttls"
+    assert settings["smtps"]["port"] == 465 and settings["smtps"]["security"] == "ssl"
+    assert "pop3" not in settings  # client_settings.pop3_enabled is off by default
 
 
 async def test_clear_keeps_mailbox_and_delete_removes_maildir(admin_env: AdminEnv) -> None:
@@ -244,6 +255,9 @@ async def test_every_change_leaves_an_audit_row(admin_env: AdminEnv) -> None:
         before = len(await env.store.list_audit(limit=1000))
         await env.ok(method, path, body)
         rows = await env.store.list_audit(limit=1000)
+        if action == "domain.create":  # then its DKIM key is made (audited too)
+            assert rows[0]["action"] == "domain.dkim_key"
+            rows = rows[1:]
         assert len(rows) == before + 1, action
         assert (rows[0]["action"], rows[0]["actor"]) == (action, "root")
         assert "another-secret-1" not in str(rows[0]["detail"])

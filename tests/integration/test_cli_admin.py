@@ -189,10 +189,14 @@ async def test_autoreply_verbs(env: AdminEnv, tmp_path: Path) -> None:
 
 async def test_dns_records(env: AdminEnv) -> None:
     await ok(env, "domain", "add", "example.com", "--dmarc", "--dmarc-policy", "quarantine")
-    out = await ok(env, "dns-records", "example.com")
+    out = await ok(env, "dns-records", "example.com", "--zone")
     assert '_dmarc.example.com.\tIN\tTXT\t"v=DMARC1; p=quarantine"' in out
+    assert "._domainkey.example.com.\tIN\tTXT\t\"v=DKIM1; k=rsa; p=" in out
+    assert "_submission._tcp.example.com.\tIN\tSRV\t0 1 587 mail.example.com." in out
     res = json.loads(await ok(env, "dns-records", "example.com", "--json"))
-    assert {"name": "_dmarc.example.com.", "type": "TXT"}.items() <= res["records"][-1].items()
+    assert any({"name": "_dmarc.example.com.", "type": "TXT"}.items() <= r.items()
+               for r in res["records"])
+    assert "_dmarc.example.com. TXT v=DMARC1" in await ok(env, "dns-records", "example.com")
 
 
 async def test_exit_codes(env: AdminEnv) -> None:
@@ -241,7 +245,7 @@ async def test_postfix_config_prints_the_fragments(tmp_path: Path) -> None:
     rc, out, err = await run([*CLI, "postfix-config", "-c", str(conf), "--json"], env=ENV)
     assert rc == 0, err
     frag = json.loads(out)
-    assert set(frag) == {"main_cf", "master_cf"}
+    assert set(frag) == {"main_cf", "master_cf", "warnings"}
     rc, out, err = await run([*CLI, "postfix-config", "-c", str(tmp_path / "missing.toml")],
                              env=ENV)
     assert rc == 1 and "missing.toml" in err

@@ -20,10 +20,11 @@ def _free_port() -> int:
 
 def _config(tmp: Path) -> Path:
     listen = "\n".join(f'{n} = "127.0.0.1:{_free_port()}"'
-                       for n in ("policy", "socketmap", "filter", "lmtp"))
+                       for n in ("policy", "socketmap", "filter", "lmtp", "filter_originating"))
     conf = tmp / "mailpolicy.toml"
     conf.write_text(f'[listen]\n{listen}\n[paths]\nstate_dir = "{tmp / "state"}"\n'
-                    '[outbound]\nip_pool = ["127.0.0.1"]\n')
+                    '[outbound]\nip_pool = ["127.0.0.1"]\n'
+                    '[filter]\nsrs_domain = "mx.example.test"\n')
     return conf
 
 

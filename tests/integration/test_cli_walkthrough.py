@@ -52,10 +52,11 @@ async def test_settings_values_are_aligned(env: AdminEnv) -> None:
     assert rc == 0, err
     lines = out.splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["Address", "Login", "Password", "IMAP",
-                                                 "POP3", "SMTP"]
+                                                 "SMTP", "SMTPS"]
     starts = {len(ln) - len(ln.split(":", 1)[1].lstrip()) for ln in lines}
     assert len(starts) == 1, out
     assert "IMAP:     mail.example.com port 993 (ssl)" in lines
+    assert "SMTPS:    mail.example.com port 465 (ssl)" in lines
 
 
 async def test_autoreply_active_names_its_dates(env: AdminEnv) -> None:

@@ -20,10 +20,12 @@ def free_port() -> int:
 
 
 def write_config(tmp_path: Path) -> tuple[Path, dict[str, int]]:
-    ports = {n: free_port() for n in ("policy", "socketmap", "filter", "lmtp")}
+    ports = {n: free_port() for n in ("policy", "socketmap", "filter", "lmtp",
+                                      "filter_originating")}
     listen = "\n".join(f'{n} = "127.0.0.1:{p}"' for n, p in ports.items())
     cfg = tmp_path / "mailpolicy.toml"
-    cfg.write_text(f'[listen]\n{listen}\n[paths]\nstate_dir = "{tmp_path / "state"}"\n')
+    cfg.write_text(f'[listen]\n{listen}\n[paths]\nstate_dir = "{tmp_path / "state"}"\n'
+                   '[filter]\nsrs_domain = "mx.example.test"\n')
     return cfg, ports
 
 
@@ -68,6 +70,14 @@ def test_serve_with_bad_config_exits_2_naming_the_key(tmp_path):
     res = subprocess.run([*SERVE, str(cfg)], capture_output=True, timeout=30)
     assert res.returncode == 2
     assert b"limits.message_size_limit" in res.stderr
+
+
+def test_serve_refuses_an_unqualified_srs_domain_naming_the_key(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'[paths]\nstate_dir = "{tmp_path}"\n[filter]\nsrs_domain = "vm"\n')
+    res = subprocess.run([*SERVE, str(cfg)], capture_output=True, timeout=30)
+    assert res.returncode == 2
+    assert b"filter.srs_domain: 'vm'" in res.stderr and b"fully qualified" in res.stderr
 
 
 def test_serve_without_config_uses_embedded_defaults_under_var(tmp_path):

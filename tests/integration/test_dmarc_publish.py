@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -54,23 +57,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def knot(tmp_path):
+@contextlib.contextmanager
+def knot_server(directory: Path, zone: str = "mail.test") -> Iterator[int]:
+    """knotd on a free loopback port, authoritative for `zone`, taking TSIG-signed updates
+    (key mp-key / SECRET); yields the port."""
     if not os.path.exists(KNOTD):
         pytest.skip("Knot DNS is not installed (apt-get install knot) — RFC 2136 test skipped")
     port = free_port()
-    (tmp_path / "db").mkdir()
-    (tmp_path / "mail.test.zone").write_text(
-        "$ORIGIN mail.test.\n$TTL 300\n"
-        "@ SOA ns.mail.test. hostmaster.mail.test. 1 3600 600 86400 60\n"
+    (directory / "db").mkdir()
+    (directory / f"{zone}.zone").write_text(
+        f"$ORIGIN {zone}.\n$TTL 300\n"
+        f"@ SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n"
         "@ NS ns\nns A 127.0.0.1\n")
-    conf = tmp_path / "knot.conf"
+    conf = directory / "knot.conf"
     conf.write_text(f"""
 server:
-    rundir: "{tmp_path}"
+    rundir: "{directory}"
     listen: 127.0.0.1@{port}
 database:
-    storage: "{tmp_path}/db"
+    storage: "{directory}/db"
 log:
   - target: stderr
     any: warning
@@ -84,10 +89,10 @@ acl:
     action: update
 template:
   - id: default
-    storage: "{tmp_path}"
+    storage: "{directory}"
     file: "%s.zone"
 zone:
-  - domain: mail.test
+  - domain: {zone}
     acl: mp-update
 """)
     proc = subprocess.Popen([KNOTD, "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -104,13 +109,21 @@ zone:
     else:
         proc.kill()
         pytest.fail("knotd did not start listening within 10 s")
-    yield port
-    proc.terminate()
     try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def knot(tmp_path):
+    with knot_server(tmp_path) as port:
+        yield port
 
 
 def knot_cfg(port: int, secret: str = SECRET):
@@ -150,3 +163,51 @@ async def test_update_with_wrong_tsig_secret_is_refused(knot):
 
 async def test_no_update_server_configured_does_nothing():
     assert await sync_record(config.from_dict({}), Domain(name="x.test", dmarc=True)) is False
+
+
+async def test_dkim_selectors_are_published_and_retired(knot):
+    from mailpolicy.auth.publish import sync_dkim
+    from mailpolicy.core.dkimkey import DkimKey
+
+    cfg = knot_cfg(knot)
+    now = time.time()
+    live = DkimKey("mail.test", "mp20261203r", "rsa", "A" * 400, "/k", now, now)
+    old = DkimKey("mail.test", "mp20250101r", "rsa", "QUJD", "/k", now, now, retire_at=now - 1)
+    await sync_dkim(cfg, "mail.test", [live])
+    await sync_dkim(cfg, "mail.test", [live, DkimKey("mail.test", "mp20250101r", "rsa", "QUJD",
+                                                     "/k", now, now)])
+    assert await txt_at(knot, "mp20261203r._domainkey.mail.test") == [
+        "v=DKIM1; k=rsa; p=" + "A" * 400]  # split into 255-byte strings, joined back
+    assert await txt_at(knot, "mp20250101r._domainkey.mail.test") == ["v=DKIM1; k=rsa; p=QUJD"]
+    await sync_dkim(cfg, "mail.test", [live, old])
+    assert await txt_at(knot, "mp20250101r._domainkey.mail.test") == []
+
+
+async def test_retired_dkim_selectors_leave_dns(knot, tmp_path):
+    """The admin server's upkeep round: a selector whose retire time passed is deleted from
+    DNS, the live one stays."""
+    from mailpolicy.admin.routes_sending import retire_due
+    from mailpolicy.core.dkimkey import DkimKey
+    from mailpolicy.store import Store
+
+    cfg = config.from_dict({"paths": {"state_dir": str(tmp_path)},
+                            "dmarc": {"update_server": f"127.0.0.1:{knot}",
+                                      "update_zone": "mail.test", "tsig_name": "mp-key",
+                                      "tsig_secret": SECRET}})
+    store = await Store.open(cfg.store_url)
+    try:
+        await store.create_domain("mail.test")
+        now = time.time()
+        await store.dkim.add(DkimKey("mail.test", "old", "rsa", "QUJD", "/k", now, now))
+        from mailpolicy.auth.publish import sync_dkim
+
+        await sync_dkim(cfg, "mail.test", await store.dkim.list("mail.test"))
+        assert await txt_at(knot, "old._domainkey.mail.test") == ["v=DKIM1; k=rsa; p=QUJD"]
+        await store.dkim.add(DkimKey("mail.test", "new", "rsa", "REVG", "/k", now, now),
+                             retire_others_at=now + 10)
+        assert await retire_due(cfg, store, now, 3600) == []  # not yet
+        assert await retire_due(cfg, store, now + 11, 3600) == ["mail.test"]
+        assert await txt_at(knot, "old._domainkey.mail.test") == []
+        assert await txt_at(knot, "new._domainkey.mail.test") == ["v=DKIM1; k=rsa; p=REVG"]
+    finally:
+        await store.close()

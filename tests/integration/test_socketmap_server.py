@@ -31,6 +31,7 @@ def make_config(tmp: Path) -> config.Config:
         "paths": {"state_dir": str(tmp)},
         "listen": {"socketmap": f"127.0.0.1:{free_port()}"},
         "outbound": {"ip_pool": [IP]},
+        "filter": {"srs_domain": "mx.example.test"},
         "limits": {"socketmap_request_max": 2048},
     })
 

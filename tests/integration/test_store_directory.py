@@ -269,3 +269,25 @@ async def test_reopen_keeps_data_and_migrations_are_idempotent(tmp_path):
     s = await Store.open(url)
     assert [d.name for d in await s.list_domains()] == ["example.test"]
     await s.close()
+
+
+async def test_send_counters_grants_and_dkim_rows_on_both_engines(store):
+    """The sending half's tables on SQLite and PostgreSQL: exact counting under concurrent
+    writers (atomic upserts), sender grants, DKIM key rows."""
+    from mailpolicy.core.dkimkey import DkimKey
+    from mailpolicy.store.sending import Limit
+
+    limit = [Limit("mailbox:a@example.test", 10, 0, "mailbox a")]
+    results = await asyncio.gather(*(store.sending.count(limit, 1, 2, now=36000.0)
+                                     for _ in range(16)))
+    assert sum(r is None for r in results) == 10
+    await store.create_mailbox("a@example.test")
+    await store.sending.set_grants("a@example.test", ["@other.test", "b@example.test"])
+    assert await store.sending.granted("x@other.test", "@other.test") == ["a@example.test"]
+    key = DkimKey("example.test", "mp20261203r", "rsa", "QUJD", "/k", 1.0, 1.0)
+    await store.dkim.add(key)
+    await store.dkim.add(DkimKey("example.test", "mp20261204r", "rsa", "REVG", "/k2", 2.0, 5.0),
+                         retire_others_at=9.0)
+    rows = await store.dkim.list("example.test")
+    assert [(k.selector, k.retire_at) for k in rows] == [("mp20261203r", 9.0),
+                                                        ("mp20261204r", None)]

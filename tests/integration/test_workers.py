@@ -38,13 +38,15 @@ class Daemon:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.ports = {n: free_port() for n in ("policy", "socketmap", "filter", "lmtp")}
+        self.ports = {n: free_port() for n in ("policy", "socketmap", "filter", "lmtp",
+                                               "filter_originating")}
         self.unix = tmp / "lmtp.sock"
         listen = "\n".join(f'{n} = "127.0.0.1:{p}"' for n, p in self.ports.items())
         self.conf = tmp / "mailpolicy.toml"
         self.conf.write_text(f'[listen]\n{listen}\nlmtp_socket = "{self.unix}"\n'
                              f'[paths]\nstate_dir = "{tmp / "state"}"\n'
                              f'[limits]\nlmtp_workers = 2\npolicy_workers = 2\n'
+                             f'[filter]\nsrs_domain = "mx.example.test"\n'
                              f'[log]\nlevel = "warning"\n')
         self.cfg = config.load(self.conf)
         self.log = tmp / "daemon.log"

@@ -65,10 +65,30 @@ def test_fragment_points_at_our_maildirs_store_and_quota() -> None:
     assert sql["connect"] == "/var/lib/mailpolicy/mailpolicy.db"
 
 
-def test_only_sqlite_stores_are_supported() -> None:
-    cfg = config.from_dict({"store": {"url": "postgresql+asyncpg://db/mail"}})
+def test_only_sqlite_and_postgresql_stores_are_supported() -> None:
+    cfg = config.from_dict({"store": {"url": "mysql+aiomysql://db/mail"}})
     with pytest.raises(ValueError, match=r"store\.url"):
         dovecotconf.sql_conf(cfg)
+    cfg = config.from_dict({"store": {"url": "postgresql+asyncpg://mp:pw@db:5433/mail"}})
+    sql = sql_settings(dovecotconf.sql_conf(cfg))
+    assert sql["driver"] == "pgsql"
+    assert sql["connect"] == "host=db port=5433 dbname=mail user=mp password=pw"
+    assert "proxy" not in sql["password_query"]  # one node: nothing to proxy
+
+
+def test_postgresql_variant_has_the_sasl_listener_and_imap_only_tokens() -> None:
+    """`dovecot-config` on a PostgreSQL store (a cluster node): the same conf.d fragment with
+    Postfix's SASL auth listener, and the token passdb answers IMAP logins only."""
+    cfg = config.from_dict({"store": {"url": "postgresql+asyncpg://mp:pw@db/mail"},
+                            "cluster": {"node": "n1"}})
+    files = dovecotconf.render(cfg)
+    assert "unix_listener /var/spool/postfix/private/auth" in files[dovecotconf.CONF_NAME]
+    tokens = sql_settings(files[dovecotconf.TOKEN_SQL_CONF_NAME])
+    assert tokens["driver"] == "pgsql"
+    assert "'%s' = 'imap'" in tokens["password_query"]
+    assert "proxy" in tokens["password_query"]  # proxied like the password passdb
+    assert "'%s' = 'imap'" not in sql_settings(files[dovecotconf.SQL_CONF_NAME])[
+        "password_query"]
 
 
 async def _provision(cfg: config.Config) -> None:
@@ -84,9 +104,10 @@ async def _provision(cfg: config.Config) -> None:
         await store.close()
 
 
-def _run(query: str, db: Path, user: str) -> list[sqlite3.Row]:
+def _run(query: str, db: Path, user: str, service: str = "imap") -> list[sqlite3.Row]:
     local, _, domain = user.partition("@")
     q = query.replace("%n", local.replace("'", "''")).replace("%d", domain.replace("'", "''"))
+    q = q.replace("%s", service)
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         return conn.execute(q).fetchall()
@@ -132,8 +153,11 @@ def test_token_query_answers_the_newest_live_token(tmp_path: Path) -> None:
     toks = asyncio.run(_tokens(cfg))
     db = dovecotconf.sqlite_path(cfg)
     query = sql_settings(dovecotconf.token_sql_conf(cfg))["password_query"]
-    assert "%" not in query.replace("%n", "").replace("%d", "")  # no other Dovecot variables
+    # no other Dovecot variables than name, domain and service
+    assert "%" not in query.replace("%n", "").replace("%d", "").replace("%s", "")
     rows = _run(query, db, "alice@example.test")
+    for service in ("smtp", "pop3", "lmtp"):  # login-as tokens are IMAP passwords only
+        assert _run(query, db, "alice@example.test", service) == []
     assert len(rows) == 1 and rows[0]["user"] == "alice@example.test"
     digest = hashlib.sha256(toks["alice"].encode()).hexdigest()
     assert rows[0]["password"] == "{SHA256.HEX}" + digest

@@ -12,7 +12,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install-system-deps.sh"
 PACKAGES = ("postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sqlite",
-            "sqlite3", "postgresql", "knot")
+            "dovecot-pgsql", "sqlite3", "postgresql", "knot")
 
 
 def installed(pkg: str) -> bool:

@@ -22,7 +22,7 @@ LAYERS: dict[str, set[str]] = {
     "auth": {"config", "core"},
     "deploy": {"config", "core"},
     "esmtp": {"config", "core"} | RUNTIME_LAYER,
-    "autoreply": {"config", "core", "esmtp"} | RUNTIME_LAYER,
+    "autoreply": {"config", "core", "esmtp", "auth"} | RUNTIME_LAYER,  # auth: DKIM-signs replies
 }
 SERVICE_MAY = ({"config", "core", "store", "maildir", "auth", "deploy", "esmtp", "autoreply"}
                | RUNTIME_LAYER)

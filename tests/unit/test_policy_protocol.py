@@ -21,7 +21,7 @@ RCPT = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\
         b"recipient_count=0\ninstance=123.456.7\nsize=12345\nccert_subject=CN=x+3Dy\n"
         b"future_attribute=whatever=1\n\n")
 WHOLE = Request("RCPT", "b@example.com", "a@example.net", "8045F2AB23", "123.456.7",
-                "mx.example.net[192.0.2.1]", "12345")
+                "mx.example.net[192.0.2.1]", "12345", "", "0")
 
 
 def feed_chunks(data: bytes, sizes: list[int] | None = None) -> tuple[list[Request], Parser]:

@@ -156,7 +156,7 @@ def test_json_render_is_main_cf_and_master_cf() -> None:
     cfg = cfg_of()
     data = json.loads(postfixconf.render(cfg, POOL, as_json=True))
     assert data == {"main_cf": postfixconf.main_cf(cfg, POOL),
-                    "master_cf": postfixconf.master_cf(cfg, POOL)}
+                    "master_cf": postfixconf.master_cf(cfg, POOL), "warnings": []}
 
 
 def test_text_render_holds_every_line_and_only_comments_besides() -> None:
@@ -175,3 +175,34 @@ def test_text_render_holds_every_line_and_only_comments_besides() -> None:
 def test_render_is_pure_and_deterministic() -> None:
     cfg = cfg_of()
     assert postfixconf.render(cfg, POOL, False) == postfixconf.render(cfg, list(POOL), False)
+
+
+def test_submission_services_authenticate_through_dovecot_and_sign() -> None:
+    cfg = cfg_of(submission={"submission": "127.0.0.1:1587", "submissions": "submissions"},
+                 listen={"filter_originating": "127.0.0.1:3027", "socketmap": "127.0.0.1:3041",
+                         "policy": "127.0.0.1:3040"}, filter={"mode": "before-queue"})
+    main = postfixconf.main_cf(cfg, POOL)
+    master = postfixconf.master_cf(cfg, POOL)
+    sub = options(entry_named(master, "127.0.0.1:1587"))
+    subs = options(entry_named(master, "submissions"))
+    assert sub["smtpd_tls_security_level"] == "encrypt" and "smtpd_tls_wrappermode" not in sub
+    assert subs["smtpd_tls_wrappermode"] == "yes"
+    for opts in (sub, subs):
+        assert opts["smtpd_sasl_type"] == "dovecot" and opts["smtpd_sasl_path"] == "private/auth"
+        assert opts["smtpd_sasl_auth_enable"] == "yes" and opts["smtpd_tls_auth_only"] == "yes"
+        assert opts["smtpd_sender_restrictions"] == "reject_sender_login_mismatch"
+        assert opts["smtpd_relay_restrictions"] == "permit_sasl_authenticated,reject"
+        # submitted mail: the originating filter, before the queue (its 553 reaches the user)
+        assert opts["smtpd_proxy_filter"] == "127.0.0.1:3027"
+        assert opts["content_filter"] == ""
+        assert opts["smtpd_policy_service_policy_context"] == "submission"
+        for key in ("smtpd_sender_login_maps", "smtpd_recipient_restrictions",
+                    "smtpd_data_restrictions"):
+            assert main[opts[key].removeprefix("$")], key  # the main.cf parameter exists
+    assert main["mailpolicy_submission_sender_login_maps"] == (
+        "socketmap:inet:127.0.0.1:3041:senders")
+    assert main["mailpolicy_submission_recipient_restrictions"] == (
+        "check_policy_service inet:127.0.0.1:3040, permit_sasl_authenticated, reject")
+    off = cfg_of(submission={"enabled": False})
+    assert not any("smtpd_sasl_type" in e for e in postfixconf.master_cf(off, POOL))
+    assert not any(k.startswith("mailpolicy_submission") for k in postfixconf.main_cf(off, POOL))
