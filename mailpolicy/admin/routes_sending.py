@@ -99,7 +99,7 @@ async def rotate_dkim(request: web.Request) -> web.Response:
     store, cfg = request.app[STORE_KEY], request.app[CONFIG_KEY].current
     await dkimkeys.rotate(cfg, store, d.name, actor=request[ACTOR])
     keys = await store.dkim.list(d.name)
-    view = {"domain": d.name, "keys": dkim_view(keys, time.time())}
+    view: dict[str, Any] = {"domain": d.name, "keys": dkim_view(keys, time.time())}
     dns = await sync_dkim_dns(cfg, store, d.name)
     if dns is not None:
         view["dns_update"] = dns

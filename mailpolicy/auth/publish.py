@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import dns.asyncquery
 import dns.name
@@ -63,7 +64,7 @@ def _txt_strings(text: str) -> str:
 
 
 def _message(cfg: Config, zone: dns.name.Name) -> dns.update.UpdateMessage:
-    kw = {}
+    kw: dict[str, Any] = {}
     if cfg.dmarc.tsig_name:
         keyring = dns.tsigkeyring.from_text({cfg.dmarc.tsig_name: cfg.dmarc.tsig_secret})
         kw = {"keyring": keyring, "keyname": cfg.dmarc.tsig_name,

@@ -33,7 +33,7 @@ class StoreDirectory(Directory, Protocol):
         """Bumped by every directory write of this process."""
         ...
 
-    def generation(self) -> int | None:
+    def generation(self) -> object | None:
         """Moved by every directory write of any process; None when it cannot be read
         without waiting (then only a TTL bounds how stale a cached answer is)."""
         ...

@@ -294,7 +294,7 @@ async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
     usage_known: PeekUsage | None = reader.known
     if cfg.cluster.node:  # mailboxes at home elsewhere: their home node's figure
         nodes = store.nodes  # type: ignore[attr-defined]
-        usage = HomeUsage(reader, nodes.usage, cfg.cluster.node)  # type: ignore[arg-type]
+        usage = HomeUsage(reader, nodes.usage, cfg.cluster.node)
         usage_known = None  # a local peek cannot know a remote mailbox's usage
     service = PolicyService(cfg.policy, CachedDirectory.for_store(store), usage,
                             int(cfg.limits.policy_request_max), usage_known,

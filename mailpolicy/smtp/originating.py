@@ -132,7 +132,7 @@ class ArcSealStep:
             return None
         message = tx.message_bytes()
         try:
-            chain = await dkimkeys.arc_chain(tx.content, self.resolver)
+            chain = await dkimkeys.arc_chain(bytes(tx.content), self.resolver)
             arc_set = await dkimkeys.arc_seal(self.store, message, domain, self.srv_id,
                                               self._auth_results(tx), chain)
         except SigningError as e:

@@ -136,7 +136,7 @@ class Sending:
         if conn.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
         stmt = insert(send_counters).values(key=key, hour=window, messages=messages,
                                             recipients=recipients)
         stmt = stmt.on_conflict_do_update(
