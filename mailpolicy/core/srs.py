@@ -68,22 +68,38 @@ def host_fqdn() -> str:
 
 def srs_domain(cfg: Config) -> str:
     """The SRS domain: filter.srs_domain, else Postfix's myhostname, else the host's FQDN.
-    It must be fully qualified (a bare host name collides with Debian's default mydestination
-    and makes SRS bounces unroutable): ConfigError naming the key otherwise."""
+    A configured name must be fully qualified (a bare host name collides with Debian's default
+    mydestination and makes SRS bounces unroutable): ConfigError naming the key otherwise.
+    Unset, on a host whose names are not qualified (the embedded default on a bare machine),
+    it is `<host>.localhost` (RFC 6761: never routable) and `unqualified_default()` says so."""
     from mailpolicy.config import ConfigError
 
     name = cfg.filter.srs_domain or _default_srs_domain()
+    if _qualified(name):
+        return normalize_domain(name)
+    if not cfg.filter.srs_domain:
+        label = (name.split(".")[0] or "mailpolicy").lower()
+        return f"{label if re.fullmatch(r'[a-z0-9-]{1,63}', label) else 'mailpolicy'}.localhost"
+    raise ConfigError(
+        f"filter.srs_domain: {name!r} (as configured) is not a fully qualified domain name; "
+        "set filter.srs_domain to this host's public mail name, e.g. mx.example.com")
+
+
+def unqualified_default(cfg: Config) -> str | None:
+    """The warning for a start without a qualified SRS domain (None when there is one)."""
+    if cfg.filter.srs_domain or _qualified(_default_srs_domain()):
+        return None
+    return (f"no fully qualified name for SRS (Postfix's myhostname, else the host name, is "
+            f"{_default_srs_domain()!r}): forwarded copies use {srs_domain(cfg)!r}, which no "
+            "one can route bounces to; set filter.srs_domain to this host's public mail name")
+
+
+def _qualified(name: str) -> bool:
     try:
         folded = normalize_domain(name)
     except AddressError:
-        folded = ""
-    if "." not in folded or folded.endswith(".localdomain") or folded == "localhost":
-        origin = ("as configured" if cfg.filter.srs_domain
-                  else "from Postfix's myhostname, else the host name")
-        raise ConfigError(
-            f"filter.srs_domain: {name!r} ({origin}) is not a fully qualified domain name; "
-            "set filter.srs_domain to this host's public mail name, e.g. mx.example.com")
-    return folded
+        return False
+    return "." in folded and not folded.endswith((".localdomain", ".localhost"))
 
 
 _DEFAULT: list[str] = []

@@ -33,8 +33,9 @@ from mailpolicy.lmtp.deliver import (
     rcpt_quota_check,
 )
 from mailpolicy.lmtp.usage_report import report_usage
-from mailpolicy.runtime import service
 from mailpolicy.runtime.logs import unexpected
+from mailpolicy.runtime.service import Listener as Started
+from mailpolicy.runtime.service import Reconfigurable
 from mailpolicy.runtime.sockets import clear_stale_socket
 
 log = structlog.get_logger("mailpolicy.lmtp")
@@ -318,7 +319,7 @@ def bind_inherited(cfg: Config) -> socket.socket | None:
 
 
 async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
-                inherited: socket.socket | None = None) -> list[service.Listener]:
+                inherited: socket.socket | None = None) -> list[Started]:
     """Bind cfg.listen.lmtp (TCP, unless ""; with SO_REUSEPORT in a worker process) and serve
     cfg.listen.lmtp_socket (Unix, if set: bound here, or the already bound `inherited`). Each
     listener takes at most limits.lmtp_max_connections connections."""
@@ -332,7 +333,7 @@ async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
     def new_limit() -> ConnectionLimit:
         return ConnectionLimit(cfg.limits.lmtp_max_connections)
 
-    servers: list[service.Listener] = []
+    servers: list[Started] = []
     try:
         if cfg.listen.lmtp:
             host, port = split_hostport(cfg.listen.lmtp, "listen.lmtp")
@@ -353,7 +354,7 @@ async def start(cfg: Config, store: MailStore, *, reuse_port: bool = False,
             handler.slots = asyncio.Semaphore(max(1, new.limits.max_concurrency))
         handler.cfg = new
 
-    servers[0] = service.Reconfigurable(servers[0], apply)  # one handler behind both listeners
+    servers[0] = Reconfigurable(servers[0], apply)  # one handler behind both listeners
     log.info("lmtp.listening", tcp=cfg.listen.lmtp or None,
              unix=cfg.listen.lmtp_socket or None, pid=os.getpid())
     return servers

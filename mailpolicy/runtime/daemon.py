@@ -11,7 +11,7 @@ import structlog
 
 from mailpolicy import config as config_mod
 from mailpolicy.core import outbound
-from mailpolicy.core.srs import srs_domain
+from mailpolicy.core.srs import srs_domain, unqualified_default
 from mailpolicy.deploy import tlsmaps
 from mailpolicy.runtime import heartbeat, housekeeping, logs, sdnotify, statedir, workers
 from mailpolicy.runtime import reload as reload_mod
@@ -138,6 +138,8 @@ def run(config_path: str | None = None) -> int:
         print(f"mailpolicy: config error: {e}", file=sys.stderr)
         return 2
     logs.setup(cfg)
+    if (warning := unqualified_default(cfg)) is not None:
+        log.warning("srs.domain_unqualified", reason=warning)
     try:
         asyncio.run(serve(cfg, config_path))
     except statedir.StartupError as e:

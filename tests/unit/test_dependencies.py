@@ -18,9 +18,11 @@ def _norm(name: str) -> str:
 
 
 def declared() -> set[str]:
-    """The distributions of `dependencies` (extras of the package itself are optional)."""
+    """The distributions of `dependencies` and of the `postgresql` extra (the store imports
+    asyncpg only for a PostgreSQL URL)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {_norm(re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0]) for d in project["dependencies"]}
+    deps = [*project["dependencies"], *project["optional-dependencies"]["postgresql"]]
+    return {_norm(re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0]) for d in deps}
 
 
 def imported() -> dict[str, set[str]]:

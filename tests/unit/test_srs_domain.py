@@ -14,7 +14,17 @@ def test_configured_srs_domain_is_used_and_folded() -> None:
     assert srs.srs_domain(cfg) == "mx.example.com"
 
 
-@pytest.mark.parametrize("name", ["vm", "localhost", "host.localdomain", ""])
+def test_unset_on_an_unqualified_host_is_a_never_routable_name_with_a_warning(
+        monkeypatch) -> None:
+    monkeypatch.setattr(srs, "_DEFAULT", ["vm"])
+    cfg = config.from_dict({})
+    assert srs.srs_domain(cfg) == "vm.localhost"
+    assert "set filter.srs_domain" in (srs.unqualified_default(cfg) or "")
+    monkeypatch.setattr(srs, "_DEFAULT", ["mx.example.org"])
+    assert srs.unqualified_default(cfg) is None
+
+
+@pytest.mark.parametrize("name", ["vm", "localhost", "host.localdomain", "a.localhost"])
 def test_unqualified_names_are_refused_with_the_key(name: str, monkeypatch) -> None:
     monkeypatch.setattr(srs, "_DEFAULT", [name or "vm"])
     cfg = config.from_dict({"filter": {"srs_domain": name}})
