@@ -48,12 +48,13 @@ def rcpt_decision(cfg: Config, rcpt: str, res: Resolution) -> Target | Reply:
     """What RCPT TO:<rcpt> means for local delivery: a Target, or the refusal to give.
     Mailboxes and aliases deliver; a disabled mailbox is 550 5.2.1; an unknown address of a
     `discard` domain is accepted and dropped; a redirect that ends in a local mailbox delivers
-    there; anything else is 550 5.1.1 (the filter normally handled those before us)."""
+    there; anything else is 450 4.1.1: the policy service refuses such addresses at RCPT, so
+    one here was accepted before the directory changed, and Postfix must keep it, not bounce."""
     if res.kind is Kind.UNKNOWN and res.action is DefaultAction.DISCARD:
         return Target(rcpt, None, None)
     final = res.final
     if final.kind is not Kind.MAILBOX or final.mailbox is None or final.loop:
-        return _for(rcpt, replies.UNKNOWN_USER)
+        return _for(rcpt, replies.NO_DESTINATION_NOW)
     mailbox = final.mailbox
     if not mailbox.enabled:
         return _for(rcpt, replies.DISABLED)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from mailpolicy.config import Policy
 from mailpolicy.core.directory import Kind, Resolution
-from mailpolicy.core.model import DefaultAction, Mailbox
+from mailpolicy.core.model import Mailbox
 from mailpolicy.core.replies import DISABLED, MAILBOX_FULL, MAILBOX_FULL_TEMP
 from mailpolicy.policy.protocol import Request
 
@@ -50,10 +50,11 @@ def not_ours(ctx: Context) -> str | None:
 
 
 def unknown_reject(ctx: Context) -> str | None:
-    """No such mailbox in a `reject` domain: 550 5.1.1 at RCPT, so nothing ever bounces. The
-    client sees `550 5.1.1 <addr>: Recipient address rejected: mailbox does not exist`."""
+    """No such mailbox in a `reject` domain, or a redirect chain that ends nowhere (a loop, an
+    unknown or disabled target): 550 5.1.1 at RCPT, so nothing ever bounces or is dropped.
+    The client sees `550 5.1.1 <addr>: Recipient address rejected: mailbox does not exist`."""
     r = ctx.resolution
-    if r.kind is Kind.UNKNOWN and r.action is DefaultAction.REJECT:
+    if r.kind is Kind.UNKNOWN and not r.accepted_at_rcpt:
         return _reject_action(ctx.policy.reject_text)
     return None
 

@@ -183,7 +183,7 @@ def test_plan_redirect_follows_final_and_external_is_marked() -> None:
     assert p2.recipients == [] and p2.events[0].action == "loop"
 
 
-def test_plan_redirect_domain_to_local_mailbox_and_loop_discarded() -> None:
+def test_plan_redirect_domain_to_local_mailbox_and_loop_deferred() -> None:
     rd = Domain(name="old.test", default_action=DefaultAction.REDIRECT_DOMAIN,
                 redirect_to="ours.test")
     chain = Resolution("bob@old.test", Kind.UNKNOWN, domain=rd,
@@ -193,7 +193,8 @@ def test_plan_redirect_domain_to_local_mailbox_and_loop_discarded() -> None:
     looped = Resolution("x@old.test", Kind.UNKNOWN, domain=rd, loop=True,
                         redirect=Resolution("x@new.test", Kind.UNKNOWN, domain=rd, loop=True))
     p = plan_recipients(["x@old.test"], {"x@old.test": looped})
-    assert p.recipients == [] and p.events[0].action == "discard"
+    assert p.recipients == [] and p.events[0].action == "defer"  # never accepted-and-dropped
+    assert p.nowhere == ["x@old.test"]
 
 
 def test_plan_forwarding_loop_between_two_mailboxes_ends() -> None:
