@@ -54,7 +54,7 @@ GOLDEN = [
     ("unknown in redirect-domain domain", q("mailboxes", "x@redir.example"),
      b"9:NOTFOUND ,"),  # x@example.com does not exist: the chain leads nowhere
     ("redirect-domain to a mailbox", q("mailboxes", "info@redir.example"),
-     b"20:OK info@redir.example,"),
+     b"21:OK info@redir.example,"),
     ("foreign address", q("mailboxes", "info@elsewhere.example"), b"9:NOTFOUND ,"),
     ("bare domain", q("mailboxes", "example.com"), b"9:NOTFOUND ,"),
     ("@domain partial key", q("mailboxes", "@example.com"), b"9:NOTFOUND ,"),
