@@ -89,6 +89,8 @@ class Store(_Section):
 class Admin(_Section):
     group: str = "mailpolicy"
     socket_mode: int = 0o660
+    postmaster: str = ""  # postmaster@/abuse@ target of new domains; "" = their first mailbox
+    min_password_length: int = 8  # mailbox passwords shorter than this are refused
 
 
 class Outbound(_Section):

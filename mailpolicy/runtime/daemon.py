@@ -36,7 +36,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
     cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     cfg.maildir_root.mkdir(parents=True, exist_ok=True, mode=0o750)
     store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
-                             busy_timeout_ms=cfg.store.busy_timeout_ms)
+                             busy_timeout_ms=cfg.store.busy_timeout_ms,
+                             postmaster=cfg.admin.postmaster,
+                             min_password=cfg.admin.min_password_length)
     await tlsmaps.write_tls_maps(cfg, await store.list_domains())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

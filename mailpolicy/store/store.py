@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 from mailpolicy.core.outbound import least_used
-from mailpolicy.store import passwords
+from mailpolicy.store import integrity, passwords
 from mailpolicy.store import validate as v
 from mailpolicy.store.db import Db
 from mailpolicy.store.engine import make_engine, migrate
@@ -31,7 +31,8 @@ from mailpolicy.store.schema import (
 from mailpolicy.store.schema import ip_pool as ip_pool_t
 
 _DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmarc",
-                  "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key")
+                  "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key",
+                  "postmaster")
 _MAILBOX_FIELDS = ("password", "aliases", "max_size", "copies_to", "no_save", "enabled")
 
 
@@ -46,8 +47,11 @@ class Store:
     """SQL-backed directory. Reads never lock; every write is one audited transaction."""
 
     def __init__(self, engine: AsyncEngine, ip_pool: tuple[str, ...] = ("127.0.0.1",),
-                 reader: SqliteReader | None = None) -> None:
+                 reader: SqliteReader | None = None, *, postmaster: str = "",
+                 min_password: int = v.MIN_PASSWORD) -> None:
         self.engine = engine
+        self.postmaster = postmaster  # admin-wide postmaster@/abuse@ target for new domains
+        self.min_password = min_password
         self.db = Db(engine)
         self.ip_pool = ip_pool
         self.reader = reader  # SQLite: the fast path for per-recipient lookups
@@ -61,12 +65,14 @@ class Store:
 
     @classmethod
     async def open(cls, url: str, *, ip_pool: Iterable[str] | None = None,
-                   busy_timeout_ms: int = 5000) -> Store:
+                   busy_timeout_ms: int = 5000, postmaster: str = "",
+                   min_password: int = v.MIN_PASSWORD) -> Store:
         """Open (and migrate) the store at `url`."""
         engine = make_engine(url, busy_timeout_ms)
         await migrate(engine)
         store = cls(engine, tuple(ip_pool) if ip_pool else ("127.0.0.1",),
-                    SqliteReader.for_url(url, busy_timeout_ms))
+                    SqliteReader.for_url(url, busy_timeout_ms), postmaster=postmaster,
+                    min_password=min_password)
         async with store.db.write() as conn:
             for ip in store.ip_pool:
                 exists = await conn.scalar(sa.select(ip_pool_t.c.address).where(
@@ -212,6 +218,16 @@ class Store:
             except CertificateError as e:
                 raise Invalid("tls_cert", str(e)) from None
         out["tls_cert"], out["tls_key"] = cert, key
+        pm = merged.get("postmaster", "") if current or "postmaster" in fields else (
+            self.postmaster)
+        out["postmaster"] = v.postmaster(pm or "")
+        proposed = Domain(name=name, id=current.id if current else 0,
+                          default_action=action, redirect_to=out["redirect_to"],
+                          postmaster=out["postmaster"])
+        await integrity.check_domain(
+            self, proposed,
+            targets=current is None or bool({"default_action", "redirect_to"} & set(fields)),
+            postmaster="postmaster" in fields)
         return out
 
     async def create_domain(self, name: str, *, actor: str = "admin", **fields: Any) -> Domain:
@@ -298,6 +314,10 @@ class Store:
             out[f] = val
         if out["no_save"] and not out["copies_to"]:
             raise Invalid("no_save", "do-not-save needs at least one copies-to address")
+        if "copies_to" in fields or "aliases" in fields:
+            await integrity.check_copies(self, Mailbox(
+                name=name, domain=domain, aliases=out["aliases"], copies_to=out["copies_to"],
+                id=current.id if current else 0))
         pw = fields.get("password")
         if pw is not None:
             if not isinstance(pw, str):
@@ -306,6 +326,7 @@ class Store:
                 passwords.check_password(pw)
             except ValueError as e:
                 raise Invalid("password", str(e)) from None
+            v.password_strength(pw, own, self.min_password)
             out["password_hash"] = await asyncio.to_thread(passwords.hash_password, pw)
         return out
 
@@ -337,6 +358,9 @@ class Store:
                     enabled=values["enabled"], created_at=time.time()))
                 mid = res.inserted_primary_key[0]
                 await self._save_lists(conn, mid, domain.id, values)
+                if not domain.postmaster:  # the first mailbox receives postmaster@, abuse@
+                    await conn.execute(domains.update().where(domains.c.id == domain.id)
+                                       .values(postmaster=f"{name}@{dname}"))
                 await self.db.audit(conn, actor, "mailbox.create", f"{name}@{dname}",
                                   {k: val for k, val in values.items() if k != "password_hash"})
         except IntegrityError:
@@ -351,6 +375,11 @@ class Store:
         if current is None:
             raise NotFound(f"no mailbox {address}", "address")
         values = await self._mailbox_values(current.name, current.domain, fields, current)
+        gone = [f"{a}@{current.domain}" for a in current.aliases if a not in values["aliases"]]
+        if gone:
+            deps = await self._dependants(gone)
+            if deps:
+                integrity.refuse(f"alias {', '.join(gone)}", deps)
         async with self.db.write() as conn:
             did = await conn.scalar(sa.select(mailboxes.c.domain_id).where(
                 mailboxes.c.id == current.id))
@@ -366,13 +395,61 @@ class Store:
         assert mb is not None
         return mb
 
-    async def delete_mailbox(self, address: str, *, actor: str = "admin") -> Mailbox:
+    async def _dependants(self, addresses: list[str]) -> integrity.Dependants:
+        return integrity.dependants(addresses, await self.list_domains(),
+                                    await self.list_mailboxes())
+
+    async def check_delete_mailbox(self, address: str, *, force: bool = False) -> None:
+        """Raise what delete_mailbox would refuse with, changing nothing."""
         current = await self.get_mailbox(address)
         if current is None:
             raise NotFound(f"no mailbox {address}", "address")
+        deps = await self._dependants(
+            [current.address, *(f"{a}@{current.domain}" for a in current.aliases)])
+        if deps and not force:
+            integrity.refuse(f"mailbox {current.address}", deps)
+
+    async def delete_mailbox(self, address: str, *, actor: str = "admin", force: bool = False,
+                             cleared: list[str] | None = None) -> Mailbox:
+        """Delete a mailbox. Refused while a domain redirects to it (or to one of its
+        aliases), has it as postmaster, or a mailbox copies to it; with `force` those are
+        cleared in the same transaction and described in `cleared`."""
+        current = await self.get_mailbox(address)
+        if current is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        names = [current.address, *(f"{a}@{current.domain}" for a in current.aliases)]
+        deps = await self._dependants(names)
+        if deps and not force:
+            integrity.refuse(f"mailbox {current.address}", deps)
+        keys = integrity.keys_of(names)
+        changes = {m.address: integrity.cleared_copies(m, keys) for m in deps.copies}
+        postmasters: dict[str, str] = {}
+        for d in deps.postmasters:  # the next mailbox of that domain, else the admin-wide one
+            rest = [m for m in await self.list_mailboxes(d.name) if m.id != current.id]
+            rest.sort(key=lambda m: m.id)
+            postmasters[d.name] = rest[0].address if rest else self.postmaster
         async with self.db.write() as conn:
+            for d in deps.redirects:
+                await conn.execute(domains.update().where(domains.c.id == d.id).values(
+                    default_action=DefaultAction.REJECT.value, redirect_to=""))
+            for d in deps.postmasters:
+                await conn.execute(domains.update().where(domains.c.id == d.id).values(
+                    postmaster=postmasters[d.name]))
+            for m in deps.copies:
+                change = changes[m.address]
+                await conn.execute(copies.delete().where(copies.c.mailbox_id == m.id))
+                for i, c in enumerate(change["copies_to"]):  # type: ignore[arg-type]
+                    await conn.execute(copies.insert().values(mailbox_id=m.id, address=c,
+                                                              position=i))
+                if "no_save" in change:
+                    await conn.execute(mailboxes.update().where(mailboxes.c.id == m.id)
+                                       .values(no_save=False))
             await conn.execute(mailboxes.delete().where(mailboxes.c.id == current.id))
-            await self.db.audit(conn, actor, "mailbox.delete", current.address)
+            lines = integrity.describe_cleared(deps, changes, postmasters)
+            await self.db.audit(conn, actor, "mailbox.delete", current.address,
+                                {"cleared": lines} if lines else None)
+        if cleared is not None:
+            cleared.extend(lines)
         return current
 
     async def audit(self, actor: str, action: str, target: str,

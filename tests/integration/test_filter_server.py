@@ -156,13 +156,13 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 async def provision(store: Store) -> None:
     await store.create_domain("ours.test")
     await store.create_domain("discard.test", default_action="discard")
+    await store.create_mailbox("bob@ours.test", aliases=["info", "sales"])
+    await store.create_mailbox("boss@ours.test")  # before a redirect may go there
     await store.create_domain("red.test", default_action="redirect", redirect_to="boss@ours.test")
     await store.create_domain("old.test", default_action="redirect-domain",
                               redirect_to="ours.test")
-    await store.create_mailbox("bob@ours.test", aliases=["info", "sales"])
-    await store.create_mailbox("boss@ours.test")
+    await store.create_mailbox("dave@ours.test")  # before a copy may go there
     await store.create_mailbox("carol@ours.test", copies_to=["dave", "ext@remote.test"])
-    await store.create_mailbox("dave@ours.test")
     await store.create_mailbox("gone@ours.test", copies_to=["away@remote.test"], no_save=True)
 
 
