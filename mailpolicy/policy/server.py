@@ -12,6 +12,7 @@ from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory
 from mailpolicy.maildir.reader import UsageReader
 from mailpolicy.policy.checks import (
+    DUNNO,
     Decision,
     PeekResolver,
     PeekUsage,
@@ -30,6 +31,7 @@ IDLE_TIMEOUT = 600.0  # Postfix closes idle policy connections after 300 s (max_
 DECISION_KEYS = ("queue_id", "instance", "client", "sender", "recipient", "state", "rule",
                  "action")
 MAX_PENDING = 64  # pipelined requests waiting behind a lookup before reading pauses
+MAX_REMEMBERED = 1000  # recipients of one transaction kept for END-OF-MESSAGE (Postfix: 1000)
 
 
 class PolicyService:
@@ -120,9 +122,30 @@ class PolicyConnection(asyncio.Protocol):
         self.peer: object = None
         self.idle: IdleTimer | None = None
         self.replies: list[bytes] = []  # encoded replies not sent yet
+        self.accepted: list[str] = []  # recipients let through in the current transaction
+        self.instance = ""  # Postfix's `instance` of that transaction
         self._read_paused = False
         self._write_paused = False
         self._eof = False
+
+    def _before(self, request: Request) -> None:
+        """END-OF-MESSAGE: attach the recipients accepted in this transaction (Postfix
+        names the recipient there only when there is one; one smtpd process keeps one
+        policy connection for its whole session, so they were asked here)."""
+        if request.protocol_state == "END-OF-MESSAGE":
+            same = request.instance == self.instance
+            request.recipients = tuple(self.accepted) if same and self.accepted else (
+                (request.recipient,) if request.recipient else ())
+            self.accepted, self.instance = [], ""
+
+    def _after(self, request: Request, decision: Decision) -> None:
+        """Remember the recipients we let through at RCPT for END-OF-MESSAGE."""
+        if request.protocol_state == "RCPT" and decision.action == DUNNO \
+                and request.recipient:
+            if request.instance != self.instance:
+                self.accepted, self.instance = [], request.instance
+            if len(self.accepted) < MAX_REMEMBERED:
+                self.accepted.append(request.recipient)
 
     def reply(self, data: bytes) -> None:
         if not self.replies:
@@ -148,11 +171,14 @@ class PolicyConnection(asyncio.Protocol):
             if self.task is None:
                 answer_now = self.service.answer_now
                 for i, request in enumerate(requests):
+                    self._before(request)
                     decision = answer_now(request)
                     if decision is None:  # I/O needed: this one and the rest in a task
                         self.pending.extend(requests[i:])
-                        self.task = asyncio.get_running_loop().create_task(self._answer_pending())
+                        self.task = asyncio.get_running_loop().create_task(
+                            self._answer_pending(prepared=request))
                         break
+                    self._after(request, decision)
                     self.reply(encode_action(decision.action))
             else:
                 self.pending.extend(requests)
@@ -172,12 +198,16 @@ class PolicyConnection(asyncio.Protocol):
         self.send_replies()  # the requests before it are answered
         self.transport.close()
 
-    async def _answer_pending(self) -> None:
+    async def _answer_pending(self, prepared: Request | None = None) -> None:
         transport = self.transport
         assert transport is not None
         try:
             while self.pending:
-                decision = await self.service.answer(self.pending.popleft())
+                request = self.pending.popleft()
+                if request is not prepared:
+                    self._before(request)
+                decision = await self.service.answer(request)
+                self._after(request, decision)
                 if transport.is_closing():
                     return
                 self.reply(encode_action(decision.action))
