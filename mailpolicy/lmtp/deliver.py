@@ -12,6 +12,7 @@ from mailpolicy.core import replies
 from mailpolicy.core.directory import Kind, Resolution
 from mailpolicy.core.model import DefaultAction, Mailbox
 from mailpolicy.core.replies import Reply
+from mailpolicy.maildir.lock import delivery_lock
 from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage
 from mailpolicy.maildir.writer import JUNK, maildir_for, write_message
 
@@ -143,14 +144,18 @@ def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytea
             return replies.DELIVERED
         head = trace_headers(sender, mailbox)
         size = len(head) + len(message)
-        if mailbox.max_size is not None:
-            used, _ = current_usage(target.maildir, mailbox.max_size)
-            if over_quota(used, size, mailbox.max_size):
-                return quota_reply(cfg)
         folder = JUNK if quarantine else ""
         maildir = target.maildir
-        path = write_message(maildir, (head, message), folder,
-                             published=lambda: _count_usage(maildir, size))
+        if mailbox.max_size is None:
+            path = write_message(maildir, (head, message), folder,
+                                 published=lambda: _count_usage(maildir, size))
+        else:  # check and write as one step per mailbox: parallel deliveries cannot overshoot
+            with delivery_lock(maildir):
+                used, _ = current_usage(maildir, mailbox.max_size)
+                if over_quota(used, size, mailbox.max_size):
+                    return quota_reply(cfg)
+                path = write_message(maildir, (head, message), folder,
+                                     published=lambda: _count_usage(maildir, size))
         log.info("lmtp.delivered", mailbox=mailbox.address, size=size, folder=folder or "INBOX",
                  file=path.name)
         return replies.DELIVERED
