@@ -146,10 +146,10 @@ def dependants(addresses: Iterable[str], domains: Iterable[Domain],
     return out
 
 
-def refuse(what: str, deps: Dependants) -> None:
+def refuse(what: str, deps: Dependants, field: str = "address", force: bool = True) -> None:
     """Deleting `what` would leave `deps` pointing nowhere: refuse, naming them."""
-    raise Conflict(f"{what} is still used: {deps.describe()}. Change those first, or delete "
-                   "with force to clear them too", "address")
+    how = ", or delete with force to clear them too" if force else ""
+    raise Conflict(f"{what} is still used: {deps.describe()}. Change those first{how}", field)
 
 
 def cleared_copies(m: Mailbox, keys: set[str]) -> dict[str, object]:

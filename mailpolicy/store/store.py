@@ -379,7 +379,7 @@ class Store:
         if gone:
             deps = await self._dependants(gone)
             if deps:
-                integrity.refuse(f"alias {', '.join(gone)}", deps)
+                integrity.refuse(f"alias {', '.join(gone)}", deps, "aliases", force=False)
         async with self.db.write() as conn:
             did = await conn.scalar(sa.select(mailboxes.c.domain_id).where(
                 mailboxes.c.id == current.id))
