@@ -173,11 +173,9 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
                 reached = add(c) or reached
                 continue
             reached = expand(cr, c, key, depth + 1) or reached
-        if not mb.saves_locally and not reached:
-            plan.events.append(Event("deliver", target, "do-not-save but no copy has a "
-                                                        "destination: kept locally"))
-            add(target)
-        elif not mb.saves_locally:
+        if not mb.saves_locally and not reached:  # LMTP would accept it and store nothing
+            return defer(target, "do-not-save but no copy has a destination now")
+        if not mb.saves_locally:
             plan.forward_only.append(mb)  # never reaches LMTP: autoreply from the filter
         return True
 

@@ -155,11 +155,14 @@ def test_plan_do_not_save_only_copies() -> None:
     assert p.recipients == ["x@ext.test"]
 
 
-def test_plan_do_not_save_whose_copies_lead_nowhere_is_kept_locally() -> None:
+def test_plan_do_not_save_whose_copies_lead_nowhere_is_deferred() -> None:
+    """LMTP stores nothing for a do-not-save mailbox: with no copy reaching anything (the
+    store changed after RCPT) the message must wait (4xx), never be accepted and lost."""
     a = mbox("a", ("gone@discard.test",), no_save=True)
     r = {"a@ours.test": res("a@ours.test", a),
          "gone@discard.test": res("gone@discard.test", kind=Kind.UNKNOWN, domain=DISCARD)}
-    assert plan_recipients(["a@ours.test"], r).recipients == ["a@ours.test"]
+    p = plan_recipients(["a@ours.test"], r)
+    assert p.recipients == [] and p.nowhere == ["a@ours.test"]
 
 
 def test_plan_unknown_in_discard_domain_removed() -> None:
