@@ -90,6 +90,9 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = dom.add_parser("delete", help="delete a mail domain with its mailboxes")
     s.add_argument("name", metavar="NAME")
     s.add_argument("--yes", action="store_true", help="do not ask")
+    s.add_argument("--force", action="store_true",
+                   help="also clear redirects and copies of other domains' mailboxes into it "
+                        "(else the delete is refused)")
 
     mb = sub.add_parser("mailbox", help="mailboxes").add_subparsers(
         dest="action", required=True, metavar="ACTION")

@@ -95,10 +95,13 @@ def cmd_domain(args: argparse.Namespace, api: Client) -> None:
         d = api.call("GET", f"/v1/domains/{quote_path(args.name)}")
         _confirm(args, f"Delete domain {d['name']} with its {d.get('mailboxes', 0)} "
                        "mailbox(es) and all their mail?")
-        res = api.call("DELETE", f"/v1/domains/{quote_path(d['name'])}", query={"confirm": "true"})
+        query = {"confirm": "true"} | ({"force": "true"} if args.force else {})
+        res = api.call("DELETE", f"/v1/domains/{quote_path(d['name'])}", query=query)
         _dns_warning(res)
         print(f"deleted {res['deleted']}" + (f" and {len(res['mailboxes'])} mailbox(es)"
                                               if res.get("mailboxes") else ""))
+        for line in res.get("cleared", []):
+            print(f"  also changed {line}")
 
 
 # ---------------------------------------------------------------- mailbox

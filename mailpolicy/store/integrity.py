@@ -122,8 +122,9 @@ class Dependants:
         return bool(self.redirects or self.copies)
 
     def describe(self) -> str:
-        parts = [f"domain {d.name} redirects its unknown addresses to {d.redirect_to}"
-                 for d in self.redirects]
+        parts = [f"domain {d.name} redirects its unknown addresses to "
+                 f"{'domain ' if d.default_action is DefaultAction.REDIRECT_DOMAIN else ''}"
+                 f"{d.redirect_to}" for d in self.redirects]
         parts += [f"mailbox {m.address} "
                   f"{'forwards (do-not-save)' if m.no_save else 'sends copies'} to it"
                   for m in self.copies]
@@ -143,6 +144,27 @@ def dependants(addresses: Iterable[str], domains: Iterable[Domain],
     for m in boxes:
         if m.address not in keys and any(_key(c) in keys for c in m.copies_to):
             out.copies.append(m)
+    return out
+
+
+def domain_dependants(name: str, domains: Iterable[Domain], boxes: Iterable[Mailbox],
+                      ) -> Dependants:
+    """Who, outside domain `name`, depends on it: redirect-domain to it, redirects, postmaster
+    settings and copies to addresses in it (pure)."""
+    def inside(address: str) -> bool:
+        key = _key(address)
+        return key is not None and key.rpartition("@")[2] == name
+
+    out = Dependants()
+    for d in domains:
+        if d.name == name:
+            continue
+        if (d.default_action is DefaultAction.REDIRECT_DOMAIN and d.redirect_to == name) or (
+                d.default_action is DefaultAction.REDIRECT and inside(d.redirect_to)):
+            out.redirects.append(d)
+        if d.postmaster and inside(d.postmaster):
+            out.postmasters.append(d)
+    out.copies = [m for m in boxes if m.domain != name and any(inside(c) for c in m.copies_to)]
     return out
 
 
@@ -169,8 +191,8 @@ def keys_of(addresses: Iterable[str]) -> set[str]:
 def describe_cleared(deps: Dependants, changes: Mapping[str, Mapping[str, object]],
                      postmasters: Mapping[str, str]) -> list[str]:
     """One line per dependant the delete changed (for the API answer and the CLI)."""
-    out = [f"domain {d.name}: default action set to reject (was redirect to {d.redirect_to})"
-           for d in deps.redirects]
+    out = [f"domain {d.name}: default action set to reject (was {d.default_action} to "
+           f"{d.redirect_to})" for d in deps.redirects]
     out += [f"domain {d.name}: postmaster@ and abuse@ now go to "
             f"{postmasters[d.name] or 'nowhere (refused)'} (was {d.postmaster})"
             for d in deps.postmasters]

@@ -259,12 +259,43 @@ class Store:
         assert d is not None
         return d
 
+    async def domain_dependants(self, name: str) -> integrity.Dependants:
+        """What other domains and mailboxes have pointing into domain `name`."""
+        return integrity.domain_dependants(v.domain_name(name), await self.list_domains(),
+                                           await self.list_mailboxes())
+
     async def delete_domain(self, name: str, *, actor: str = "admin",
-                            cascade: bool = False) -> list[Mailbox]:
+                            cascade: bool = False, force: bool = False,
+                            cleared: list[str] | None = None) -> list[Mailbox]:
         """Delete a domain; with `cascade` also its mailboxes (returned, so their Maildirs can
-        be removed), else refuse while it has any."""
+        be removed), else refuse while it has any. Refused while other domains redirect into
+        it or mailboxes copy into it; with `force` those are cleared (described in
+        `cleared`); other domains' postmaster addresses in it move to their first mailbox."""
         dname = v.domain_name(name)
+        deps = await self.domain_dependants(dname)
+        if deps and not force:
+            integrity.refuse(f"domain {dname}", deps, "name")
+        boxes_all = await self.list_mailboxes()
+        changes = {m.address: {"copies_to": tuple(c for c in m.copies_to
+                                                  if not c.lower().endswith("@" + dname))}
+                   for m in deps.copies}
+        for m in deps.copies:
+            if m.no_save and not changes[m.address]["copies_to"]:
+                changes[m.address]["no_save"] = False
+        postmasters: dict[str, str] = {}
+        for d in deps.postmasters:
+            rest = sorted((m for m in boxes_all if m.domain == d.name), key=lambda m: m.id)
+            postmasters[d.name] = rest[0].address if rest else self.postmaster
+        lines = integrity.describe_cleared(deps, changes, postmasters)
         async with self.db.write() as conn:
+            for d in deps.redirects:
+                await conn.execute(domains.update().where(domains.c.id == d.id).values(
+                    default_action=DefaultAction.REJECT.value, redirect_to=""))
+            for d in deps.postmasters:
+                await conn.execute(domains.update().where(domains.c.id == d.id).values(
+                    postmaster=postmasters[d.name]))
+            for m in deps.copies:
+                await self._replace_copies(conn, m, changes[m.address])
             did = await conn.scalar(sa.select(domains.c.id).where(domains.c.name == dname))
             if did is None:
                 raise NotFound(f"no domain {dname}", "name")
@@ -273,8 +304,21 @@ class Store:
                 raise Conflict(f"domain {dname} still has {len(boxes)} mailbox(es)", "name")
             await conn.execute(domains.delete().where(domains.c.id == did))
             await self.db.audit(conn, actor, "domain.delete", dname,
-                              {"mailboxes": [b.name for b in boxes]})
+                              {"mailboxes": [b.name for b in boxes],
+                               **({"cleared": lines} if lines else {})})
+        if cleared is not None:
+            cleared.extend(lines)
         return boxes
+
+    async def _replace_copies(self, conn: AsyncConnection, m: Mailbox,
+                              change: Mapping[str, Any]) -> None:
+        """Write a mailbox's new copies (and do-not-save off) for a forced delete."""
+        await conn.execute(copies.delete().where(copies.c.mailbox_id == m.id))
+        for i, c in enumerate(change["copies_to"]):
+            await conn.execute(copies.insert().values(mailbox_id=m.id, address=c, position=i))
+        if "no_save" in change:
+            await conn.execute(mailboxes.update().where(mailboxes.c.id == m.id)
+                               .values(no_save=False))
 
     # ---------------------------------------------------------------- mailbox writes
     async def _check_names(self, conn: AsyncConnection, domain_id: int, names: Iterable[str],
@@ -436,14 +480,7 @@ class Store:
                 await conn.execute(domains.update().where(domains.c.id == d.id).values(
                     postmaster=postmasters[d.name]))
             for m in deps.copies:
-                change = changes[m.address]
-                await conn.execute(copies.delete().where(copies.c.mailbox_id == m.id))
-                for i, c in enumerate(change["copies_to"]):  # type: ignore[arg-type]
-                    await conn.execute(copies.insert().values(mailbox_id=m.id, address=c,
-                                                              position=i))
-                if "no_save" in change:
-                    await conn.execute(mailboxes.update().where(mailboxes.c.id == m.id)
-                                       .values(no_save=False))
+                await self._replace_copies(conn, m, changes[m.address])
             await conn.execute(mailboxes.delete().where(mailboxes.c.id == current.id))
             lines = integrity.describe_cleared(deps, changes, postmasters)
             await self.db.audit(conn, actor, "mailbox.delete", current.address,

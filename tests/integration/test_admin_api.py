@@ -175,7 +175,7 @@ async def test_delete_domain_removes_its_mailboxes_and_maildirs(admin_env: Admin
     await env.ok("POST", "/v1/mailboxes", {"address": "joe@example.com"})
     env.deliver("joe@example.com", 10)
     res = await env.ok("DELETE", "/v1/domains/example.com", {"confirm": True})
-    assert res == {"deleted": "example.com", "mailboxes": ["joe@example.com"]}
+    assert res == {"deleted": "example.com", "mailboxes": ["joe@example.com"], "cleared": []}
     assert not (env.cfg.maildir_root / "example.com").exists()
     assert await env.store.list_mailboxes() == []
 

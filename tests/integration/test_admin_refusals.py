@@ -142,6 +142,7 @@ BAD = [
     ("DELETE", "/v1/mailboxes/ann@example.com?confirm=true", None, 409, "address"),
     ("DELETE", "/v1/mailboxes/joe@example.com?confirm=true", None, 409, "address"),
     ("PATCH", "/v1/mailboxes/joe@example.com", {"aliases": []}, 409, "aliases"),
+    ("DELETE", "/v1/domains/example.com?confirm=true", None, 409, "name"),  # fwd, same, boss
     ("POST", "/v1/mailboxes", {"address": "new@example.com", "password": "short"}, 422,
      "password"),
     ("PATCH", "/v1/mailboxes/joe@example.com", {"password": "joe@example.com"}, 422,

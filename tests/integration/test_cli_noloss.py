@@ -71,3 +71,22 @@ async def test_delete_with_dependants_is_refused_and_force_clears_them(env) -> N
     away = await env.store.get_mailbox("away@example.com")
     assert fwd is not None and fwd.default_action == "reject" and fwd.redirect_to == ""
     assert away is not None and away.copies_to == () and not away.no_save
+
+
+async def test_domain_delete_with_redirects_into_it_is_refused_and_force_clears(env) -> None:
+    await ok(env, "domain", "add", "example.com")
+    await ok(env, "mailbox", "add", "ann@example.com")
+    await ok(env, "domain", "add", "old.example", "--default-action", "redirect-domain",
+             "--redirect-to", "example.com")
+    await ok(env, "domain", "add", "other.example")
+    await ok(env, "mailbox", "add", "fwd@other.example", "--copy-to", "ann@example.com",
+             "--no-save")
+    err = await refused(env, "domain", "delete", "example.com", "--yes")
+    assert "domain old.example redirects its unknown addresses to domain example.com" in err
+    assert "mailbox fwd@other.example" in err
+    out = await ok(env, "domain", "delete", "example.com", "--yes", "--force")
+    assert "deleted example.com and 1 mailbox(es)" in out
+    assert "domain old.example: default action set to reject" in out
+    assert "mailbox fwd@other.example: copy removed, do-not-save turned off" in out
+    old = await env.store.get_domain("old.example")
+    assert old is not None and old.default_action == "reject"
