@@ -6,13 +6,19 @@ change (an overlay), so the admin API and the mail path can never disagree."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailpolicy.core.addresses import AddressError, normalize_domain, split_address, split_extension
 from mailpolicy.core.directory import Directory, Kind, Resolution, resolve
 from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 from mailpolicy.store.errors import Conflict, Invalid
+from mailpolicy.store.schema import copies as copies_t
+from mailpolicy.store.schema import domains as domains_t
+from mailpolicy.store.schema import mailboxes as mailboxes_t
 
 
 class Overlay:
@@ -99,7 +105,7 @@ async def check_copies(directory: Directory, mailbox: Mailbox) -> None:
         await check_target(overlay, "copies_to", c, "copy target")
 
 
-def _key(address: str) -> str | None:
+def key(address: str) -> str | None:
     """The case-folded `local@domain` of an address, without `+extension`."""
     try:
         local, domain = split_address(address)
@@ -134,15 +140,15 @@ class Dependants:
 def dependants(addresses: Iterable[str], domains: Iterable[Domain],
                boxes: Iterable[Mailbox]) -> Dependants:
     """Who depends on `addresses` (pure: over every domain and mailbox)."""
-    keys = {k for a in addresses if (k := _key(a)) is not None}
+    keys = {k for a in addresses if (k := key(a)) is not None}
     out = Dependants()
     for d in domains:
-        if d.default_action is DefaultAction.REDIRECT and _key(d.redirect_to) in keys:
+        if d.default_action is DefaultAction.REDIRECT and key(d.redirect_to) in keys:
             out.redirects.append(d)
-        if d.postmaster and _key(d.postmaster) in keys:
+        if d.postmaster and key(d.postmaster) in keys:
             out.postmasters.append(d)
     for m in boxes:
-        if m.address not in keys and any(_key(c) in keys for c in m.copies_to):
+        if m.address not in keys and any(key(c) in keys for c in m.copies_to):
             out.copies.append(m)
     return out
 
@@ -152,8 +158,8 @@ def domain_dependants(name: str, domains: Iterable[Domain], boxes: Iterable[Mail
     """Who, outside domain `name`, depends on it: redirect-domain to it, redirects, postmaster
     settings and copies to addresses in it (pure)."""
     def inside(address: str) -> bool:
-        key = _key(address)
-        return key is not None and key.rpartition("@")[2] == name
+        k = key(address)
+        return k is not None and k.rpartition("@")[2] == name
 
     out = Dependants()
     for d in domains:
@@ -174,31 +180,64 @@ def refuse(what: str, deps: Dependants, field: str = "address", force: bool = Tr
     raise Conflict(f"{what} is still used: {deps.describe()}. Change those first{how}", field)
 
 
-def cleared_copies(m: Mailbox, keys: set[str]) -> dict[str, object]:
-    """The update that removes the copies to `keys` from `m` (do-not-save off when none is
-    left: the mail is then kept in the mailbox)."""
-    left = tuple(c for c in m.copies_to if _key(c) not in keys)
-    change: dict[str, object] = {"copies_to": left}
-    if m.no_save and not left:
-        change["no_save"] = False
-    return change
-
-
 def keys_of(addresses: Iterable[str]) -> set[str]:
-    return {k for a in addresses if (k := _key(a)) is not None}
+    return {k for a in addresses if (k := key(a)) is not None}
 
 
-def describe_cleared(deps: Dependants, changes: Mapping[str, Mapping[str, object]],
-                     postmasters: Mapping[str, str]) -> list[str]:
-    """One line per dependant the delete changed (for the API answer and the CLI)."""
-    out = [f"domain {d.name}: default action set to reject (was {d.default_action} to "
-           f"{d.redirect_to})" for d in deps.redirects]
-    out += [f"domain {d.name}: postmaster@ and abuse@ now go to "
-            f"{postmasters[d.name] or 'nowhere (refused)'} (was {d.postmaster})"
-            for d in deps.postmasters]
+@dataclass(slots=True)
+class Clearing:
+    """What a forced delete changes besides the deletion (planned before the write)."""
+
+    deps: Dependants
+    copies: dict[str, dict[str, Any]]  # mailbox address -> copies_to (and no_save=False)
+    postmasters: dict[str, str]  # domain -> its new postmaster ("" = none)
+
+    def lines(self) -> list[str]:
+        """One line per dependant changed (for the API answer, the CLI and the audit)."""
+        out = [f"domain {d.name}: default action set to reject (was {d.default_action} to "
+               f"{d.redirect_to})" for d in self.deps.redirects]
+        out += [f"domain {d.name}: postmaster@ and abuse@ now go to "
+                f"{self.postmasters[d.name] or 'nowhere (refused)'} (was {d.postmaster})"
+                for d in self.deps.postmasters]
+        for m in self.deps.copies:
+            line = f"mailbox {m.address}: copy removed"
+            if self.copies[m.address].get("no_save") is False:
+                line += ", do-not-save turned off (no copy left: mail is kept in the mailbox)"
+            out.append(line)
+        return out
+
+
+def plan_clearing(deps: Dependants, gone: Callable[[str], bool], boxes: Iterable[Mailbox],
+                  fallback_postmaster: str, deleted: Iterable[int] = ()) -> Clearing:
+    """The changes that clear `deps` when the addresses for which `gone` holds disappear:
+    copies there removed (do-not-save off when none is left), redirects set to reject,
+    postmasters moved to the domain's first remaining mailbox (else `fallback_postmaster`)."""
+    copies_plan: dict[str, dict[str, Any]] = {}
     for m in deps.copies:
-        line = f"mailbox {m.address}: copy removed"
-        if changes.get(m.address, {}).get("no_save") is False:
-            line += ", do-not-save turned off (no copy left: mail is kept in the mailbox)"
-        out.append(line)
-    return out
+        left = tuple(c for c in m.copies_to if not gone(c))
+        copies_plan[m.address] = {"copies_to": left, **(
+            {"no_save": False} if m.no_save and not left else {})}
+    skip = set(deleted)
+    remaining = sorted((m for m in boxes if m.id not in skip), key=lambda m: m.id)
+    postmasters = {d.name: next((m.address for m in remaining if m.domain == d.name),
+                                fallback_postmaster) for d in deps.postmasters}
+    return Clearing(deps, copies_plan, postmasters)
+
+
+async def apply_clearing(conn: AsyncConnection, plan: Clearing) -> None:
+    """Write a Clearing inside the delete's transaction."""
+    for d in plan.deps.redirects:
+        await conn.execute(domains_t.update().where(domains_t.c.id == d.id).values(
+            default_action=DefaultAction.REJECT.value, redirect_to=""))
+    for d in plan.deps.postmasters:
+        await conn.execute(domains_t.update().where(domains_t.c.id == d.id).values(
+            postmaster=plan.postmasters[d.name]))
+    for m in plan.deps.copies:
+        change = plan.copies[m.address]
+        await conn.execute(copies_t.delete().where(copies_t.c.mailbox_id == m.id))
+        for i, c in enumerate(change["copies_to"]):
+            await conn.execute(copies_t.insert().values(mailbox_id=m.id, address=c,
+                                                        position=i))
+        if "no_save" in change:
+            await conn.execute(mailboxes_t.update().where(mailboxes_t.c.id == m.id)
+                               .values(no_save=False))

@@ -275,27 +275,13 @@ class Store:
         deps = await self.domain_dependants(dname)
         if deps and not force:
             integrity.refuse(f"domain {dname}", deps, "name")
-        boxes_all = await self.list_mailboxes()
-        changes = {m.address: {"copies_to": tuple(c for c in m.copies_to
-                                                  if not c.lower().endswith("@" + dname))}
-                   for m in deps.copies}
-        for m in deps.copies:
-            if m.no_save and not changes[m.address]["copies_to"]:
-                changes[m.address]["no_save"] = False
-        postmasters: dict[str, str] = {}
-        for d in deps.postmasters:
-            rest = sorted((m for m in boxes_all if m.domain == d.name), key=lambda m: m.id)
-            postmasters[d.name] = rest[0].address if rest else self.postmaster
-        lines = integrity.describe_cleared(deps, changes, postmasters)
+        plan = integrity.plan_clearing(
+            deps, lambda c: (integrity.key(c) or "").endswith("@" + dname),
+            await self.list_mailboxes(),
+            self.postmaster)
+        lines = plan.lines()
         async with self.db.write() as conn:
-            for d in deps.redirects:
-                await conn.execute(domains.update().where(domains.c.id == d.id).values(
-                    default_action=DefaultAction.REJECT.value, redirect_to=""))
-            for d in deps.postmasters:
-                await conn.execute(domains.update().where(domains.c.id == d.id).values(
-                    postmaster=postmasters[d.name]))
-            for m in deps.copies:
-                await self._replace_copies(conn, m, changes[m.address])
+            await integrity.apply_clearing(conn, plan)
             did = await conn.scalar(sa.select(domains.c.id).where(domains.c.name == dname))
             if did is None:
                 raise NotFound(f"no domain {dname}", "name")
@@ -309,16 +295,6 @@ class Store:
         if cleared is not None:
             cleared.extend(lines)
         return boxes
-
-    async def _replace_copies(self, conn: AsyncConnection, m: Mailbox,
-                              change: Mapping[str, Any]) -> None:
-        """Write a mailbox's new copies (and do-not-save off) for a forced delete."""
-        await conn.execute(copies.delete().where(copies.c.mailbox_id == m.id))
-        for i, c in enumerate(change["copies_to"]):
-            await conn.execute(copies.insert().values(mailbox_id=m.id, address=c, position=i))
-        if "no_save" in change:
-            await conn.execute(mailboxes.update().where(mailboxes.c.id == m.id)
-                               .values(no_save=False))
 
     # ---------------------------------------------------------------- mailbox writes
     async def _check_names(self, conn: AsyncConnection, domain_id: int, names: Iterable[str],
@@ -466,23 +442,13 @@ class Store:
         if deps and not force:
             integrity.refuse(f"mailbox {current.address}", deps)
         keys = integrity.keys_of(names)
-        changes = {m.address: integrity.cleared_copies(m, keys) for m in deps.copies}
-        postmasters: dict[str, str] = {}
-        for d in deps.postmasters:  # the next mailbox of that domain, else the admin-wide one
-            rest = [m for m in await self.list_mailboxes(d.name) if m.id != current.id]
-            rest.sort(key=lambda m: m.id)
-            postmasters[d.name] = rest[0].address if rest else self.postmaster
+        plan = integrity.plan_clearing(deps, lambda c: integrity.key(c) in keys,
+                                       await self.list_mailboxes(), self.postmaster,
+                                       deleted=[current.id])
+        lines = plan.lines()
         async with self.db.write() as conn:
-            for d in deps.redirects:
-                await conn.execute(domains.update().where(domains.c.id == d.id).values(
-                    default_action=DefaultAction.REJECT.value, redirect_to=""))
-            for d in deps.postmasters:
-                await conn.execute(domains.update().where(domains.c.id == d.id).values(
-                    postmaster=postmasters[d.name]))
-            for m in deps.copies:
-                await self._replace_copies(conn, m, changes[m.address])
+            await integrity.apply_clearing(conn, plan)
             await conn.execute(mailboxes.delete().where(mailboxes.c.id == current.id))
-            lines = integrity.describe_cleared(deps, changes, postmasters)
             await self.db.audit(conn, actor, "mailbox.delete", current.address,
                                 {"cleared": lines} if lines else None)
         if cleared is not None:
