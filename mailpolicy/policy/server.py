@@ -240,7 +240,7 @@ async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
     and serve; returns the servers (the daemon closes them). Lookups are answered from the
     in-memory directory where the store has one (SQLite)."""
-    memory = await snapshot.for_store(store)
+    memory = await snapshot.for_store(store) if cfg.store.directory_in_memory else None
     service = PolicyService(cfg.policy, CachedDirectory.for_store(memory or store),
                             UsageReader(cfg.maildir_root),
                             int(cfg.limits.policy_request_max))

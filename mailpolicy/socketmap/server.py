@@ -88,7 +88,7 @@ class SocketmapService:
 async def start(cfg: Config, store: Directory) -> list[Listener]:
     """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them).
     Lookups are answered from the in-memory directory where the store has one (SQLite)."""
-    memory = await snapshot.for_store(store)
+    memory = await snapshot.for_store(store) if cfg.store.directory_in_memory else None
     service = SocketmapService(CachedDirectory.for_store(memory or store),
                                int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))
     host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
