@@ -8,8 +8,8 @@ made through this process's own Store is applied at the next lookup. resolve() r
 over the SQL store and answers the same, except that a Mailbox from here has no password hash
 (`password_hash` is ""): no lookup service reads it; Dovecot and the admin API read it in SQL.
 
-Compact form (about 60 bytes per address at a million): every key `local@domain` (mailbox
-names and aliases) sorted in one bytes object with an array of offsets, searched by bisection;
+Compact form: every key `local@domain` (mailbox names and aliases) in one bytes object with
+an array of offsets and an open-addressing hash table of entry numbers;
 per mailbox a few machine-word arrays (id, domain id, own-name key, max size, flags); aliases
 and copies only for the mailboxes that have them. Changes go to a dict overlay; a large change
 (a bulk import) or a large overlay rebuilds the base in a thread while the old one answers.
@@ -46,15 +46,16 @@ class _Base:
     """An immutable compact index of every mailbox name and alias (see the module doc).
 
     Entry i of `blob` (between offsets[i] and offsets[i + 1]) is `local@domain`, NUL, a flag
-    byte (0 a mailbox's name, 1 an alias: a name sorts first) and the 4-byte row of its
-    mailbox in the per-mailbox arrays."""
+    byte (0 a mailbox's name, 1 an alias) and the 4-byte row of its mailbox in the
+    per-mailbox arrays. `slots` is an open-addressing hash table (linear probing, at most
+    half full) of entry numbers; names are placed first, so a name beats an alias."""
 
-    __slots__ = ("blob", "domain_ids", "extras", "flags", "ids", "max_size", "n", "offsets")
+    __slots__ = ("blob", "domain_ids", "extras", "flags", "ids", "mask", "max_size", "n",
+                 "offsets", "slots")
 
     def __init__(self, entries: list[bytes], ids: array, domain_ids: array, max_size: array,
                  flags: bytearray, extras: dict[int, tuple[str, tuple[str, ...],
                                                         tuple[str, ...]]]) -> None:
-        entries.sort()
         self.n = len(entries)
         total = sum(map(len, entries))
         self.offsets = array("I" if total < 2**32 else "Q", [0])
@@ -63,26 +64,33 @@ class _Base:
         for e in entries:
             pos += len(e)
             append(pos)
+        size = 8
+        while size < 2 * self.n:
+            size *= 2
+        self.mask = mask = size - 1
+        self.slots = slots = array("i", [-1]) * size
+        for alias in (0, 1):
+            for i, e in enumerate(entries):
+                if e[-5] != alias:
+                    continue
+                h = hash(e[:-6]) & mask
+                while slots[h] >= 0:
+                    h = (h + 1) & mask
+                slots[h] = i
         self.blob = b"".join(entries)
         self.ids, self.domain_ids, self.max_size, self.flags = ids, domain_ids, max_size, flags
         self.extras = extras  # row -> (name, aliases, copies) for mailboxes with either
 
     def find(self, key: bytes) -> tuple[int, bool] | None:
-        """(row, via alias) of the first entry for `key`, or None."""
-        blob, offsets = self.blob, self.offsets
-        lo, hi = 0, self.n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if blob[offsets[mid]:offsets[mid + 1] - 6] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo >= self.n:
-            return None
-        end = offsets[lo + 1]
-        if blob[offsets[lo]:end - 6] != key:
-            return None
-        return int.from_bytes(blob[end - 4:end], "big"), blob[end - 5] == 1
+        """(row, via alias) of the entry for `key`, or None."""
+        blob, offsets, slots, mask = self.blob, self.offsets, self.slots, self.mask
+        h = hash(key) & mask
+        while (i := slots[h]) >= 0:
+            end = offsets[i + 1]
+            if blob[offsets[i]:end - 6] == key:
+                return int.from_bytes(blob[end - 4:end], "big"), blob[end - 5] == 1
+            h = (h + 1) & mask
+        return None
 
     def mailbox(self, row: int, domain: str, name: str) -> Mailbox:
         """The mailbox at `row`; `name` is the local part it was found by (its own name
@@ -160,6 +168,7 @@ class DirectorySnapshot:
     older than the snapshot."""
 
     reads_synchronously = True  # lookups never wait: CachedDirectory.resolved() works
+    in_memory = True  # CachedDirectory keeps resolutions only, not the lookups under them
 
     def __init__(self, path: str, store: Any = None) -> None:
         self.path = path
