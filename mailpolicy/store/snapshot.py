@@ -48,38 +48,58 @@ class _Base:
     Entry i of `blob` (between offsets[i] and offsets[i + 1]) is `local@domain`, NUL, a flag
     byte (0 a mailbox's name, 1 an alias) and the 4-byte row of its mailbox in the
     per-mailbox arrays. `slots` is an open-addressing hash table (linear probing, at most
-    half full) of entry numbers; names are placed first, so a name beats an alias."""
+    half full) of entry numbers. Built by add() as rows are read, so no list of a million
+    objects is ever made."""
 
     __slots__ = ("blob", "domain_ids", "extras", "flags", "ids", "mask", "max_size", "n",
                  "offsets", "slots")
 
-    def __init__(self, entries: list[bytes], ids: array, domain_ids: array, max_size: array,
-                 flags: bytearray, extras: dict[int, tuple[str, tuple[str, ...],
-                                                        tuple[str, ...]]]) -> None:
-        self.n = len(entries)
-        total = sum(map(len, entries))
-        self.offsets = array("I" if total < 2**32 else "Q", [0])
-        pos = 0
-        append = self.offsets.append
-        for e in entries:
-            pos += len(e)
-            append(pos)
+    def __init__(self, expected: int) -> None:
         size = 8
-        while size < 2 * self.n:
+        while size < 2 * max(1, expected):
             size *= 2
-        self.mask = mask = size - 1
-        self.slots = slots = array("i", [-1]) * size
-        for alias in (0, 1):
-            for i, e in enumerate(entries):
-                if e[-5] != alias:
-                    continue
-                h = hash(e[:-6]) & mask
-                while slots[h] >= 0:
-                    h = (h + 1) & mask
-                slots[h] = i
-        self.blob = b"".join(entries)
-        self.ids, self.domain_ids, self.max_size, self.flags = ids, domain_ids, max_size, flags
-        self.extras = extras  # row -> (name, aliases, copies) for mailboxes with either
+        self.mask = size - 1
+        self.slots = array("i", [-1]) * size
+        self.blob = bytearray()
+        self.offsets = array("I", [0])  # the blob stays under 4 GiB (~100 million keys)
+        self.n = 0
+        self.ids, self.domain_ids, self.max_size = array("q"), array("q"), array("q")
+        self.flags = bytearray()
+        self.extras: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+
+    def add_mailbox(self, mid: int, did: int, size: int | None, no_save: bool,
+                    enabled: bool) -> int:
+        """A new row for a mailbox; its keys come with add()."""
+        self.ids.append(mid)
+        self.domain_ids.append(did)
+        self.max_size.append(_NO_SIZE if size is None else size)
+        self.flags.append((_NO_SAVE if no_save else 0) | (_ENABLED if enabled else 0))
+        return len(self.ids) - 1
+
+    def add(self, key: bytes, row: int, alias: bool) -> None:
+        """Index `key` (`local@domain`) for `row`; a mailbox's name beats an alias."""
+        blob, offsets, slots, mask = self.blob, self.offsets, self.slots, self.mask
+        if 2 * (self.n + 1) > len(slots):
+            raise ValueError("more keys than the table was made for")
+        h = hash(key) & mask
+        while (i := slots[h]) >= 0:
+            end = offsets[i + 1]
+            if blob[offsets[i]:end - 6] == key:
+                if alias or blob[end - 5] == 0:
+                    return  # the first name (or alias) for a key stays
+                break  # a name replaces an alias
+            h = (h + 1) & mask
+        blob += key
+        blob += b"\x00\x01" if alias else b"\x00\x00"
+        blob += row.to_bytes(4, "big")
+        offsets.append(len(blob))
+        slots[h] = self.n
+        self.n += 1
+
+    def seal(self) -> _Base:
+        """Done adding: the blob becomes bytes (no growth room kept)."""
+        self.blob = bytes(self.blob)  # type: ignore[assignment]
+        return self
 
     def find(self, key: bytes) -> tuple[int, bool] | None:
         """(row, via alias) of the entry for `key`, or None."""
@@ -105,10 +125,6 @@ class _Base:
         return Mailbox(id=self.ids[row], name=name, domain=domain, aliases=aliases,
                        max_size=None if size == _NO_SIZE else size, copies_to=copies,
                        no_save=bool(flags & _NO_SAVE), enabled=bool(flags & _ENABLED))
-
-
-def _entry(local: str, domain: str, row: int, alias: bool) -> bytes:
-    return f"{local}@{domain}".encode() + (b"\0\1" if alias else b"\0\0") + row.to_bytes(4, "big")
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -138,26 +154,21 @@ def _load(path: str) -> tuple[_Base, dict[str, Domain], int, int]:
         for mid, address in conn.execute(
                 "SELECT mailbox_id, address FROM copies ORDER BY mailbox_id, position"):
             copies.setdefault(mid, []).append(address)
-        ids, domain_ids, max_size = array("q"), array("q"), array("q")
-        flags = bytearray()
-        entries: list[bytes] = []
-        extras: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+        count = conn.execute("SELECT count(*) FROM mailboxes").fetchone()[0]
+        base = _Base(count + sum(map(len, aliases.values())))
         for mid, did, name, size, no_save, enabled in conn.execute(
                 "SELECT id, domain_id, name, max_size, no_save, enabled FROM mailboxes"):
-            r = len(ids)
-            ids.append(mid)
-            domain_ids.append(did)
-            max_size.append(_NO_SIZE if size is None else size)
-            flags.append((_NO_SAVE if no_save else 0) | (_ENABLED if enabled else 0))
-            entries.append(_entry(name, names.get(did, ""), r, False))
+            r = base.add_mailbox(mid, did, size, no_save, enabled)
+            base.add(f"{name}@{names.get(did, '')}".encode(), r, False)
             if mid in aliases or mid in copies:
                 its = aliases.get(mid, ())
-                extras[r] = (name, tuple(a for _, a in its), tuple(copies.get(mid, ())))
-                entries.extend(_entry(a, names.get(d, ""), r, True) for d, a in its)
+                base.extras[r] = (name, tuple(a for _, a in its), tuple(copies.get(mid, ())))
+                for d, a in its:
+                    base.add(f"{a}@{names.get(d, '')}".encode(), r, True)
         conn.execute("COMMIT")
     finally:
         conn.close()
-    base = _Base(entries, ids, domain_ids, max_size, flags, extras)
+    base.seal()
     by_name = {d.name: d for d in domains.values()}
     return base, by_name, int(generation[0]) if generation else 0, last
 
