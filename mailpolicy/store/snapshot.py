@@ -186,7 +186,8 @@ class DirectorySnapshot:
     def __init__(self, path: str, store: Any = None) -> None:
         self.path = path
         self.store = store  # this process's Store: its writes are applied at once
-        self._store_version = getattr(store, "version", None)
+        self._db = getattr(store, "db", None)  # its Db.version moves with each of its writes
+        self._store_version = getattr(self._db, "version", None)
         self.base, self.domains, self._generation, self._last = _load(path)
         self._domain_ids = {d.id: d.name for d in self.domains.values()}
         self._overlay: dict[str, Found] = {}
@@ -259,8 +260,9 @@ class DirectorySnapshot:
 
     def _local_writes(self) -> None:
         """A write through this process's Store is seen by its next lookup (as with SQL)."""
-        if self.store is not None and self.store.version != self._store_version:
-            self._store_version = self.store.version
+        db = self._db
+        if db is not None and db.version != self._store_version:
+            self._store_version = db.version
             self.refresh()
 
     def refresh(self) -> None:
