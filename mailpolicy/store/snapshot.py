@@ -4,7 +4,9 @@ Built once at start from one read transaction; kept current from the store's cha
 `directory_changes` rows that SQLite triggers add for every domain, mailbox, alias and copy
 written, migration 0003): every POLL_INTERVAL seconds the directory generation is read and,
 when it moved, the changed domains and mailboxes are read again into a small overlay. A write
-made through this process's own Store is applied at the next lookup. resolve() runs over it as
+made through this process's own Store is applied at the next lookup; before a lookup answers
+"no such domain or mailbox" the one-row generation is read, so an address provisioned a
+moment ago is never refused (lookups themselves never ask SQLite). resolve() runs over it as
 over the SQL store and answers the same, except that a Mailbox from here has no password hash
 (`password_hash` is ""): no lookup service reads it; Dovecot and the admin API read it in SQL.
 
@@ -30,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from mailpolicy.core.addresses import split_extension
 from mailpolicy.core.model import Domain, Mailbox
 from mailpolicy.store.fastread import domain_from
 
@@ -211,14 +214,34 @@ class DirectorySnapshot:
     # ---------------------------------------------------------------- Directory
     async def get_domain(self, name: str) -> Domain | None:
         self._local_writes()
-        return self.domains.get(name)
+        found = self.domains.get(name)
+        if found is None and self._caught_up():
+            found = self.domains.get(name)
+        return found
 
     async def find_mailbox(self, domain: str, local: str) -> Found | None:
         self._local_writes()
-        return self.lookup(domain, local)
+        found = self.lookup(domain, local)
+        # `user+tag` not found: resolve() asks for `user` next, and that miss checks
+        if found is None and split_extension(local)[1] is None and self._caught_up():
+            found = self.lookup(domain, local)
+        return found
+
+    def _caught_up(self) -> bool:
+        """Before saying "no such domain/mailbox": whether the directory generation moved
+        since the last poll (one row read), and if so the changes are applied now. So an
+        address provisioned a moment ago is never refused, as with SQL lookups; answers
+        that find something may be up to POLL_INTERVAL old, as cached ones always were."""
+        if self._rebuild is not None:
+            return False
+        row = self._conn.execute("SELECT generation FROM directory_generation").fetchone()
+        if row is None or int(row[0]) == self._generation:
+            return False
+        self.refresh()
+        return True
 
     def lookup(self, domain: str, local: str) -> Found | None:
-        """find_mailbox() without the coroutine."""
+        """find_mailbox() from memory only."""
         key = f"{local}@{domain}"
         if self._overlay:
             hit = self._overlay.get(key)

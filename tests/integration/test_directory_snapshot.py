@@ -1,6 +1,6 @@
 """The in-memory directory (store/snapshot.py) answers resolve() exactly as the SQL store does,
-follows writes of other processes within the generation poll, and never asks SQLite for a
-lookup."""
+follows writes of other processes within the generation poll (at once for a name it did not
+know), and never asks SQLite for a lookup."""
 
 from __future__ import annotations
 
@@ -142,13 +142,20 @@ async def test_a_write_elsewhere_is_seen_within_the_poll_and_lookups_never_ask_s
         for conn in (snap._conn, reader.reader.conn):  # type: ignore[union-attr]
             conn.set_trace_callback(statements.append)
         for i in range(2000):  # no await in between: no poll can run
-            r = cache.resolved(f"user{i}+x@example.com" if i % 2 else "Sales@example.com")
-            assert r is not None and r.kind is (Kind.UNKNOWN if i % 2 else Kind.MAILBOX)
-        assert statements == []
+            r = cache.resolved(f"Info+{i}@example.com" if i % 2 else f"sales+{i}@example.com")
+            assert r is not None and r.kind is Kind.MAILBOX
+        assert statements == []  # found: SQLite is not asked at all
+        for i in range(100):
+            r = cache.resolved(f"user{i}@example.com")
+            assert r is not None and r.kind is Kind.UNKNOWN
+        generation = "SELECT generation FROM directory_generation"
+        assert set(statements) == {generation}  # not found: the one-row generation only
 
-        await writer.create_mailbox("new@example.com")
+        await writer.create_mailbox("new@example.com")  # seen at once by a new address
+        assert (await cache.resolve("new@example.com")).kind is Kind.MAILBOX
+        await writer.update_mailbox("new@example.com", enabled=False)  # and within the poll
         t0 = time.monotonic()
-        while (r := await cache.resolve("new@example.com")).kind is not Kind.MAILBOX:
+        while (r := await cache.resolve("new@example.com")).mailbox.enabled:  # type: ignore[union-attr]
             assert time.monotonic() - t0 < POLL_INTERVAL * 3
             await asyncio.sleep(0.01)
         seen = time.monotonic() - t0
