@@ -84,6 +84,7 @@ class Paths(_Section):
 class Store(_Section):
     url: str = ""  # "" = sqlite+aiosqlite:///{state_dir}/mailpolicy.db
     busy_timeout_ms: int = 5000
+    directory_in_memory: bool = True  # SQLite: policy/socketmap answer from memory
 
 
 class Admin(_Section):

@@ -23,7 +23,9 @@ from mailpolicy.policy.checks import (
 )
 from mailpolicy.policy.protocol import Parser, Request, encode_action
 from mailpolicy.runtime.logs import HotLine
+from mailpolicy.runtime.service import Listener
 from mailpolicy.runtime.timers import IdleTimer
+from mailpolicy.store import snapshot
 
 log = structlog.get_logger("mailpolicy.policy")
 
@@ -264,14 +266,16 @@ class PolicyConnection(asyncio.Protocol):
 
 
 async def start(cfg: Config, store: Directory, *, reuse_port: bool = False,
-                inherited: object = None) -> list[asyncio.AbstractServer]:
+                inherited: object = None) -> list[Listener]:
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
-    and serve; returns the servers (the daemon closes them)."""
-    service = PolicyService(cfg.policy, CachedDirectory.for_store(store),
+    and serve; returns the servers (the daemon closes them). Lookups are answered from the
+    in-memory directory where the store has one (SQLite)."""
+    memory = await snapshot.for_store(store) if cfg.store.directory_in_memory else None
+    service = PolicyService(cfg.policy, CachedDirectory.for_store(memory or store),
                             UsageReader(cfg.maildir_root),
                             int(cfg.limits.policy_request_max))
     host, port = split_hostport(cfg.listen.policy, "listen.policy")
     loop = asyncio.get_running_loop()
     server = await loop.create_server(service.connection, host, port, reuse_address=True,
                                       reuse_port=reuse_port or None)
-    return [server]
+    return [server, memory] if memory is not None else [server]

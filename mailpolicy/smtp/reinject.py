@@ -41,6 +41,16 @@ def refusal_reply(stage: str, code: int, text: str, mode: str) -> Reply:
     return Reply(code, dsn, f"next hop {stage}: {detail}"[:400])
 
 
+def accepted_reply(texts: list[str]) -> Reply:
+    """Our 250 once the next hop said 250 to every envelope: its texts without their own
+    status codes, so the client reads `250 2.0.0 Ok: queued as X`, not `Ok: 2.0.0 Ok: ...`."""
+    parts = [_ENHANCED.sub("", " ".join(t.split()), count=1) for t in texts]
+    text = "; ".join(p for p in parts if p) or "Ok"
+    if not text.lower().startswith("ok"):
+        text = f"Ok: {text}"
+    return Reply(250, "2.0.0", text[:400])
+
+
 def _addr(address: str) -> bytes:
     if _CTRL.search(address.replace(" ", "")) or "\r" in address or "\n" in address:
         raise ValueError(f"unsafe envelope address {address!r}")
@@ -121,7 +131,7 @@ class NextHop:
             self.close()
             log.warning("reinject.unavailable", id=tx.id, queue_id=tx.queue_id, error=str(e))
             return Reply(451, "4.4.1", "Next hop unavailable, try again later")
-        return Reply(250, "2.0.0", "Ok: " + "; ".join(done)[:400])
+        return accepted_reply(done)
 
     async def _reset(self) -> None:
         if self._smtp is None:

@@ -11,9 +11,11 @@ from mailpolicy.config import Config, split_hostport
 from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory
 from mailpolicy.core.srs import Srs
+from mailpolicy.runtime.service import Listener
 from mailpolicy.runtime.timers import IdleTimer
 from mailpolicy.socketmap.maps import SrsReverser, lookup
 from mailpolicy.socketmap.protocol import Parser, ProtocolError, Reply, parse_query, temp
+from mailpolicy.store import snapshot
 
 log = structlog.get_logger("mailpolicy.socketmap")
 
@@ -83,10 +85,12 @@ class SocketmapService:
                 await writer.wait_closed()
 
 
-async def start(cfg: Config, store: Directory) -> list[asyncio.AbstractServer]:
-    """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
-    service = SocketmapService(CachedDirectory.for_store(store),
+async def start(cfg: Config, store: Directory) -> list[Listener]:
+    """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them).
+    Lookups are answered from the in-memory directory where the store has one (SQLite)."""
+    memory = await snapshot.for_store(store) if cfg.store.directory_in_memory else None
+    service = SocketmapService(CachedDirectory.for_store(memory or store),
                                int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg))
     host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
     server = await asyncio.start_server(service.handle, host, port, reuse_address=True)
-    return [server]
+    return [server, memory] if memory is not None else [server]

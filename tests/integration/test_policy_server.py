@@ -178,18 +178,27 @@ async def test_store_changes_are_seen_at_once(service):
     writer.close()
 
 
-async def test_store_failure_answers_fallback(service):
-    _store, host, port, cfg = service
+async def test_store_failure_answers_from_memory_or_fallback(service):
+    store, host, port, cfg = service
     reader, writer = await asyncio.open_connection(host, port)
     db = cfg.store_url.split("///", 1)[1]
     with sqlite3.connect(db) as conn:  # break the store under the running service
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("ALTER TABLE mailboxes RENAME TO mailboxes_gone")
+    # the service answers from its in-memory directory, which never asks the store
     assert await ask(reader, writer, request("other@example.com")) == (
-        b"action=DEFER_IF_PERMIT 4.3.0 Service temporarily unavailable\n\n")
-    # the connection stays usable
+        b"action=550 5.1.1 mailbox does not exist\n\n")
     assert await ask(reader, writer, request("a@elsewhere.example")) == b"action=DUNNO\n\n"
     writer.close()
+    # straight over the broken store: the configured fallback
+    from mailpolicy.maildir.reader import UsageReader
+    from mailpolicy.policy.server import PolicyService
+
+    direct = PolicyService(cfg.policy, store, UsageReader(cfg.maildir_root), 4096)
+    [req] = Parser(4096).feed(request("other@example.com"))
+    decision = await direct.answer(req)
+    assert (decision.rule, decision.action) == (
+        "fallback", "DEFER_IF_PERMIT 4.3.0 Service temporarily unavailable")
 
 
 # ---- hypothesis: random input over a real socket never crashes the server and never gets a

@@ -15,7 +15,7 @@ from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 from mailpolicy.core.srs import Srs, load_secret
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Transaction, fold, split_headers
-from mailpolicy.smtp.reinject import refusal_reply
+from mailpolicy.smtp.reinject import accepted_reply, refusal_reply
 from mailpolicy.smtp.rewrite import already_forwarded, plan_recipients, trace_passes, trace_value
 from mailpolicy.smtp.server import has_bare_newline, with_enhanced_code
 
@@ -272,3 +272,11 @@ def test_bare_newlines_and_enhanced_codes() -> None:
     assert with_enhanced_code("552 Error: Too much mail data").startswith("552 5.3.4 ")
     assert with_enhanced_code("250 2.1.0 Ok") == "250 2.1.0 Ok"
     assert with_enhanced_code("354 End data") == "354 End data"
+
+
+def test_accepted_reply_does_not_repeat_the_next_hops_status() -> None:
+    assert str(accepted_reply(["2.0.0 Ok: queued as 4Xyz"])) == "250 2.0.0 Ok: queued as 4Xyz"
+    assert (str(accepted_reply(["2.0.0 Ok: queued as A", "2.0.0 Ok: queued as B"]))
+            == "250 2.0.0 Ok: queued as A; Ok: queued as B")
+    assert str(accepted_reply(["queued as C"])) == "250 2.0.0 Ok: queued as C"
+    assert str(accepted_reply([""])) == "250 2.0.0 Ok"
