@@ -2,7 +2,7 @@
 
 Built once at start from one read transaction; kept current from the store's change log (the
 `directory_changes` rows that SQLite triggers add for every domain, mailbox, alias and copy
-written, migration 0003): every POLL_INTERVAL seconds the directory generation is read and,
+written, migration 0006): every POLL_INTERVAL seconds the directory generation is read and,
 when it moved, the changed domains and mailboxes are read again into a small overlay. A write
 made through this process's own Store is applied at the next lookup; before a lookup answers
 "no such domain or mailbox" the one-row generation is read, so an address provisioned a

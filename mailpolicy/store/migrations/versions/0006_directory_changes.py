@@ -5,8 +5,10 @@ directory (store/snapshot.py) reads only what changed. It keeps about the last 5
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0006"
+# TODO(integration): 0004 (outgoing) and 0005 (nodes) land on other branches; the final
+# chain is 0003 -> 0004 -> 0005 -> 0006, so this becomes down_revision = "0005" then.
+down_revision = "0003"  # 0003_domain_postmaster
 
 KEEP = 50_000  # rows kept; pruned every 1,000 inserts (a reader further behind rebuilds)
 
