@@ -1,14 +1,16 @@
 """Benchmark: the content filter with the DMARC step on vs off, same messages, DNS answered locally.
 
     .venv/bin/python bench/dmarc.py [--messages N] [--concurrency C] [--rounds R] [--cold-dns]
-                                    [--profile DIR]
+                                    [--profile DIR] [--quick]
 
 The filter runs in its own process (the real FilterSMTP pipeline: hops, SRS, [dmarc], rewrite,
 reinject). This process runs the load (aiosmtplib, XFORWARD ADDR/HELO like Postfix), the reinject
 sink and an in-process authoritative DNS server holding SPF, DKIM and DMARC records for 10 sender
 domains. Messages (~2 KB) are DKIM-signed (RSA-2048) at start-up and DMARC-aligned. With
---cold-dns the step's DNS cache is off, so every message does all its lookups. Prints messages/s
-for off and on, alternating rounds, and the ratio of the medians (target >= 0.7).
+--cold-dns the step's DNS cache is off, so every message does all its lookups. Off and on
+alternate (interleaved rounds); prints median [min-max] messages/s, the paired ratio on/off,
+the filter's CPU per message (with its verification processes) and the machine's load before
+and after. The filter runs at the shipped default log level (info). --quick: 300 messages.
 --profile DIR runs the filter under cProfile and writes DIR/filter-<off|on>-<round>.prof
 (read with `python -m pstats`; figures are then slower and not comparable).
 """
@@ -19,7 +21,6 @@ import argparse
 import asyncio
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from common import Report, tree_cpu  # noqa: E402
 
 DOMAINS = 10
 TIME_CAP = 60.0  # seconds per measurement at most
@@ -53,27 +56,6 @@ def build_zone_and_messages(n_domains: int):
     return zone, messages
 
 
-def _stat(pid: int | str) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User + system CPU time (Linux /proc) of a process, and of its live children (the
-    verification worker processes)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    f = _stat(pid)
-    children = 0
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                c = _stat(p.name)
-            except OSError:
-                continue
-            if c[1] == str(pid):
-                children += int(c[11]) + int(c[12])
-    return (int(f[11]) + int(f[12])) / tick, children / tick
-
-
 def make_cfg(state: str, sink: int, dns_port: int, cold: bool, procs: int = 0):
     from mailpolicy import config
 
@@ -85,7 +67,7 @@ def make_cfg(state: str, sink: int, dns_port: int, cold: bool, procs: int = 0):
         "dmarc": {"authserv_id": "mx.local.test", "verify_processes": procs},
         "filter": {"hostname": "mx.local.test", "srs_secret": "bench-secret",
                    "srs_domain": "mx.local.test"},
-        "log": {"level": "warning"},
+        "log": {"level": "info"},
     })
 
 
@@ -96,13 +78,13 @@ async def serve(args) -> None:
     from mailpolicy.smtp.server import Filter, FilterSMTP
     from mailpolicy.store import Store
 
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO)
     cfg = make_cfg(args.state, args.sink_port, args.dns_port, args.cold_dns,
                    args.verify_processes)
     store = await Store.open(cfg.store_url)
-    flt = Filter(cfg, store)
-    if args.dmarc == "on":
-        flt.pre_steps.append(DmarcStep(cfg, store))
+    flt = Filter(cfg, store)  # its steps include the DMARC step
+    if args.dmarc == "off":
+        flt.pre_steps = [s for s in flt.pre_steps if not isinstance(s, DmarcStep)]
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -178,8 +160,9 @@ async def run(args) -> None:
     await store.create_domain("local.test", dmarc=True)
     await store.create_mailbox("bob@local.test", password="bench-password-1")
     await store.close()
-    results: dict[str, list[float]] = {"off": [], "on": []}
-    cpu_ms: dict[str, list[float]] = {"off": [], "on": []}
+    cell = f"c{args.concurrency} {'cold' if args.cold_dns else 'warm'} DNS"
+    report = Report(f"content filter, DMARC step off vs on ({args.messages} messages per run,"
+                    " ~2 KB, DKIM-signed, aligned)", anchor="dmarc off")
     for rnd in range(args.rounds):
         for mode in ("off", "on"):
             port_file = Path(state) / f"port-{rnd}-{mode}"
@@ -190,35 +173,25 @@ async def run(args) -> None:
                 + (["--cold-dns"] if args.cold_dns else [])
                 + (["--profile", str(Path(args.profile) / f"filter-{mode}-{rnd + 1}.prof")]
                    if args.profile else []),
-                stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
             try:
-                for _ in range(300):  # the filter logs every message to stdout (/dev/null here)
+                for _ in range(300):  # the filter logs every message (to /dev/null here)
                     if port_file.exists() and port_file.read_text():
                         break
                     await asyncio.sleep(0.1)
                 port = int(port_file.read_text())
                 await load(port, messages, min(50, args.messages), args.concurrency)  # warm-up
-                cpu0, child0 = cpu_seconds(proc.pid)
+                cpu0 = tree_cpu(proc.pid)
                 n, secs = await load(port, messages, args.messages, args.concurrency)
-                cpu1, child1 = cpu_seconds(proc.pid)
-                cpu, child = cpu1 - cpu0, child1 - child0
+                cpu = tree_cpu(proc.pid) - cpu0
             finally:
                 proc.terminate()
                 proc.wait(10)
-            rate = n / secs
-            results[mode].append(rate)
-            cpu_ms[mode].append(cpu * 1000 / n)
-            print(f"round {rnd + 1} dmarc={mode:3s}: {n} messages in {secs:.2f} s = "
-                  f"{rate:.0f} msg/s; filter CPU {cpu * 1000 / n:.2f} ms/msg"
-                  + (f" (+ workers {child * 1000 / n:.2f})" if child else ""), flush=True)
-    off, on = statistics.median(results["off"]), statistics.median(results["on"])
-    c_off, c_on = statistics.median(cpu_ms["off"]), statistics.median(cpu_ms["on"])
-    print(f"\nconcurrency {args.concurrency}, {'cold' if args.cold_dns else 'warm'} DNS cache:\n"
-          f"  throughput  off {off:.0f} msg/s, on {on:.0f} msg/s, ratio {on / off:.2f}"
-          f" (target >= 0.70)\n"
-          f"  filter CPU  off {c_off:.2f} ms/msg, on {c_on:.2f} ms/msg, CPU-bound ratio "
-          f"{c_off / c_on:.2f} (the throughput ratio on an idle machine)\n"
-          f"  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+            report.add(cell, f"dmarc {mode}", n / secs, cpu * 1000 / n)
+        print(f"  round {rnd + 1} done", flush=True)
+    report.print_table()
+    print("target: dmarc on >= 0.9x off (warm DNS cache)")
     dns.close()
     sink.close()
 
@@ -229,6 +202,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold-dns", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="300 messages per run")
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--dmarc", choices=("on", "off"))
     ap.add_argument("--state")
@@ -239,6 +213,8 @@ def main() -> None:
                     help="dmarc.verify_processes for the filter (0 = a thread)")
     ap.add_argument("--profile", help="directory for cProfile output of the filter")
     args = ap.parse_args()
+    if args.quick:
+        args.messages = min(args.messages, 300)
     if args.serve and args.profile:
         import cProfile
 

@@ -1,9 +1,20 @@
-"""End-to-end msgs/s through a private Postfix: LMTP alone, pass-through filter, our filter.
+"""End-to-end msgs/s through a private Postfix: mailpolicy's filter vs a pooled pass-through.
 
-Run as root (a private Postfix needs it): `.venv/bin/python bench/filter.py [--count N] [--conc C]`.
-Uses the e2e harness (tests/e2e/harness.py): Postfix + mailpolicy (LMTP, policy, socketmap, filter)
-on loopback. smtp-source sends a bounded number of messages; the clock stops when all of them are
-in the Maildir. Three set-ups in one run, 2 KB and 100 KB messages, after-queue and before-queue.
+    .venv/bin/python bench/filter.py [--count 300] [--conc 8,32] [--reps 3] [--quick]
+
+Run as root (a private Postfix needs it). Uses the e2e harness (tests/e2e/harness.py): Postfix
++ mailpolicy (LMTP, policy, socketmap, filter) on loopback, every mailpolicy at the shipped
+default log level (info). Four stacks run side by side:
+  pass-through   content_filter -> bench/passthrough.py (persistent next-hop connection per
+                 session, no work) -> 10026 -> mailpolicy LMTP: the anchor;
+  after-queue    content_filter -> mailpolicy's filter -> 10026 -> LMTP;
+  before-queue   smtpd_proxy_filter -> mailpolicy's filter -> LMTP;
+  no filter      Postfix -> LMTP (for scale: a filter costs a second queue pass after-queue).
+For each size, concurrency and repetition the targets run in turn (interleaved): smtp-source
+sends `count` messages (half as many at 100 KB) and the clock stops when all are in the
+Maildir. Prints median [min-max] msgs/s, the paired ratio to the pass-through, CPU per message
+of the whole chain (Postfix + mailpolicy + pass-through process trees) and of mailpolicy's
+alone, and the machine's load before and after.
 """
 
 from __future__ import annotations
@@ -14,100 +25,120 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import aiosmtplib
-from aiosmtpd.controller import Controller
+from common import Report, tree_cpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from harness import Options as StackOptions
 from harness import Stack, free_port
 
-
-class PassThrough:
-    """The floor: plain aiosmtpd that only reinjects (same envelope, no XFORWARD, no work)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        try:
-            await aiosmtplib.send(envelope.original_content, sender=envelope.mail_from,
-                                  recipients=envelope.rcpt_tos, hostname="127.0.0.1",
-                                  port=self.port, start_tls=False, timeout=60)
-        except Exception as e:  # the client keeps the message and retries
-            return f"451 4.3.0 reinjection failed: {e}"
-        return "250 2.0.0 Ok"
+HERE = Path(__file__).resolve().parent
+INFO = {"log": {"level": "info"}}  # the shipped default (the harness runs at debug)
 
 
-async def provision(stack: Stack, address: str) -> None:
-    async with stack.store() as store:
-        await store.create_domain(address.split("@")[1])
-        await store.create_mailbox(address)
+class Target:
+    """One stack (and the pass-through process when it is the anchor)."""
 
+    def __init__(self, name: str, opts: StackOptions, passthrough: bool = False) -> None:
+        self.name = name
+        self.stack = Stack(opts)
+        self.extra: subprocess.Popen[str] | None = None
+        if passthrough:
+            port = free_port()
+            self.extra = subprocess.Popen(
+                [sys.executable, str(HERE / "passthrough.py"), str(port),
+                 str(self.stack.ports["reinject"])], stdout=subprocess.PIPE, text=True)
+            assert self.extra.stdout is not None
+            if self.extra.stdout.readline().strip() != "READY":
+                raise SystemExit("the pass-through filter did not start")
+            opts.main_cf["content_filter"] = f"mailpolicy-filter:[127.0.0.1]:{port}"
+        self.address = f"bench@{name.replace(' ', '-')}.bench.test"
 
-def run_load(stack: Stack, address: str, count: int, size: int, conc: int) -> float:
-    before = len(stack.messages(address))
-    t0 = time.monotonic()
-    subprocess.run(["/usr/sbin/smtp-source", "-4", "-s", str(conc), "-m", str(count), "-l",
-                    str(size), "-f", "bench@outside.example", "-t", address,
-                    f"127.0.0.1:{stack.ports['smtpd']}"], check=True, timeout=600)
-    stack.wait_maildir(address, before + count, timeout=600)
-    return count / (time.monotonic() - t0)
+    def start(self) -> None:
+        self.stack.start()
+        asyncio.run(self._provision())
 
+    async def _provision(self) -> None:
+        async with self.stack.store() as store:
+            await store.create_domain(self.address.split("@")[1])
+            await store.create_mailbox(self.address)
 
-def measure(label: str, opts: StackOptions, sizes: list[tuple[int, int]], conc: int,
-            passthrough: bool = False) -> dict[int, float]:
-    ctl = None
-    stack = Stack(opts)
-    if passthrough:
-        pport = free_port()
-        ctl = Controller(PassThrough(stack.ports["reinject"]), hostname="127.0.0.1",
-                         port=pport, data_size_limit=200 * 1024 * 1024)
-        ctl.start()
-        opts.main_cf["content_filter"] = f"mailpolicy-filter:[127.0.0.1]:{pport}"
-    stack.start()
-    out: dict[int, float] = {}
-    try:
-        address = f"bench@{label.replace(' ', '-')}.bench.test"
-        asyncio.run(provision(stack, address))
-        time.sleep(1.5)
-        run_load(stack, address, 20, 2048, conc)  # warm-up (connections, caches)
-        for size, count in sizes:
-            out[size] = run_load(stack, address, count, size, conc)
-            print(f"  {label:<34} {size // 1024:>4} KB: {out[size]:7.1f} msgs/s", flush=True)
-    finally:
-        stack.stop()
-        if ctl is not None:
-            ctl.stop()
-    return out
+    def pids(self) -> list[int]:
+        """Every server's root pid, mailpolicy's first."""
+        mp = self.stack.mailpolicy.proc
+        assert mp is not None
+        roots = [mp.pid, self.stack.postfix.master_pid() or 0]
+        if self.extra is not None:
+            roots.append(self.extra.pid)
+        return roots
+
+    def stop(self) -> None:
+        self.stack.stop()
+        if self.extra is not None:
+            self.extra.terminate()
+            self.extra.wait(10)
+
+    def run(self, count: int, size: int, conc: int) -> tuple[float, float, float]:
+        """(msgs/s, chain CPU ms/msg, mailpolicy CPU ms/msg) of one bounded run."""
+        roots = self.pids()
+        before = len(self.stack.messages(self.address))
+        cpu0 = [tree_cpu(p) for p in roots]
+        t0 = time.monotonic()
+        subprocess.run(["/usr/sbin/smtp-source", "-4", "-s", str(conc), "-m", str(count),
+                        "-l", str(size), "-f", "bench@outside.example", "-t", self.address,
+                        f"127.0.0.1:{self.stack.ports['smtpd']}"], check=True, timeout=600)
+        self.stack.wait_maildir(self.address, before + count, timeout=600)
+        rate = count / (time.monotonic() - t0)
+        used = [tree_cpu(p) - c for p, c in zip(roots, cpu0, strict=True)]
+        return rate, sum(used) * 1000 / count, used[0] * 1000 / count
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--count", type=int, default=400, help="messages per 2 KB run")
-    ap.add_argument("--conc", type=int, default=8, help="smtp-source sessions")
+    ap.add_argument("--count", type=int, default=300, help="messages per 2 KB run")
+    ap.add_argument("--conc", default="8,32", help="smtp-source sessions")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="concurrency 8, 100 messages")
     args = ap.parse_args()
+    if args.quick:
+        args.count, args.conc = min(args.count, 100), "8"
+    concs = [int(c) for c in args.conc.split(",")]
     sizes = [(2 * 1024, args.count), (100 * 1024, max(20, args.count // 2))]
-    quiet = {"log": {"level": "warning"}}
     no_filter = {"content_filter": "", "receive_override_options": ""}
-    runs = {
-        "postfix -> lmtp": measure("postfix-lmtp", StackOptions(
-            dovecot=False, mailpolicy=quiet, main_cf=dict(no_filter)), sizes, args.conc),
-        "postfix -> pass-through -> lmtp": measure("passthrough", StackOptions(
-            dovecot=False, mailpolicy=quiet), sizes, args.conc, passthrough=True),
-        "postfix -> mailpolicy filter -> lmtp": measure("mailpolicy-after", StackOptions(
-            dovecot=False, mailpolicy=quiet), sizes, args.conc),
-        "before-queue mailpolicy filter": measure("mailpolicy-before", StackOptions(
-            dovecot=False, mailpolicy=quiet, filter_mode="before-queue"), sizes, args.conc),
-    }
-    floor = runs["postfix -> pass-through -> lmtp"]
-    alone = runs["postfix -> lmtp"]
-    print(f"\nconcurrency {args.conc}; msgs/s (ratio to pass-through filter, to Postfix alone)")
-    for name, res in runs.items():
-        cells = "  ".join(f"{s // 1024:>3} KB {v:7.1f} ({v / floor[s]:.2f}x, {v / alone[s]:.2f}x)"
-                          for s, v in res.items())
-        print(f"{name:<38} {cells}")
+    targets = [
+        Target("pass-through", StackOptions(dovecot=False, mailpolicy=INFO), passthrough=True),
+        Target("after-queue", StackOptions(dovecot=False, mailpolicy=INFO)),
+        Target("before-queue", StackOptions(dovecot=False, mailpolicy=INFO,
+                                            filter_mode="before-queue")),
+        Target("no filter", StackOptions(dovecot=False, mailpolicy=INFO,
+                                         main_cf=dict(no_filter))),
+    ]
+    report = Report("end to end through Postfix (msgs/s until all are in the Maildir)",
+                    anchor="pass-through")
+    started: list[Target] = []
+    try:
+        for t in targets:
+            t.start()
+            started.append(t)
+        time.sleep(1.5)
+        for t in targets:
+            t.run(20, 2048, 8)  # warm-up (connections, caches)
+        for size, count in sizes:
+            for conc in concs:
+                for _ in range(args.reps):
+                    for t in targets:
+                        rate, cpu, mp = t.run(count, size, conc)
+                        report.add(f"{size // 1024} KB c{conc}", t.name, rate, cpu, mp=mp)
+                print(f"  {size // 1024} KB c{conc} done", flush=True)
+    finally:
+        for t in targets:
+            try:
+                t.stop()
+            except Exception as e:  # stop the others all the same
+                print(f"stopping {t.name}: {e}", file=sys.stderr)
+    report.print_table([("mp", "mailpolicy CPU ms/msg", "{:.2f}")])
+    print("server CPU: Postfix + mailpolicy + pass-through process trees together. targets: "
+          "after-queue and before-queue >= 1.0x the pass-through")
 
 
 if __name__ == "__main__":

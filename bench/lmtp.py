@@ -1,12 +1,16 @@
 """Benchmark: mailpolicy LMTP vs Dovecot LMTP (mail_fsync=always), same messages, one run.
 
-    .venv/bin/python bench/lmtp.py [--count 500] [--reps 3] [--conc 1,8,32] [--sizes 2048,102400]
-                                   [--workers 0]
+    .venv/bin/python bench/lmtp.py [--count 1000] [--reps 3] [--conc 1,8,32]
+                                   [--sizes 2048,102400] [--workers 0] [--quick]
 
-Each point sends `count` messages with Postfix's `smtp-source -L` (one recipient, sessions kept
-open) to each server in turn, `reps` times, and reports the median msgs/s and the ratio
-mailpolicy/Dovecot. Every delivered message is counted in the Maildir afterwards. Needs
-/usr/sbin/smtp-source (postfix) and /usr/sbin/dovecot with the lmtp service (dovecot-lmtpd).
+Each cell sends `count` messages with Postfix's `smtp-source -L` (one recipient, sessions kept
+open) to each server in turn (interleaved), `reps` times, and prints median [min-max] msgs/s,
+the paired ratio mailpolicy/Dovecot, and the CPU per message of each server's process tree,
+with the machine's load before and after. mailpolicy runs as the daemon runs LMTP
+(`limits.lmtp_workers`, default one per core) at log level info. Every delivered message is
+counted in the Maildir afterwards. Needs /usr/sbin/smtp-source (postfix) and /usr/sbin/dovecot
+with the lmtp service (dovecot-lmtpd). On failure the work directory is kept and the logs'
+tails are printed.
 """
 
 from __future__ import annotations
@@ -19,24 +23,30 @@ import pwd
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import Report, tree_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchError(Exception):
+    """A server did not start or lost messages: the logs tell why."""
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 DOVECOT = "/usr/sbin/dovecot"
 DOMAIN = "bench.test"
 
 MAILPOLICY_SERVER = """
 import asyncio, json, signal, sys
-from mailpolicy import config, logs
+from mailpolicy import config
+from mailpolicy.runtime import logs, workers
 from mailpolicy.runtime.daemon import _close
+from mailpolicy.services import by_name
 from mailpolicy.store import Store
-from mailpolicy.lmtp import workers
 
 async def main():
     cfg = config.from_dict(json.loads(sys.argv[1]))
@@ -44,7 +54,7 @@ async def main():
     store = await Store.open(cfg.store_url)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    servers = await workers.start(cfg, store)  # as the daemon does (limits.lmtp_workers)
+    servers = await workers.start(cfg, store, by_name("lmtp"))  # as the daemon does
     print("READY", flush=True)
     await stop.wait()
     for s in servers:
@@ -94,14 +104,14 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with status {proc.returncode}")
+            raise BenchError(f"{what} exited with status {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 if s.recv(100).startswith(b"220"):
                     return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit(f"{what} did not listen on port {port}")
+    raise BenchError(f"{what} did not listen on port {port}")
 
 
 def start_dovecot(work: Path) -> tuple[subprocess.Popen, int]:
@@ -115,7 +125,7 @@ def start_dovecot(work: Path) -> tuple[subprocess.Popen, int]:
                                         gid=user.pw_gid, port=port))
     check = subprocess.run([DOVECOT, "-c", str(conf), "-n"], capture_output=True, text=True)
     if check.returncode:
-        raise SystemExit(f"dovecot config refused: {check.stderr}")
+        raise BenchError(f"dovecot config refused: {check.stderr}")
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     wait_port(port, proc, "dovecot")
@@ -147,7 +157,7 @@ def start_mailpolicy(work: Path, names: list[str], workers: int,
                             stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != b"READY":
-        raise SystemExit("mailpolicy LMTP did not start; see " + str(work / "mailpolicy.log"))
+        raise BenchError("mailpolicy LMTP did not start")
     wait_port(port, proc, "mailpolicy")
     return proc, port, work / "mp" / "mail"
 
@@ -165,19 +175,29 @@ def run_point(port: int, name: str, size: int, conc: int, count: int) -> float:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - t0
     if res.returncode:
-        raise SystemExit(f"smtp-source failed: {res.stdout} {res.stderr}")
+        raise BenchError(f"smtp-source failed: {res.stdout} {res.stderr}")
     return count / elapsed
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"({path}: {e})"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--count", type=int, default=500)
+    ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--conc", default="1,8,32")
     ap.add_argument("--sizes", default="2048,102400")
     ap.add_argument("--workers", type=int, default=0,
                     help="limits.lmtp_workers for mailpolicy (0 = one per core, 1 = in-process)")
+    ap.add_argument("--quick", action="store_true", help="300 messages per cell")
     args = ap.parse_args()
+    if args.quick:
+        args.count = min(args.count, 300)
     for tool in (SMTP_SOURCE, DOVECOT):
         if not os.access(tool, os.X_OK):
             raise SystemExit(f"{tool} is missing: apt-get install postfix dovecot-lmtpd")
@@ -188,28 +208,36 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mpbench-"))
     work.chmod(0o711)  # Dovecot delivers as user mail below it
     procs: list[subprocess.Popen] = []
+    failed = True
+    report = Report(f"LMTP delivery, {args.count} messages per run (smtp-source -L)",
+                    anchor="dovecot")
     try:
         dproc, dport = start_dovecot(work)
         procs.append(dproc)
         mproc, mport, mroot = start_mailpolicy(work, names, args.workers)
         procs.append(mproc)
         droot = work / "dovecot-mail"
-        print(f"{args.count} msgs per run, median of {args.reps}; cores: {os.cpu_count()}; "
-              f"lmtp_workers: {args.workers}")
-        print(f"{'size':>7} {'conc':>4} {'dovecot msg/s':>14} {'mailpolicy msg/s':>17} "
-              f"{'ratio':>6}")
+        print(f"{args.count} msgs per run, {args.reps} interleaved reps; cores: "
+              f"{os.cpu_count()}; lmtp_workers: {args.workers} (0: one per core); "
+              f"mailpolicy log level info", flush=True)
+        targets = (("dovecot", dproc, dport, droot), ("mailpolicy", mproc, mport, mroot))
         for size, conc in points:
-            d_rates, m_rates = [], []
             for r in range(args.reps):
                 name = f"u{size}c{conc}r{r}"
-                d_rates.append(run_point(dport, name, size, conc, args.count))
-                m_rates.append(run_point(mport, name, size, conc, args.count))
-                for root, label in ((droot, "dovecot"), (mroot, "mailpolicy")):
+                for label, proc, port, root in targets:
+                    cpu0 = tree_cpu(proc.pid)
+                    rate = run_point(port, name, size, conc, args.count)
+                    cpu = (tree_cpu(proc.pid) - cpu0) * 1000 / args.count
+                    report.add(f"{size // 1024} KB c{conc}", label, rate, cpu)
                     got = count_new(root, name)
                     if got != args.count:
-                        raise SystemExit(f"{label}: {got} of {args.count} messages stored")
-            d, m = statistics.median(d_rates), statistics.median(m_rates)
-            print(f"{size:>7} {conc:>4} {d:>14.0f} {m:>17.0f} {m / d:>6.2f}", flush=True)
+                        raise BenchError(f"{label}: {got} of {args.count} messages stored")
+            print(f"  {size // 1024} KB c{conc} done", flush=True)
+        failed = False
+    except BenchError as e:
+        print(f"bench/lmtp.py failed: {e}\n--- mailpolicy log (tail) ---\n"
+              f"{tail(work / 'mailpolicy.log')}\n--- dovecot log (tail) ---\n"
+              f"{tail(work / 'dovecot.log')}", file=sys.stderr)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -218,10 +246,14 @@ def main() -> int:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if os.environ.get("KEEP"):
-            print("kept", work)
+        if failed or os.environ.get("KEEP"):
+            print("work directory kept:", work, file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        return 1
+    report.print_table()
+    print("target: mailpolicy >= 1.0x Dovecot in every cell")
     return 0
 
 

@@ -1,19 +1,20 @@
 """Benchmark: mailpolicy's policy service against a minimal asyncio DUNNO server (the floor).
 
-    .venv/bin/python bench/policy.py [--requests N] [--mailboxes N]
+    .venv/bin/python bench/policy.py [--mailboxes 100000] [--rounds 3] [--quick] [--no-sql]
 
-Builds a temp store of 100,000 mailboxes (bulk SQL), starts both servers as processes and, at
-1, 16 and 64 persistent connections, alternates bounded runs against the floor and mailpolicy
-(this machine is shared and noisy: medians of the rounds, compared only inside one run), with
-two recipient mixes:
-  warm: recipients drawn from a working set of 2,000 addresses (primed once, as on a real MX
-        where the same recipients recur);
-  cold: every request a distinct recipient from the 100,000 (each one a store lookup).
-Mix per request: 70% existing mailboxes (some aliases, +ext), 20% unknown in our domains,
-10% foreign. The decision log is on (mailpolicy.runtime.logs set-up, stderr to /dev/null).
-mailpolicy runs as the daemon runs it: `limits.policy_workers` processes (default one per
-core) sharing the port; `--workers 1` measures the single event loop. Also shown: the
-server's CPU time per request, all its processes together (steadier than rates on a shared machine).
+Builds a temp store (bulk SQL; 1,000,000 mailboxes in seconds), starts the servers as
+processes: the floor, mailpolicy as the daemon runs it (`limits.policy_workers` processes,
+default one per core, log level info, the in-memory directory) and, unless --no-sql, the same
+with `store.directory_in_memory = false` (every new recipient an SQLite lookup: the "before").
+At 1, 16 and 64 persistent connections, `rounds` interleaved repetitions (every target in turn
+with the same requests), three recipient mixes:
+  recurring: drawn from a working set of 2,000 addresses (primed once, as on a real MX);
+  new:       every request a distinct recipient (55% mailboxes, 7% with case and +ext,
+             8% aliases, 20% unknown in our domains, 10% foreign);
+  unknown:   every request a distinct unknown address in our domains.
+Prints start-up time and resident memory of each server, then per cell median [min-max] of
+requests/s, the paired ratio to the floor, server CPU µs per request (all its processes),
+p50/p99 latency, and the machine's load before and after (it is shared: compare ratios).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import os
 import random
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import Report, rss_mib, tree_cpu
 
 LEVELS = (1, 16, 64)
 TIME_CAP = 60.0  # seconds per measurement at most
@@ -119,19 +121,20 @@ async def serve_floor(port: int) -> None:
     await server.serve_forever()
 
 
-async def serve_policy(port: int, url: str, state: str, workers: int) -> None:
+async def serve_policy(port: int, url: str, state: str, workers: int, memory: bool) -> None:
     from mailpolicy import config
     from mailpolicy.runtime import logs
     from mailpolicy.runtime import workers as pool
+    from mailpolicy.services import by_name
     from mailpolicy.store import Store
 
     cfg = config.from_dict({"paths": {"state_dir": state},
                             "listen": {"policy": f"127.0.0.1:{port}"},
                             "limits": {"policy_workers": workers},
-                            "store": {"url": url}})
+                            "store": {"url": url, "directory_in_memory": memory}})
     logs.setup(cfg)  # the production log set-up: a key=value line per decision on stderr
     store = await Store.open(cfg.store_url)
-    servers = await pool.start(cfg, store, "policy.server", cfg.limits.policy_workers)
+    servers = await pool.start(cfg, store, by_name("policy"))
     pool.settle_gc()  # as the daemon does once serving
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -212,11 +215,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_server(kind: str, url: str, state: str, workers: int = 1,
+def run_server(kind: str, url: str, state: str, workers: int = 1, memory: bool = True,
                ) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
-                             "--url", url, "--state", state, "--workers", str(workers)],
+                             "--url", url, "--state", state, "--workers", str(workers)]
+                            + ([] if memory else ["--sql"]),
                             stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
@@ -227,110 +231,102 @@ def run_server(kind: str, url: str, state: str, workers: int = 1,
     return proc, port
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children (its worker processes), from
-    /proc; 0 where there is none."""
-    total = 0
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(d.name) == pid or int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def run_load(port: int, conns: int, reqs: list[bytes], pid: int = 0,
              ) -> tuple[float, float, float, int, float]:
     """(requests/s, p50 ms, p99 ms, rejects, server CPU µs per request) of one bounded run."""
-    cpu0 = cpu_seconds(pid)
+    cpu0 = tree_cpu(pid)
     elapsed, lat, replies = asyncio.run(load(port, conns, reqs))
-    cpu = (cpu_seconds(pid) - cpu0) / max(1, len(lat)) * 1e6
+    cpu = (tree_cpu(pid) - cpu0) / max(1, len(lat)) * 1e6
     rejects = sum(1 for r in replies if r.startswith(b"action=5"))
     return len(lat) / elapsed, pct(lat, 0.5), pct(lat, 0.99), rejects, cpu
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+def unknowns(rng: random.Random, count: int) -> list[str]:
+    """`count` distinct addresses that do not exist, in our domains."""
+    return [f"nobody{n}.{rng.randrange(10**9)}@d{n % DOMAINS}.example" for n in range(count)]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=20_000, help="per warm run")
-    ap.add_argument("--cold-requests", type=int, default=1_500, help="per cold run")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating runs per level (median)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--requests", type=int, default=20_000, help="per recurring run")
+    ap.add_argument("--cold-requests", type=int, default=5_000, help="per new/unknown run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     ap.add_argument("--mailboxes", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=0,
                     help="mailpolicy's limits.policy_workers (default 0: one per core)")
+    ap.add_argument("--no-sql", action="store_true",
+                    help="leave out the run with store.directory_in_memory = false")
+    ap.add_argument("--quick", action="store_true", help="1 and 64 connections, fewer requests")
     ap.add_argument("--serve")
     ap.add_argument("--port", type=int)
     ap.add_argument("--url")
     ap.add_argument("--state")
+    ap.add_argument("--sql", action="store_true")
     args = ap.parse_args()
     if args.serve == "floor":
         asyncio.run(serve_floor(args.port))
         return
     if args.serve == "mailpolicy":
-        asyncio.run(serve_policy(args.port, args.url, args.state, args.workers))
+        asyncio.run(serve_policy(args.port, args.url, args.state, args.workers, not args.sql))
         return
+    levels = (1, 64) if args.quick else LEVELS
+    if args.quick:
+        args.requests, args.cold_requests = args.requests // 4, args.cold_requests // 2
     rng = random.Random(5)
-    results: dict[tuple[str, int, str], list[tuple[float, float, float, int, float]]] = {}
+    report = Report(f"policy service, {args.mailboxes} mailboxes (rate: requests/s)",
+                    anchor="floor", unit="req/s", cpu_unit="µs/req")
     with tempfile.TemporaryDirectory(prefix="mp-bench-policy-") as tmp:
         t0 = time.perf_counter()
         url = build_store(Path(tmp), args.mailboxes)
-        runs = args.rounds * len(LEVELS)
+        built = time.perf_counter() - t0
+        runs = args.rounds * len(levels)
         cold_n = min(args.cold_requests, args.mailboxes // (runs + 1))
-        print(f"store: {args.mailboxes} mailboxes in {DOMAINS} domains, built in "
-              f"{time.perf_counter() - t0:.1f} s; {args.requests} requests per warm run, "
-              f"{cold_n} per cold run, {args.rounds} alternating rounds per level; "
-              f"mailpolicy with limits.policy_workers = {args.workers} (0: one per core, "
-              f"{os.cpu_count()} here), request scanner: {scanner()}")
+        print(f"store: {args.mailboxes} mailboxes in {DOMAINS} domains, built in {built:.1f} s; "
+              f"{args.requests} requests per recurring run, {cold_n} per new/unknown run, "
+              f"{args.rounds} interleaved rounds; mailpolicy with limits.policy_workers = "
+              f"{args.workers} (0: one per core, {os.cpu_count()} here), log level info, "
+              f"request scanner: {scanner()}", flush=True)
         working = addresses(rng, args.mailboxes, 2000)
         warm = [request_bytes(rng.choice(working), n) for n in range(args.requests)]
         fresh = addresses(rng, args.mailboxes, cold_n * runs)
-        colds = [[request_bytes(r, n) for n, r in enumerate(fresh[k * cold_n:(k + 1) * cold_n])]
-                 for k in range(runs)]
-        floor, floor_port = run_server("floor", url, tmp)
-        ours, ours_port = run_server("mailpolicy", url, tmp, args.workers)
+        news = [[request_bytes(r, n) for n, r in enumerate(fresh[k * cold_n:(k + 1) * cold_n])]
+                for k in range(runs)]
+        nobody = unknowns(rng, cold_n * runs)
+        unknown = [[request_bytes(r, n) for n, r in enumerate(nobody[k * cold_n:(k + 1) * cold_n])]
+                   for k in range(runs)]
+        targets: list[tuple[str, subprocess.Popen[str], int]] = []
         try:
-            # prime every worker's caches with the whole working set: each of 8 connections
-            # (spread by the kernel over the worker processes) asks for all of it
-            run_load(ours_port, 8, [request_bytes(r, n) for n, r in enumerate(working)
-                                    for _ in range(8)])
-            for mix in ("warm", "cold"):
-                for conns in LEVELS:
+            kinds = [("floor", True), ("mailpolicy", True)] + ([] if args.no_sql else
+                                                                [("mailpolicy-sql", False)])
+            for name, memory in kinds:
+                t1 = time.perf_counter()
+                proc, port = run_server("floor" if name == "floor" else "mailpolicy", url, tmp,
+                                        args.workers, memory)
+                time.sleep(0.5)  # the workers settle
+                print(f"start-up {name}: ready in {time.perf_counter() - t1:.1f} s, resident "
+                      f"memory {rss_mib(proc.pid):.0f} MiB (all its processes)", flush=True)
+                targets.append((name, proc, port))
+            for _name, _proc, port in targets[1:]:  # every worker's caches: the working set
+                run_load(port, 8, [request_bytes(r, n) for n, r in enumerate(working)
+                                   for _ in range(8)])
+            for mix, lists in (("recurring", None), ("new", news), ("unknown", unknown)):
+                k = 0
+                for conns in levels:
                     for _ in range(args.rounds):
-                        reqs = warm if mix == "warm" else colds.pop()
-                        for kind, proc, port in (("floor", floor, floor_port),
-                                                 ("mailpolicy", ours, ours_port)):
+                        reqs = warm if lists is None else lists[k]
+                        k += 1
+                        for name, proc, port in targets:
                             r = run_load(port, conns, reqs, proc.pid)
-                            results.setdefault((mix, conns, kind), []).append(r)
-                            print(f"  {mix} conns={conns:<3} {kind:10} {r[0]:9.0f} req/s"
-                                  f"  p50 {r[1]:6.2f} ms  p99 {r[2]:6.2f} ms"
-                                  f"  server CPU {r[4]:5.0f} µs/req"
-                                  f"  ({r[3]} rejected)",
-                                  flush=True)
+                            report.add(f"{mix} c{conns}", name, r[0], r[4], p50=r[1], p99=r[2])
+                print(f"  {mix} done", flush=True)
+            for name, proc, _ in targets:
+                print(f"resident memory at the end, {name}: {rss_mib(proc.pid):.0f} MiB")
         finally:
-            for proc in (floor, ours):
+            for _, proc, _ in targets:
                 proc.terminate()
                 proc.wait(10)
-    print("\nmedians of the rounds:\n| mix | conns | floor req/s | mailpolicy req/s | ratio |"
-          " floor p50/p99 ms | mailpolicy p50/p99 ms | server CPU µs/req floor / mailpolicy |")
-    print("|---|---|---|---|---|---|---|---|")
-    summary = {}
-    for mix in ("warm", "cold"):
-        for conns in LEVELS:
-            f, m = ([median([r[i] for r in results[(mix, conns, kind)]]) for i in (0, 1, 2, 4)]
-                    for kind in ("floor", "mailpolicy"))
-            summary[(mix, conns)] = (m[0] / f[0], m[2])
-            print(f"| {mix} | {conns} | {f[0]:.0f} | {m[0]:.0f} | {m[0] / f[0]:.2f}x |"
-                  f" {f[1]:.2f} / {f[2]:.2f} | {m[1]:.2f} / {m[2]:.2f} | {f[3]:.0f} / {m[3]:.0f} |")
-    ratio, p99 = summary[("warm", 64)]
-    print(f"\ntarget at 64 connections (warm): ratio {ratio:.2f}x (>= 0.70), "
-          f"p99 {p99:.2f} ms (< 5 ms)")
+    report.print_table([("p50", "p50 ms", "{:.2f}"), ("p99", "p99 ms", "{:.2f}")])
+    print("targets: CPU per request within 1.5x of the floor; p99 < 5 ms at 64 connections")
 
 
 if __name__ == "__main__":

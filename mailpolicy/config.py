@@ -93,11 +93,14 @@ class Paths(_Section, frozen=True):
 class Store(_Section, frozen=True):
     url: str = ""  # "" = sqlite+aiosqlite:///{state_dir}/mailpolicy.db
     busy_timeout_ms: int = 5000
+    directory_in_memory: bool = True  # SQLite: policy/socketmap answer from memory
 
 
 class Admin(_Section, frozen=True):
     group: str = "mailpolicy"
     socket_mode: int = 0o660
+    postmaster: str = ""  # postmaster@/abuse@ target of new domains; "" = their first mailbox
+    min_password_length: int = 8  # mailbox passwords shorter than this are refused
 
 
 class Outbound(_Section, frozen=True):

@@ -15,6 +15,7 @@ from mailpolicy.admin import dnsrecords
 from mailpolicy.admin.keys import ACTOR, CONFIG_KEY, STORE_KEY, TLS_MAPS_LOCK
 from mailpolicy.admin.schema import (
     ApiError,
+    Confirm,
     DomainCreate,
     DomainFields,
     changes,
@@ -27,6 +28,7 @@ from mailpolicy.core.addresses import AddressError, normalize_domain
 from mailpolicy.core.model import Domain
 from mailpolicy.deploy.tlsmaps import write_tls_maps
 from mailpolicy.maildir import mailbox as files
+from mailpolicy.store import integrity
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("mailpolicy.admin")
@@ -162,14 +164,22 @@ async def edit_domain(request: web.Request) -> web.Response:
 async def delete_domain(request: web.Request) -> web.Response:
     """Deletes the domain with all its mailboxes and their Maildirs (needs confirm=true)."""
     name = parse_domain(request.match_info["domain"])
-    confirmed(request, await request.read())
+    body = await request.read()
+    confirmed(request, body)
+    force = request.query.get("force", "").lower() in ("true", "1", "yes") or (
+        bool(body.strip()) and decode(body, Confirm).force)
     old = await get_domain_or_404(request, name)
+    store = request.app[STORE_KEY]
+    deps = await store.domain_dependants(name)
+    if deps and not force:  # refuse before the Maildirs are touched
+        integrity.refuse(f"domain {name}", deps, "name")
     root = request.app[CONFIG_KEY].current.maildir_root
     path = root / name
     aside = await asyncio.to_thread(files.set_aside, path)
+    cleared: list[str] = []
     try:
-        deleted = await request.app[STORE_KEY].delete_domain(name, actor=request[ACTOR],
-                                                             cascade=True)
+        deleted = await store.delete_domain(name, actor=request[ACTOR], cascade=True,
+                                            force=force, cleared=cleared)
     except BaseException:
         await asyncio.to_thread(files.put_back, aside, path)
         raise
@@ -181,7 +191,8 @@ async def delete_domain(request: web.Request) -> web.Response:
                                  dataclasses.replace(old, dmarc=False))
                   if old.dmarc else None)
     return web.json_response(_with_dns(
-        {"deleted": name, "mailboxes": [m.address for m in deleted or ()]}, dns_result))
+        {"deleted": name, "mailboxes": [m.address for m in deleted or ()], "cleared": cleared},
+        dns_result))
 
 
 @routes.get("/v1/domains/{domain}/dns-records")

@@ -16,6 +16,7 @@ from mailpolicy.admin.schema import (
     UNSET,
     ApiError,
     AutoresponderFields,
+    Confirm,
     LoginAs,
     LoginTokenFields,
     MailboxCreate,
@@ -130,19 +131,28 @@ async def edit_mailbox(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/mailboxes/{address}")
 async def delete_mailbox(request: web.Request) -> web.Response:
-    """Delete the mailbox and its Maildir (needs confirm=true)."""
-    confirmed(request, await request.read())
+    """Delete the mailbox and its Maildir (needs confirm=true). Refused (409, naming them)
+    while domains redirect to it or have it as postmaster, or mailboxes copy to it; with
+    force=true those are cleared too and listed in `cleared`."""
+    body = await request.read()
+    confirmed(request, body)
+    force = request.query.get("force", "").lower() in ("true", "1", "yes") or (
+        bool(body.strip()) and decode(body, Confirm).force)
     m = await mailbox_or_404(request)
     _at_home(request, m)
     _maildir, home = _paths(request, m)
+    store = request.app[STORE_KEY]
+    await store.check_delete_mailbox(m.address, force=force)  # refuse before touching files
     aside = await asyncio.to_thread(files.set_aside, home)
+    cleared: list[str] = []
     try:
-        await request.app[STORE_KEY].delete_mailbox(m.address, actor=request[ACTOR])
+        await store.delete_mailbox(m.address, actor=request[ACTOR], force=force,
+                                   cleared=cleared)
     except BaseException:
         await asyncio.to_thread(files.put_back, aside, home)
         raise
     await asyncio.to_thread(files.remove, aside)
-    return web.json_response({"deleted": m.address})
+    return web.json_response({"deleted": m.address, "cleared": cleared})
 
 
 @routes.post("/v1/mailboxes/{address}/clear")

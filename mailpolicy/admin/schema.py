@@ -54,6 +54,7 @@ class DomainFields(_Body, kw_only=True):
     dmarc_aspf: Literal["r", "s"] | UnsetType = UNSET
     tls_cert: PathStr | UnsetType = UNSET
     tls_key: PathStr | UnsetType = UNSET
+    postmaster: Line254 | UnsetType = UNSET  # where postmaster@/abuse@ go ("" = nowhere)
 
 
 class DomainCreate(DomainFields, kw_only=True):
@@ -93,6 +94,7 @@ class AutoresponderFields(_Body, kw_only=True):
 
 class Confirm(_Body, kw_only=True):
     confirm: bool = False
+    force: bool = False  # deletes: also clear what points at the deleted thing
 
 
 TOKEN_TTL_MAX = 3600  # seconds: a log-in-as token is short-lived
@@ -153,7 +155,7 @@ def domain_view(d: Domain, mailbox_count: int | None = None) -> dict[str, Any]:
         "outbound_ip": d.outbound_ip, "default_action": str(d.default_action),
         "redirect_to": d.redirect_to, "dmarc": d.dmarc, "dmarc_policy": d.dmarc_policy,
         "dmarc_rua": d.dmarc_rua, "dmarc_adkim": d.dmarc_adkim, "dmarc_aspf": d.dmarc_aspf,
-        "tls_cert": d.tls_cert, "tls_key": d.tls_key,
+        "tls_cert": d.tls_cert, "tls_key": d.tls_key, "postmaster": d.postmaster,
     }
     if mailbox_count is not None:
         out["mailboxes"] = mailbox_count

@@ -226,9 +226,16 @@ def arc_sealers(message: bytes) -> list[tuple[str, str]]:
 
 async def arc_trusted(message: bytes, resolver: Resolver, trusted: set[str]) -> bool:
     """True when the ARC chain validates (cv=pass) and every sealer's d= is in `trusted`."""
+    return await arc_trusted_sealer(message, resolver, trusted) is not None
+
+
+async def arc_trusted_sealer(message: bytes, resolver: Resolver, trusted: set[str],
+                             ) -> str | None:
+    """The newest sealer's d= when the ARC chain validates (cv=pass) and every sealer's d=
+    is in `trusted`; else None."""
     pairs = arc_sealers(message)
     if not pairs or not trusted or any(d not in trusted for d, _ in pairs):
-        return False
+        return None
     names = sorted({f"{s}._domainkey.{d}".lower() for d, s in pairs})
     fetched = await asyncio.gather(*(_fetch_key(resolver, n) for n in names))
     keys = {n: k for n, k in zip(names, fetched, strict=True) if isinstance(k, bytes)}
@@ -243,4 +250,4 @@ async def arc_trusted(message: bytes, resolver: Resolver, trusted: set[str]) -> 
             return False
         return cv == b"pass"
 
-    return await asyncio.to_thread(run)
+    return pairs[0][0] if await asyncio.to_thread(run) else None

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 
 import authres
+import authres.arc
 import authres.dmarc
 
 from mailpolicy.auth.dkim import DkimResult
@@ -30,10 +31,12 @@ def _reason(text: str) -> str | None:
 
 
 def build(authserv_id: str, spf: SpfResult | None, dkim: Sequence[DkimResult],
-          dmarc: DmarcResult | None) -> str:
+          dmarc: DmarcResult | None, arc_sealer: str | None = None) -> str:
     """The header value (without the field name), e.g.
     `mx.example; spf=pass smtp.mailfrom=a@b; dkim=pass header.d=b header.s=s1;
-    dmarc=pass (p=reject dis=none) header.from=b`."""
+    dmarc=pass (p=reject dis=none) header.from=b`. `dmarc.disposition` must be the one
+    applied; `arc_sealer`: a trusted ARC sealer whose valid chain overrode a DMARC failure
+    (shown as `arc=pass (trusted sealer d) header.ams-d=d`)."""
     results: list = []
     if spf is not None:
         kw = {"smtp_mailfrom": _clean(spf.sender)} if spf.identity == "mailfrom" and spf.sender \
@@ -64,6 +67,10 @@ def build(authserv_id: str, spf: SpfResult | None, dkim: Sequence[DkimResult],
         reason = _reason(dmarc.reason) if explain else None
         results.append(authres.dmarc.DMARCAuthenticationResult(
             result=dmarc.result, result_comment=comment, reason=reason or None, **kw))
+    if arc_sealer:
+        sealer = _clean(arc_sealer)
+        results.append(authres.arc.ARCAuthenticationResult(
+            result="pass", result_comment=f"trusted sealer {sealer}", header_ams_d=sealer))
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     value = str(header)
     prefix = f"{HEADER}: "

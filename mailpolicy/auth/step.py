@@ -27,6 +27,7 @@ has recipients in DMARC-off domains, their copies carry it too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -155,45 +156,56 @@ class DmarcStep:
                             [], dm.DmarcResult("temperror", reason="check deadline passed"))
         tx.notes["auth"] = v
         tx.notes["dmarc"] = v.dmarc
-        tx.add_header(AR_HEADER, build(authserv, v.spf, v.dkim, v.dmarc))
         d = v.dmarc
-        if d.result not in ("fail", "temperror") or (d.result == "fail" and
-                                                       d.disposition == "none"):
-            return None
-        enforced = await self._enforced_rcpts(tx.rcpt_tos)
-        if not enforced:
-            return None
-        reply, action = await self._enforce(tx, d, enforced)
-        log.info("dmarc.enforced", id=tx.id, queue_id=tx.queue_id, result=d.result,
-                 policy=d.policy, disposition=d.disposition, header_from=d.domain or "-",
-                 action=action, mode=tx.mode, rcpts=",".join(enforced))
+        reply, applied, sealer = await self._enforce(tx, d)
+        if (action := tx.notes.get("dmarc_action")) is not None:
+            log.info("dmarc.enforced", id=tx.id, queue_id=tx.queue_id, result=d.result,
+                     policy=d.policy, disposition=d.disposition, applied=applied,
+                     header_from=d.domain or "-", action=action, mode=tx.mode,
+                     sealer=sealer or "-", rcpts=",".join(tx.notes.get("dmarc_enforced", ())))
+        shown = d if applied == d.disposition else dataclasses.replace(d, disposition=applied)
+        tx.add_header(AR_HEADER, build(authserv, v.spf, v.dkim, shown, arc_sealer=sealer))
+        if applied == "quarantine":
+            tx.add_header(QUARANTINE_HEADER, verdict_text(shown))
         return reply
 
-    async def _enforce(self, tx, d: dm.DmarcResult, enforced: list[str],
-                       ) -> tuple[Reply | None, str]:
-        """Apply a fail/temperror verdict to the recipients of DMARC-enabled domains: the
-        reply (None: go on) and what was done (defer, accept, trusted, reject, discard,
-        quarantine)."""
+    async def _enforce(self, tx, d: dm.DmarcResult) -> tuple[Reply | None, str, str | None]:
+        """(the reply, the disposition actually applied, the trusted ARC sealer that
+        overrode a failure): what Authentication-Results and the marker then report."""
+        if d.result not in ("fail", "temperror") or (d.result == "fail" and
+                                                       d.disposition == "none"):
+            return None, d.disposition, None
+        enforced = await self._enforced_rcpts(tx.rcpt_tos)
+        if not enforced:
+            return None, "none", None  # no recipient's domain enforces DMARC
+        tx.notes["dmarc_enforced"] = enforced
+        notes = tx.notes
         if d.result == "temperror":
             if self.cfg.dmarc.temperror_action == "defer":
+                notes["dmarc_action"] = "defer"
                 return Reply(451, "4.7.0", f"DMARC check for {d.domain or 'the sender'}"
-                             " failed temporarily, try again later"), "defer"
-            return None, "accept"
-        if await self._trusted(tx):
-            tx.notes["dmarc_override"] = "trusted_forwarder"
-            return None, "trusted"
+                             " failed temporarily, try again later"), d.disposition, None
+            notes["dmarc_action"] = "accept"
+            return None, d.disposition, None
+        trusted, sealer = await self._trusted(tx)
+        if trusted:
+            tx.notes["dmarc_override"] = f"arc:{sealer}" if sealer else "trusted_forwarder"
+            notes["dmarc_action"] = "trusted"
+            return None, "none", sealer
         if tx.mode == "before-queue" and d.disposition == "reject":
-            return Reply(550, "5.7.1", f"Message rejected by DMARC policy for {d.domain}"), \
-                "reject"
+            notes["dmarc_action"] = "reject"
+            return (Reply(550, "5.7.1", f"Message rejected by DMARC policy for {d.domain}"),
+                    "reject", None)
         if tx.mode != "before-queue" and self.cfg.dmarc.after_queue_action == "discard":
             gone = set(enforced)
             tx.rcpt_tos[:] = [r for r in tx.rcpt_tos if r not in gone]
             tx.notes["dmarc_discarded"] = sorted(gone)
+            notes["dmarc_action"] = "discard"
             if not tx.rcpt_tos:
-                return Reply(250, "2.0.0", "Ok, discarded by DMARC policy"), "discard"
-            return None, "discard"
-        tx.add_header(QUARANTINE_HEADER, verdict_text(d))
-        return None, "quarantine"
+                return Reply(250, "2.0.0", "Ok, discarded by DMARC policy"), "reject", None
+            return None, "none", None  # the copies left are for domains that do not enforce
+        notes["dmarc_action"] = "quarantine"
+        return None, "quarantine", None  # after-queue never rejects (no bounce): quarantine
 
     async def _enforced_rcpts(self, rcpts: list[str]) -> list[str]:
         """Recipients whose domain has DMARC on."""
@@ -211,10 +223,13 @@ class DmarcStep:
                 out.append(r)
         return out
 
-    async def _trusted(self, tx) -> bool:
+    async def _trusted(self, tx) -> tuple[bool, str | None]:
+        """(trusted, the ARC sealer when that is why): a trusted forwarder's client address,
+        or a valid ARC chain sealed only by trusted sealers."""
         ip = client_ip(tx.client_address)
         if ip is not None and any(ipaddress.ip_address(ip) in n for n in self.forwarders):
-            return True
+            return True, None
         if self.sealers:
-            return await dkim_mod.arc_trusted(tx.content, self.resolver, self.sealers)
-        return False
+            sealer = await dkim_mod.arc_trusted_sealer(tx.content, self.resolver, self.sealers)
+            return sealer is not None, sealer
+        return False, None

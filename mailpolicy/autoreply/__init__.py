@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from mailpolicy.autoreply.compose import ComposeError, compose, response_key, to_bytes
 from mailpolicy.autoreply.send import claim_and_send, log
 from mailpolicy.autoreply.state import AutoreplyStore, MailStore, ReplyLedger
-from mailpolicy.autoreply.suppress import Decision, decide, parse_headers
+from mailpolicy.autoreply.suppress import Decision, addressed_alias, decide, parse_headers
 from mailpolicy.config import Config
 from mailpolicy.core.model import Mailbox
 
@@ -51,7 +51,8 @@ async def _respond(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, sender:
         return verdict.rule
     try:
         data = to_bytes(compose(mailbox, ar, recipient=sender, original=headers,
-                                hostname=cfg.hostname))
+                                hostname=cfg.hostname,
+                                alias=addressed_alias(mailbox, headers)))
     except (ComposeError, ValueError) as e:
         log.error("autoreply.compose_failed", error=str(e), **ctx)
         return "compose-failed"

@@ -70,9 +70,10 @@ def reply_subject(ar: Autoresponder, original: Headers) -> str:
     return subject if len(subject) <= MAX_SUBJECT else subject[: MAX_SUBJECT - 1] + "…"
 
 
-def reply_from(ar: Autoresponder, mailbox: Mailbox) -> Address:
-    """The configured from ("Name <addr>"), else the mailbox address. A from without a usable
-    address is ignored (RFC 5230 §4.3); CR/LF/NUL raise ComposeError."""
+def reply_from(ar: Autoresponder, mailbox: Mailbox, alias: str | None = None) -> Address:
+    """The configured from ("Name <addr>"), else the alias address the sender wrote to (when
+    given), else the mailbox address. A from without a usable address is ignored (RFC 5230
+    §4.3); CR/LF/NUL raise ComposeError."""
     raw = _refuse_injection(ar.from_, "from").strip()
     if raw:
         pairs = getaddresses([raw])
@@ -81,6 +82,9 @@ def reply_from(ar: Autoresponder, mailbox: Mailbox) -> Address:
             local, _, domain = addr.partition("@")
             if local and domain:
                 return Address(display_name=name, username=local, domain=domain)
+    if alias:
+        local, _, domain = alias.rpartition("@")
+        return Address(username=local, domain=domain)
     return Address(username=mailbox.name, domain=mailbox.domain)
 
 
@@ -108,12 +112,14 @@ def _cte(text: str) -> str:
 
 
 def compose(mailbox: Mailbox, ar: Autoresponder, *, recipient: str, original: Headers,
-            hostname: str, now: dt.datetime | None = None) -> EmailMessage:
-    """The reply to `recipient` (the envelope sender of the original). Raises ComposeError
-    when the configured subject or from holds CR/LF/NUL."""
+            hostname: str, now: dt.datetime | None = None,
+            alias: str | None = None) -> EmailMessage:
+    """The reply to `recipient` (the envelope sender of the original), from `alias` when the
+    sender wrote to that alias and no from is configured. Raises ComposeError when the
+    configured subject or from holds CR/LF/NUL."""
     _refuse_injection(recipient, "recipient")
     msg = EmailMessage(policy=policy.SMTP if recipient.isascii() else policy.SMTPUTF8)
-    msg["From"] = reply_from(ar, mailbox)
+    msg["From"] = reply_from(ar, mailbox, alias)
     msg["To"] = recipient
     msg["Subject"] = reply_subject(ar, original)
     msg["Date"] = format_datetime(now or dt.datetime.now(dt.UTC))

@@ -34,8 +34,9 @@ def interval_for(cfg: Config, ar: Autoresponder) -> dt.timedelta:
 
 
 def dedup_sender(sender: str) -> str:
-    """The sender as the store compares it: exact local part, domain case-folded (IDNA)."""
-    return normalize_address(sender)
+    """The sender as the store compares it: case-folded as a whole (domain as IDNA A-label),
+    so `BOB@EXAMPLE.NET` and `bob@example.net` are one sender, as in Dovecot Pigeonhole."""
+    return normalize_address(sender).lower()
 
 
 async def send_once(cfg: Config, recipient: str, data: bytes, seconds: float) -> None:

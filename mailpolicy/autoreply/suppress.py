@@ -144,6 +144,19 @@ def _recipients(headers: Headers) -> Iterable[tuple[str, str]]:
             yield folded
 
 
+def addressed_alias(mailbox: Mailbox, headers: Headers) -> str | None:
+    """The alias address the sender wrote to (To/Cc/...), when the message names one of the
+    mailbox's aliases and not its own address; None otherwise. The reply then comes from that
+    alias, so the main address stays private."""
+    found = set(_recipients(headers))
+    if (mailbox.name, mailbox.domain) in found:
+        return None
+    for alias in mailbox.aliases:
+        if (alias, mailbox.domain) in found:
+            return f"{alias}@{mailbox.domain}"
+    return None
+
+
 def in_window(ar: Autoresponder, today: dt.date) -> str | None:
     """None when today is inside [start, end] (both inclusive), else the rule name."""
     if ar.start is not None and today < ar.start:

@@ -39,6 +39,8 @@ def _domain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dmarc-aspf", choices=["r", "s"])
     p.add_argument("--tls-cert", metavar="FILE")
     p.add_argument("--tls-key", metavar="FILE")
+    p.add_argument("--postmaster", metavar="ADDR",
+                   help="where postmaster@ and abuse@ go (default: the first mailbox)")
     _json(p)
 
 
@@ -108,6 +110,9 @@ def add_commands(p: argparse.ArgumentParser) -> None:
     s = dom.add_parser("delete", help="delete a mail domain with its mailboxes")
     s.add_argument("name", metavar="NAME")
     s.add_argument("--yes", action="store_true", help="do not ask")
+    s.add_argument("--force", action="store_true",
+                   help="also clear redirects and copies of other domains' mailboxes into it "
+                        "(else the delete is refused)")
 
     mb = sub.add_parser("mailbox", help="mailboxes").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -141,6 +146,10 @@ def add_commands(p: argparse.ArgumentParser) -> None:
         s = mb.add_parser(name, help=text)
         s.add_argument("address", metavar="ADDRESS", nargs="+")
         s.add_argument("--yes", action="store_true", help="do not ask")
+        if name == "delete":
+            s.add_argument("--force", action="store_true",
+                           help="also clear redirects, postmaster settings and copies that "
+                                "point at the mailbox (else the delete is refused)")
 
     ar = sub.add_parser("autoreply", help="mailbox autoresponder").add_subparsers(
         dest="action", required=True, metavar="ACTION")

@@ -46,7 +46,7 @@ def _domain_body(args: argparse.Namespace) -> dict[str, Any]:
                      ("dmarc", "dmarc"), ("dmarc_policy", "dmarc_policy"),
                      ("dmarc_rua", "dmarc_rua"), ("dmarc_adkim", "dmarc_adkim"),
                      ("dmarc_aspf", "dmarc_aspf"), ("tls_cert", "tls_cert"),
-                     ("tls_key", "tls_key")):
+                     ("tls_key", "tls_key"), ("postmaster", "postmaster")):
         val = getattr(args, opt)
         if val is not None:
             body[key] = str(Path(val).absolute()) if key.startswith("tls_") and val else val
@@ -62,6 +62,7 @@ def _show_domain(d: dict[str, Any]) -> None:
             ("DMARC rua", d["dmarc_rua"]),
             ("DMARC alignment", f"adkim={d['dmarc_adkim']} aspf={d['dmarc_aspf']}"),
             ("TLS certificate", d["tls_cert"]), ("TLS key", d["tls_key"]),
+            ("postmaster@, abuse@", d.get("postmaster") or "nowhere (refused at RCPT)"),
             ("Mailboxes", d.get("mailboxes", 0))])
 
 
@@ -109,10 +110,13 @@ def cmd_domain(args: argparse.Namespace, api: Client) -> None:
         d = api.call("GET", f"/v1/domains/{quote_path(args.name)}")
         _confirm(args, f"Delete domain {d['name']} with its {d.get('mailboxes', 0)} "
                        "mailbox(es) and all their mail?")
-        res = api.call("DELETE", f"/v1/domains/{quote_path(d['name'])}", query={"confirm": "true"})
+        query = {"confirm": "true"} | ({"force": "true"} if args.force else {})
+        res = api.call("DELETE", f"/v1/domains/{quote_path(d['name'])}", query=query)
         _dns_warning(res)
         print(f"deleted {res['deleted']}" + (f" and {len(res['mailboxes'])} mailbox(es)"
                                               if res.get("mailboxes") else ""))
+        for line in res.get("cleared", []):
+            print(f"  also changed {line}")
 
 
 # ---------------------------------------------------------------- mailbox
@@ -237,8 +241,11 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
         _confirm(args, what + ("" if a == "clear" else " and all their mail") + "?")
         for box in boxes:
             if a == "delete":
-                api.call("DELETE", f"/v1/mailboxes/{quote_path(box)}", query={"confirm": "true"})
+                query = {"confirm": "true"} | ({"force": "true"} if args.force else {})
+                res = api.call("DELETE", f"/v1/mailboxes/{quote_path(box)}", query=query)
                 print(f"deleted {box}")
+                for line in res.get("cleared", []):
+                    print(f"  also changed {line}")
             else:
                 res = api.call("POST", f"/v1/mailboxes/{quote_path(box)}/clear",
                                query={"confirm": "true"})

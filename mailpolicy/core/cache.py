@@ -140,6 +140,8 @@ class CachedDirectory:
         return None
 
     async def resolve(self, address: str) -> Resolution:
-        """resolve() of the address exactly as given, remembered like the lookups under it."""
+        """resolve() of the address exactly as given, remembered like the lookups under it
+        (over a directory held in memory the lookups under it are not remembered again)."""
+        inner = self.store if getattr(self.store, "in_memory", False) else self
         return await self._cached(("r", address),  # type: ignore[no-any-return]
-                                  lambda: resolve(self, address))
+                                  lambda: resolve(inner, address))

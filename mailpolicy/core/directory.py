@@ -10,6 +10,9 @@ from mailpolicy.core.addresses import AddressError, normalize_domain, split_addr
 from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 
 MAX_REDIRECT_HOPS = 8
+# Addresses every hosted domain accepts (RFC 5321 4.5.1, RFC 2142): delivered to the domain's
+# postmaster address unless a mailbox or alias of that name exists.
+ROLE_NAMES = frozenset({"postmaster", "abuse"})
 
 
 class Directory(Protocol):
@@ -64,10 +67,13 @@ class Resolution:
     extension: str | None = None
     redirect: Resolution | None = None
     loop: bool = False
+    role: bool = False  # postmaster@/abuse@ without a mailbox: redirected to the postmaster
 
     @property
     def action(self) -> DefaultAction | None:
-        return self.domain.default_action if self.kind is Kind.UNKNOWN and self.domain else None
+        if self.kind is not Kind.UNKNOWN or self.domain is None:
+            return None
+        return DefaultAction.REDIRECT if self.role else self.domain.default_action
 
     @property
     def final(self) -> Resolution:
@@ -83,11 +89,35 @@ class Resolution:
 
     @property
     def accepted_at_rcpt(self) -> bool:
-        """Whether Postfix should accept this recipient at RCPT time (mailbox or alias, or an
-        unknown address of a domain whose default action takes the mail)."""
+        """Whether Postfix should accept this recipient at RCPT time: a mailbox or alias, an
+        unknown address the admin asked to discard, or one whose whole redirect chain ends
+        in an enabled mailbox, a discard or a domain we do not host. Everything else leads
+        nowhere and is refused (550 5.1.1), so nothing is accepted that cannot be delivered."""
         if self.kind is Kind.MAILBOX:
             return True
-        return self.kind is Kind.UNKNOWN and self.action is not DefaultAction.REJECT
+        if self.kind is not Kind.UNKNOWN:
+            return False
+        return self.leads_somewhere
+
+    @property
+    def leads_somewhere(self) -> bool:
+        """This address (and its redirect chain) reaches an enabled mailbox, a domain we do not
+        host, or a discard the admin asked for; False for loops, reject actions, disabled
+        mailboxes and unparsable targets at the end of the chain."""
+        if self.loop:
+            return False
+        if self.kind is Kind.MAILBOX:
+            return self.mailbox is not None and self.mailbox.enabled
+        if self.kind is Kind.FOREIGN:
+            return True
+        if self.kind is not Kind.UNKNOWN:
+            return False
+        action = self.action
+        if action is DefaultAction.DISCARD:
+            return True
+        if action is DefaultAction.REJECT or self.redirect is None:
+            return False
+        return self.redirect.leads_somewhere
 
 
 async def resolve(directory: Directory, address: str, *, _seen: frozenset[str] = frozenset(),
@@ -115,22 +145,24 @@ async def resolve(directory: Directory, address: str, *, _seen: frozenset[str] =
         mailbox, via_alias = found
         return Resolution(address=addr, kind=Kind.MAILBOX, domain=domain, mailbox=mailbox,
                           via_alias=via_alias, extension=extension)
-    unknown = Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain)
-    action = domain.default_action
+    role = bool(domain.postmaster) and (
+        folded in ROLE_NAMES or split_extension(folded)[0] in ROLE_NAMES)
+    unknown = Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, role=role)
+    action = unknown.action
     if action not in (DefaultAction.REDIRECT, DefaultAction.REDIRECT_DOMAIN):
         return unknown
     seen = _seen | {addr}
-    target = (domain.redirect_to if action is DefaultAction.REDIRECT
-              else f"{folded}@{domain.redirect_to}")
+    target = (domain.postmaster if role else domain.redirect_to
+              if action is DefaultAction.REDIRECT else f"{folded}@{domain.redirect_to}")
     if len(seen) > MAX_REDIRECT_HOPS:
-        return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, loop=True)
+        return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, loop=True, role=role)
     try:
         t_local, t_domain = split_address(target)
         target_key = f"{t_local.lower()}@{normalize_domain(t_domain)}"
     except AddressError:
         return unknown
     if target_key in seen:
-        return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, loop=True)
+        return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, loop=True, role=role)
     redirect = await resolve(directory, target, _seen=seen)
     return Resolution(address=addr, kind=Kind.UNKNOWN, domain=domain, redirect=redirect,
-                      loop=redirect.final.loop)
+                      loop=redirect.final.loop, role=role)

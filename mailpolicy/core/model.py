@@ -30,6 +30,7 @@ class Domain:
     dmarc_aspf: str = "r"
     tls_cert: str = ""
     tls_key: str = ""
+    postmaster: str = ""  # where postmaster@ and abuse@ go when no such mailbox/alias exists
     id: int = 0
 
 

@@ -38,6 +38,8 @@ class ReplyError(Exception):
 OK = Reply(250, "2.0.0", "Ok")
 DELIVERED = Reply(250, "2.0.0", "Delivered")
 UNKNOWN_USER = Reply(550, "5.1.1", "Mailbox does not exist")
+# accepted at RCPT, gone by delivery (the directory changed): Postfix keeps it and retries
+NO_DESTINATION_NOW = Reply(450, "4.1.1", "No such mailbox now, try again later")
 DISABLED = Reply(550, "5.2.1", "Mailbox disabled, not accepting messages")
 MAILBOX_FULL = Reply(552, "5.2.2", "Mailbox is full")
 MAILBOX_FULL_TEMP = Reply(452, "4.2.2", "Mailbox is full")

@@ -23,6 +23,9 @@ _MAIN_COMMENTS = {
     "smtpd_relay_restrictions": "relay control: only our own networks (and SASL users) relay",
     "smtpd_recipient_restrictions": (
         "the policy service first, so it also sees clients from mynetworks; it never answers OK"),
+    "smtpd_end_of_data_restrictions": (
+        "the policy service again at end of data, where Postfix knows the real size: a "
+        "message that does not fit is refused in the client's session (no bounce)"),
     "smtpd_policy_service_timeout": "short: mailpolicy answers within policy.deadline_seconds",
     "smtpd_policy_service_default_action": "when mailpolicy is unreachable: defer, never accept",
     "virtual_mailbox_domains": "our domains, from mailpolicy's store (socketmap)",
@@ -100,6 +103,7 @@ def main_cf(cfg: Config, outbound_ips: Iterable[str]) -> dict[str, str]:
         "smtpd_recipient_restrictions": (
             f"check_policy_service {policy}, permit_mynetworks, permit_sasl_authenticated, "
             "reject_unauth_destination"),
+        "smtpd_end_of_data_restrictions": f"check_policy_service {policy}",
         "smtpd_policy_service_timeout": f"{_policy_timeout(cfg)}s",
         "smtpd_policy_service_default_action": DEFAULT_ACTION_TEXT,
         "virtual_mailbox_domains": _socketmap(cfg, "domains"),

@@ -14,6 +14,7 @@ from mailpolicy.core.directory import Kind, Resolution
 from mailpolicy.core.model import DefaultAction, Mailbox
 from mailpolicy.core.quota import exceeds_quota, quota_reply
 from mailpolicy.core.replies import Reply
+from mailpolicy.maildir.lock import delivery_lock
 from mailpolicy.maildir.usage import MAILDIRSIZE, add_usage, current_usage
 from mailpolicy.maildir.writer import JUNK, maildir_for, write_message
 from mailpolicy.runtime.logs import unexpected
@@ -47,12 +48,13 @@ def rcpt_decision(cfg: Config, rcpt: str, res: Resolution) -> Target | Reply:
     """What RCPT TO:<rcpt> means for local delivery: a Target, or the refusal to give.
     Mailboxes and aliases deliver; a disabled mailbox is 550 5.2.1; an unknown address of a
     `discard` domain is accepted and dropped; a redirect that ends in a local mailbox delivers
-    there; anything else is 550 5.1.1 (the filter normally handled those before us)."""
+    there; anything else is 450 4.1.1: the policy service refuses such addresses at RCPT, so
+    one here was accepted before the directory changed, and Postfix must keep it, not bounce."""
     if res.kind is Kind.UNKNOWN and res.action is DefaultAction.DISCARD:
         return Target(rcpt, None, None)
     final = res.final
     if final.kind is not Kind.MAILBOX or final.mailbox is None or final.loop:
-        return _for(rcpt, replies.UNKNOWN_USER)
+        return _for(rcpt, replies.NO_DESTINATION_NOW)
     mailbox = final.mailbox
     if not mailbox.enabled:
         return _for(rcpt, replies.DISABLED)
@@ -140,14 +142,18 @@ def deliver_one(cfg: Config, target: Target, sender: str, message: bytes | bytea
             return replies.DELIVERED
         head = trace_headers(sender, mailbox)
         size = len(head) + len(message)
-        if mailbox.max_size is not None:
-            used, _ = current_usage(target.maildir, mailbox.max_size)
-            if exceeds_quota(used, size, mailbox.max_size):
-                return quota_reply(cfg.policy.quota_code)
         folder = JUNK if quarantine else ""
         maildir = target.maildir
-        path = write_message(maildir, (head, message), folder,
-                             published=lambda: _count_usage(maildir, size))
+        if mailbox.max_size is None:
+            path = write_message(maildir, (head, message), folder,
+                                 published=lambda: _count_usage(maildir, size))
+        else:  # check and write as one step per mailbox: parallel deliveries cannot overshoot
+            with delivery_lock(maildir):
+                used, _ = current_usage(maildir, mailbox.max_size)
+                if exceeds_quota(used, size, mailbox.max_size):
+                    return quota_reply(cfg.policy.quota_code)
+                path = write_message(maildir, (head, message), folder,
+                                     published=lambda: _count_usage(maildir, size))
         log.info("lmtp.delivered", mailbox=mailbox.address, size=size, folder=folder or "INBOX",
                  file=path.name)
         return replies.DELIVERED

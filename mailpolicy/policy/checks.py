@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -9,7 +10,7 @@ from typing import NamedTuple
 
 from mailpolicy.config import Policy
 from mailpolicy.core.directory import Kind, Resolution
-from mailpolicy.core.model import DefaultAction, Mailbox
+from mailpolicy.core.model import Mailbox
 from mailpolicy.core.quota import exceeds_quota, quota_reply
 from mailpolicy.core.replies import DISABLED
 from mailpolicy.policy.protocol import Request
@@ -51,10 +52,11 @@ def not_ours(ctx: Context) -> str | None:
 
 
 def unknown_reject(ctx: Context) -> str | None:
-    """No such mailbox in a `reject` domain: 550 5.1.1 at RCPT, so nothing ever bounces. The
-    client sees `550 5.1.1 <addr>: Recipient address rejected: mailbox does not exist`."""
+    """No such mailbox in a `reject` domain, or a redirect chain that ends nowhere (a loop, an
+    unknown or disabled target): 550 5.1.1 at RCPT, so nothing ever bounces or is dropped.
+    The client sees `550 5.1.1 <addr>: Recipient address rejected: mailbox does not exist`."""
     r = ctx.resolution
-    if r.kind is Kind.UNKNOWN and r.action is DefaultAction.REJECT:
+    if r.kind is Kind.UNKNOWN and not r.accepted_at_rcpt:
         return _reject_action(ctx.policy.reject_text)
     return None
 
@@ -117,10 +119,17 @@ def _first(request: Request, resolution: Resolution, used: int | None, policy: P
 
 NOT_RCPT = Decision(DUNNO, "not-rcpt")
 NO_RECIPIENT = Decision(DUNNO, "no-recipient")
+END_OF_MESSAGE = "END-OF-MESSAGE"
+# Headers added after Postfix measured `size` (Received, Authentication-Results, our trace,
+# Return-Path, Delivered-To): counted at end of data so LMTP never refuses what we let in.
+ADDED_HEADERS_ALLOWANCE = 2048
 
 
 def _no_lookup(request: Request) -> Decision | None:
-    """Requests decided without looking anything up (only RCPT with a recipient is asked)."""
+    """Requests decided without looking anything up (only RCPT with a recipient and
+    END-OF-MESSAGE with recipients are asked)."""
+    if request.protocol_state == END_OF_MESSAGE:
+        return None if request.recipients else NO_RECIPIENT
     if request.protocol_state != "RCPT":
         return NOT_RCPT
     if not request.recipient:
@@ -167,6 +176,8 @@ async def decide(request: Request, resolver: Resolver, usage: UsageFn, policy: P
     early = _no_lookup(request)
     if early is not None:
         return early
+    if request.protocol_state == END_OF_MESSAGE:
+        return await decide_end_of_message(request, resolver, usage, policy)
     resolution = await resolver(request.recipient)
     mailbox, decision = _plan(request, resolution, policy)
     if mailbox is None:
@@ -182,6 +193,8 @@ def decide_now(request: Request, resolver: PeekResolver, usage: PeekUsage | None
     early = _no_lookup(request)
     if early is not None:
         return early
+    if request.protocol_state == END_OF_MESSAGE:
+        return None  # reads the usage of each recipient's mailbox: decide() does it
     resolution = resolver(request.recipient)
     if resolution is None:
         return None
@@ -194,3 +207,20 @@ def decide_now(request: Request, resolver: PeekResolver, usage: PeekUsage | None
     if used is None:
         return None
     return _first(request, resolution, used, policy)
+
+
+async def decide_end_of_message(request: Request, resolver: Resolver, usage: UsageFn,
+                                policy: Policy) -> Decision:
+    """smtpd_end_of_data_restrictions: Postfix now knows the real size, also when the client
+    announced none with SIZE=. A message that does not fit a recipient's mailbox is refused
+    here, in the client's session, so LMTP never has to refuse it (that would bounce)."""
+    sized = dataclasses.replace(request, size_text=str(request.size + ADDED_HEADERS_ALLOWANCE))
+    for rcpt in request.recipients:
+        resolution = (await resolver(rcpt)).final
+        if resolution.kind is not Kind.MAILBOX or _needs_usage(resolution) is None:
+            continue
+        assert resolution.mailbox is not None
+        action = quota(Context(sized, resolution, policy, await usage(resolution.mailbox)))
+        if action is not None:
+            return Decision(f"{action} <{rcpt}>", "quota-end-of-data")
+    return Decision(DUNNO, "end-of-data")

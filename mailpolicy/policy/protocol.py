@@ -29,9 +29,12 @@ class Request:
     queue_id: str
     instance: str
     client: str  # "name[address]" as Postfix logs it, "" when neither is known
-    size_text: str  # MAIL FROM SIZE= as sent
+    size_text: str  # MAIL FROM SIZE= as sent; at END-OF-MESSAGE the message's real size
     sasl_username: str = ""  # the SMTP AUTH login (submission), "" without AUTH
     recipient_count_text: str = ""  # accepted recipients so far (DATA, END-OF-MESSAGE)
+    # END-OF-MESSAGE: the recipients this connection accepted in the transaction (Postfix
+    # sends `recipient` there only when there is exactly one); set by the server
+    recipients: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, values: Sequence[str]) -> Request:

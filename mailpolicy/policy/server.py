@@ -12,6 +12,7 @@ from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.directory import Directory, StoreDirectory
 from mailpolicy.maildir.reader import UsageReader
 from mailpolicy.policy.checks import (
+    DUNNO,
     Decision,
     PeekResolver,
     PeekUsage,
@@ -26,6 +27,7 @@ from mailpolicy.policy.usage import HomeUsage
 from mailpolicy.runtime.logs import HotLine, unexpected
 from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.runtime.timers import IdleTimer
+from mailpolicy.store import snapshot
 
 log = structlog.get_logger("mailpolicy.policy")
 
@@ -35,6 +37,7 @@ DECISION_KEYS = ("queue_id", "instance", "client", "sender", "recipient", "state
 MAX_PENDING = 64  # pipelined requests waiting behind a lookup before reading pauses
 REQUEST_TIMEOUT = 10.0  # defaults of limits.policy_request_timeout_seconds ...
 MAX_CONNECTIONS = 1000  # ... and limits.policy_max_connections
+MAX_REMEMBERED = 1000  # recipients of one transaction kept for END-OF-MESSAGE (Postfix: 1000)
 
 
 class PolicyService:
@@ -138,11 +141,32 @@ class PolicyConnection(asyncio.Protocol):
         self.peer: object = None
         self.idle: IdleTimer | None = None
         self.replies: list[bytes] = []  # encoded replies not sent yet
+        self.accepted: list[str] = []  # recipients let through in the current transaction
+        self.instance = ""  # Postfix's `instance` of that transaction
         self._read_paused = False
         self._write_paused = False
         self._eof = False
         self.refused = False  # over policy_max_connections: closed at once
         self.request_timer: asyncio.TimerHandle | None = None  # runs while a request is partial
+
+    def _before(self, request: Request) -> None:
+        """END-OF-MESSAGE: attach the recipients accepted in this transaction (Postfix
+        names the recipient there only when there is one; one smtpd process keeps one
+        policy connection for its whole session, so they were asked here)."""
+        if request.protocol_state == "END-OF-MESSAGE":
+            same = request.instance == self.instance
+            request.recipients = tuple(self.accepted) if same and self.accepted else (
+                (request.recipient,) if request.recipient else ())
+            self.accepted, self.instance = [], ""
+
+    def _after(self, request: Request, decision: Decision) -> None:
+        """Remember the recipients we let through at RCPT for END-OF-MESSAGE."""
+        if request.protocol_state == "RCPT" and decision.action == DUNNO \
+                and request.recipient:
+            if request.instance != self.instance:
+                self.accepted, self.instance = [], request.instance
+            if len(self.accepted) < MAX_REMEMBERED:
+                self.accepted.append(request.recipient)
 
     def reply(self, data: bytes) -> None:
         if not self.replies:
@@ -176,11 +200,14 @@ class PolicyConnection(asyncio.Protocol):
             if self.task is None:
                 answer_now = self.service.answer_now
                 for i, request in enumerate(requests):
+                    self._before(request)
                     decision = answer_now(request)
                     if decision is None:  # I/O needed: this one and the rest in a task
                         self.pending.extend(requests[i:])
-                        self.task = asyncio.get_running_loop().create_task(self._answer_pending())
+                        self.task = asyncio.get_running_loop().create_task(
+                            self._answer_pending(prepared=request))
                         break
+                    self._after(request, decision)
                     self.reply(encode_action(decision.action))
             else:
                 self.pending.extend(requests)
@@ -219,12 +246,16 @@ class PolicyConnection(asyncio.Protocol):
         self.send_replies()  # the requests before it are answered
         self.transport.close()
 
-    async def _answer_pending(self) -> None:
+    async def _answer_pending(self, prepared: Request | None = None) -> None:
         transport = self.transport
         assert transport is not None
         try:
             while self.pending:
-                decision = await self.service.answer(self.pending.popleft())
+                request = self.pending.popleft()
+                if request is not prepared:
+                    self._before(request)
+                decision = await self.service.answer(request)
+                self._after(request, decision)
                 if transport.is_closing():
                     return
                 self.reply(encode_action(decision.action))
@@ -288,7 +319,9 @@ class PolicyConnection(asyncio.Protocol):
 async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
                 inherited: object = None) -> list[Listener]:
     """Bind cfg.listen.policy (with SO_REUSEPORT in a worker process; nothing is `inherited`)
-    and serve; returns the servers (the daemon closes them)."""
+    and serve; returns the servers (the daemon closes them). Lookups are answered from the
+    in-memory directory where the store has one (SQLite)."""
+    memory = await snapshot.for_store(store) if cfg.store.directory_in_memory else None
     reader = UsageReader(cfg.maildir_root)
     usage: UsageFn = reader
     usage_known: PeekUsage | None = reader.known
@@ -296,7 +329,7 @@ async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
         nodes = store.nodes  # type: ignore[attr-defined]
         usage = HomeUsage(reader, nodes.usage, cfg.cluster.node)
         usage_known = None  # a local peek cannot know a remote mailbox's usage
-    service = PolicyService(cfg.policy, CachedDirectory.for_store(store), usage,
+    service = PolicyService(cfg.policy, CachedDirectory.for_store(memory or store), usage,
                             int(cfg.limits.policy_request_max), usage_known,
                             limiter=(SendLimiter(cfg.sending, store)
                                      if hasattr(store, "sending") else None),
@@ -311,4 +344,5 @@ async def start(cfg: Config, store: StoreDirectory, *, reuse_port: bool = False,
         service.policy = new.policy
         service.max_request = int(new.limits.policy_request_max)
 
-    return [Reconfigurable(server, apply)]
+    started: list[Listener] = [Reconfigurable(server, apply)]
+    return [*started, memory] if memory is not None else started

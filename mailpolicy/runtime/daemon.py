@@ -50,7 +50,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None = None,
 async def _serve_locked(cfg: config_mod.Config, config_path: str | None,
                         ready: asyncio.Event | None) -> None:
     store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
-                             busy_timeout_ms=cfg.store.busy_timeout_ms)
+                             busy_timeout_ms=cfg.store.busy_timeout_ms,
+                             postmaster=cfg.admin.postmaster,
+                             min_password=cfg.admin.min_password_length)
     await tlsmaps.write_tls_maps(cfg, await store.list_domains())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

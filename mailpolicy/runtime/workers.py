@@ -298,7 +298,9 @@ async def _serve(cfg: Config, service: Service, pool: Pool, inherited_fd: int | 
     os.set_blocking(0, False)
     loop.add_reader(0, stdin_ready)
     store = await Store.open(cfg.store_url, ip_pool=outbound.pool(cfg),
-                             busy_timeout_ms=cfg.store.busy_timeout_ms)
+                             busy_timeout_ms=cfg.store.busy_timeout_ms,
+                             postmaster=cfg.admin.postmaster,
+                             min_password=cfg.admin.min_password_length)
     try:
         inherited = socket.socket(fileno=inherited_fd) if inherited_fd is not None else None
         servers.extend(await pool.start(cfg, store, reuse_port=True, inherited=inherited))

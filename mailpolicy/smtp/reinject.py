@@ -70,6 +70,14 @@ async def send_data(smtp: aiosmtplib.SMTP, parts: list[bytes | memoryview],
     if resp.code == 421:
         smtp.close()
     return resp
+def accepted_reply(texts: list[str]) -> Reply:
+    """Our 250 once the next hop said 250 to every envelope: its texts without their own
+    status codes, so the client reads `250 2.0.0 Ok: queued as X`, not `Ok: 2.0.0 Ok: ...`."""
+    parts = [_ENHANCED.sub("", " ".join(t.split()), count=1) for t in texts]
+    text = "; ".join(p for p in parts if p) or "Ok"
+    if not text.lower().startswith("ok"):
+        text = f"Ok: {text}"
+    return Reply(250, "2.0.0", text[:400])
 
 
 def _addr(address: str) -> bytes:
@@ -152,7 +160,7 @@ class NextHop:
             self.close()
             log.warning("reinject.unavailable", id=tx.id, queue_id=tx.queue_id, error=str(e))
             return Reply(451, "4.4.1", "Next hop unavailable, try again later")
-        return Reply(250, "2.0.0", "Ok: " + "; ".join(done)[:400])
+        return accepted_reply(done)
 
     async def _reset(self) -> None:
         if self._smtp is None:

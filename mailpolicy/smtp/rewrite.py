@@ -32,13 +32,15 @@ class Event:
 
 @dataclass(slots=True)
 class Plan:
-    """The new recipient list and what to log; `external` are forwarded to foreign domains."""
+    """The new recipient list and what to log; `external` are forwarded to foreign domains;
+    `nowhere` lead nowhere (the whole message is deferred, never accepted and dropped)."""
 
     recipients: list[str] = field(default_factory=list)
     external: set[str] = field(default_factory=set)
     forwarded_for: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     forward_only: list[Mailbox] = field(default_factory=list)  # do-not-save, reached by copies
+    nowhere: list[str] = field(default_factory=list)  # addresses with no destination: defer
 
 
 # ------------------------------------------------------------------ header facts (pure)
@@ -93,6 +95,12 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
                 plan.external.add(address)
         return True
 
+    def defer(address: str, why: str) -> bool:
+        """The address leads nowhere now (the store changed after RCPT): the message waits."""
+        plan.events.append(Event("defer", address, why))
+        plan.nowhere.append(address)
+        return True
+
     def expand(r: Resolution, given: str, via: str | None, depth: int) -> bool:
         """Route one resolved address; True when it reaches (or already reached) a destination."""
         if r.kind in (Kind.FOREIGN, Kind.INVALID):
@@ -107,16 +115,18 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
             plan.events.append(Event("discard", r.address, "unknown in a discard domain"))
             return False
         if r.redirect is None:  # reject domain (the policy service refuses it at RCPT)
-            plan.events.append(Event("keep", given, f"unknown, domain action {action}"))
-            return add(given if via is None else r.address)
+            return defer(r.address, f"unknown, domain action {action}")
         final = r.final
         if final.kind is Kind.UNKNOWN:
-            why = "redirect loop" if r.loop else f"redirect ends at unknown {final.address}"
-            if final.action is DefaultAction.DISCARD or r.loop:
-                plan.events.append(Event("discard", r.address, why))
+            if final.action is DefaultAction.DISCARD and not r.loop:
+                plan.events.append(Event("discard", r.address,
+                                         f"redirect ends at discarded {final.address}"))
                 return False
-            plan.events.append(Event("keep", final.address, why))
-            return add(final.address)
+            return defer(r.address, "redirect loop" if r.loop
+                         else f"redirect ends at unknown {final.address}")
+        if final.kind is Kind.MAILBOX and final.mailbox is not None \
+                and not final.mailbox.enabled:
+            return defer(r.address, f"redirect ends at disabled {final.address}")
         if final.kind is not Kind.MAILBOX:  # a foreign address: forwarding leaves us
             if r.address in forwarded_before:
                 plan.events.append(Event("loop", r.address,
@@ -163,11 +173,9 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
                 reached = add(c) or reached
                 continue
             reached = expand(cr, c, key, depth + 1) or reached
-        if not mb.saves_locally and not reached:
-            plan.events.append(Event("deliver", target, "do-not-save but no copy has a "
-                                                        "destination: kept locally"))
-            add(target)
-        elif not mb.saves_locally:
+        if not mb.saves_locally and not reached:  # LMTP would accept it and store nothing
+            return defer(target, "do-not-save but no copy has a destination now")
+        if not mb.saves_locally:
             plan.forward_only.append(mb)  # never reaches LMTP: autoreply from the filter
         return True
 
@@ -178,8 +186,8 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
             add(rcpt)
             continue
         expand(r, rcpt, None, 0)
-    if not plan.recipients:
-        plan.events.append(Event("drop", ",".join(rcpts), "no recipient left"))
+    if not plan.recipients and not plan.nowhere:
+        plan.events.append(Event("drop", ",".join(rcpts), "every recipient discarded"))
     return plan
 
 
@@ -235,13 +243,17 @@ class RewriteStep:
         resolutions = await collect(self.directory, tx.rcpt_tos)
         plan = plan_recipients(tx.rcpt_tos, resolutions, already_forwarded(tx.headers))
         for e in plan.events:
-            emit = log.warning if e.action in ("loop", "limit") else log.info
+            emit = log.warning if e.action in ("loop", "limit", "drop", "defer") else log.info
             emit(f"rewrite.{e.action}", id=tx.id, queue_id=tx.queue_id, address=e.address,
                  detail=e.detail)
+        if plan.nowhere:  # the store changed since RCPT: Postfix keeps it and retries
+            more = f" (and {len(plan.nowhere) - 1} more)" if len(plan.nowhere) > 1 else ""
+            return Reply(451, "4.1.1", f"<{plan.nowhere[0]}>{more} has no destination now, "
+                                       "try again later")
         tx.rcpt_tos = plan.recipients
         tx.notes["forwarded_external"] = plan.external
         tx.notes["forward_only"] = plan.forward_only
         tx.add_header(TRACE_HEADER, trace_value(self.hostname, tx.id, plan.forwarded_for))
         if not plan.recipients:
-            return Reply(250, "2.0.0", "Ok: no deliverable recipient, message dropped")
+            return Reply(250, "2.0.0", "Ok: every recipient is discarded, message dropped")
         return None

@@ -242,6 +242,14 @@ class _Handler:
                 log.warning("filter.autoreply_timeout", id=tx.id, mailbox=mb.address)
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, asyncio.IncompleteReadError) and not error.partial:
+            # the client closed between two commands (Postfix drops idle cached connections
+            # so): a normal end, and the session ends here instead of reading EOF again
+            log.info("filter.client_closed", peer=self.server.session.peer
+                     if self.server.session else None)
+            if self.server.transport is not None:
+                self.server.transport.close()
+            return "421 4.4.2 Connection closed"
         log.error("filter.session_error", error=repr(error), exc_info=error)
         return str(TEMP_FAILURE)
 

@@ -16,6 +16,7 @@ from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.runtime.timers import IdleTimer
 from mailpolicy.socketmap.maps import SrsReverser, lookup
 from mailpolicy.socketmap.protocol import Parser, ProtocolError, Reply, parse_query, temp
+from mailpolicy.store import snapshot
 
 log = structlog.get_logger("mailpolicy.socketmap")
 
@@ -89,8 +90,10 @@ class SocketmapService:
 
 
 async def start(cfg: Config, store: StoreDirectory) -> list[Listener]:
-    """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them)."""
-    service = SocketmapService(CachedDirectory.for_store(store),
+    """Bind cfg.listen.socketmap and serve; returns the servers (the daemon closes them).
+    Lookups are answered from the in-memory directory where the store has one (SQLite)."""
+    memory = await snapshot.for_store(store) if cfg.store.directory_in_memory else None
+    service = SocketmapService(CachedDirectory.for_store(memory or store),
                                int(cfg.limits.socketmap_request_max), srs=Srs.from_config(cfg),
                                node=cfg.cluster.node)
     host, port = split_hostport(cfg.listen.socketmap, "listen.socketmap")
@@ -100,4 +103,5 @@ async def start(cfg: Config, store: StoreDirectory) -> list[Listener]:
         service.max_request = int(new.limits.socketmap_request_max)
         service.srs = Srs.from_config(new)
 
-    return [Reconfigurable(server, apply)]
+    started: list[Listener] = [Reconfigurable(server, apply)]
+    return [*started, memory] if memory is not None else started

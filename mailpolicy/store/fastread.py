@@ -23,7 +23,7 @@ def domain_from(m: Mapping[Any, Any]) -> Domain:
                   redirect_to=m["redirect_to"], dmarc=bool(m["dmarc"]),
                   dmarc_policy=m["dmarc_policy"], dmarc_rua=m["dmarc_rua"],
                   dmarc_adkim=m["dmarc_adkim"], dmarc_aspf=m["dmarc_aspf"],
-                  tls_cert=m["tls_cert"], tls_key=m["tls_key"])
+                  tls_cert=m["tls_cert"], tls_key=m["tls_key"], postmaster=m["postmaster"])
 
 
 def mailbox_from(m: Mapping[Any, Any], domain: str, aliases: tuple[str, ...],

@@ -22,6 +22,7 @@ domains = sa.Table(
     sa.Column("tls_cert", sa.String(4096), nullable=False, server_default=""),
     sa.Column("tls_key", sa.String(4096), nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("postmaster", sa.String(254), nullable=False, server_default=""),
 )
 
 mailboxes = sa.Table(

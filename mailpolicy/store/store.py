@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailpolicy.core.model import DefaultAction, Domain, Mailbox, Node
 from mailpolicy.core.outbound import least_used
-from mailpolicy.store import passwords
+from mailpolicy.store import integrity, passwords
 from mailpolicy.store import validate as v
 from mailpolicy.store.changes import GenerationWatcher
 from mailpolicy.store.db import Db
@@ -35,7 +35,8 @@ from mailpolicy.store.schema import ip_pool as ip_pool_t
 from mailpolicy.store.sending import Sending
 
 _DOMAIN_FIELDS = ("owner", "outbound_ip", "default_action", "redirect_to", "dmarc",
-                  "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key")
+                  "dmarc_policy", "dmarc_rua", "dmarc_adkim", "dmarc_aspf", "tls_cert", "tls_key",
+                  "postmaster")
 _MAILBOX_FIELDS = ("password", "aliases", "max_size", "copies_to", "no_save", "enabled")
 
 
@@ -50,8 +51,11 @@ class Store:
     """SQL-backed directory. Reads never lock; every write is one audited transaction."""
 
     def __init__(self, engine: AsyncEngine, ip_pool: tuple[str, ...] = ("127.0.0.1",),
-                 reader: SqliteReader | None = None) -> None:
+                 reader: SqliteReader | None = None, *, postmaster: str = "",
+                 min_password: int = v.MIN_PASSWORD) -> None:
         self.engine = engine
+        self.postmaster = postmaster  # admin-wide postmaster@/abuse@ target for new domains
+        self.min_password = min_password
         self.db = Db(engine)
         self.ip_pool = ip_pool
         self.reader = reader  # SQLite: the fast path for per-recipient lookups
@@ -71,12 +75,14 @@ class Store:
 
     @classmethod
     async def open(cls, url: str, *, ip_pool: Iterable[str] | None = None,
-                   busy_timeout_ms: int = 5000) -> Store:
+                   busy_timeout_ms: int = 5000, postmaster: str = "",
+                   min_password: int = v.MIN_PASSWORD) -> Store:
         """Open (and migrate) the store at `url`."""
         engine = make_engine(url, busy_timeout_ms)
         await migrate(engine)
         store = cls(engine, tuple(ip_pool) if ip_pool is not None else ("127.0.0.1",),
-                    SqliteReader.for_url(url, busy_timeout_ms))
+                    SqliteReader.for_url(url, busy_timeout_ms), postmaster=postmaster,
+                    min_password=min_password)
         async with store.db.write() as conn:
             for ip in store.ip_pool:
                 exists = await conn.scalar(sa.select(ip_pool_t.c.address).where(
@@ -233,6 +239,16 @@ class Store:
             except CertificateError as e:
                 raise Invalid("tls_cert", str(e)) from None
         out["tls_cert"], out["tls_key"] = cert, key
+        pm = merged.get("postmaster", "") if current or "postmaster" in fields else (
+            self.postmaster)
+        out["postmaster"] = v.postmaster(pm or "")
+        proposed = Domain(name=name, id=current.id if current else 0,
+                          default_action=action, redirect_to=out["redirect_to"],
+                          postmaster=out["postmaster"])
+        await integrity.check_domain(
+            self, proposed,
+            targets=current is None or bool({"default_action", "redirect_to"} & set(fields)),
+            postmaster="postmaster" in fields)
         return out
 
     async def create_domain(self, name: str, *, actor: str = "admin", **fields: Any) -> Domain:
@@ -264,12 +280,29 @@ class Store:
         assert d is not None
         return d
 
+    async def domain_dependants(self, name: str) -> integrity.Dependants:
+        """What other domains and mailboxes have pointing into domain `name`."""
+        return integrity.domain_dependants(v.domain_name(name), await self.list_domains(),
+                                           await self.list_mailboxes())
+
     async def delete_domain(self, name: str, *, actor: str = "admin",
-                            cascade: bool = False) -> list[Mailbox]:
+                            cascade: bool = False, force: bool = False,
+                            cleared: list[str] | None = None) -> list[Mailbox]:
         """Delete a domain; with `cascade` also its mailboxes (returned, so their Maildirs can
-        be removed), else refuse while it has any."""
+        be removed), else refuse while it has any. Refused while other domains redirect into
+        it or mailboxes copy into it; with `force` those are cleared (described in
+        `cleared`); other domains' postmaster addresses in it move to their first mailbox."""
         dname = v.domain_name(name)
+        deps = await self.domain_dependants(dname)
+        if deps and not force:
+            integrity.refuse(f"domain {dname}", deps, "name")
+        plan = integrity.plan_clearing(
+            deps, lambda c: (integrity.key(c) or "").endswith("@" + dname),
+            await self.list_mailboxes(),
+            self.postmaster)
+        lines = plan.lines()
         async with self.db.write() as conn:
+            await integrity.apply_clearing(conn, plan)
             did = await conn.scalar(sa.select(domains.c.id).where(domains.c.name == dname))
             if did is None:
                 raise NotFound(f"no domain {dname}", "name")
@@ -278,7 +311,10 @@ class Store:
                 raise Conflict(f"domain {dname} still has {len(boxes)} mailbox(es)", "name")
             await conn.execute(domains.delete().where(domains.c.id == did))
             await self.db.audit(conn, actor, "domain.delete", dname,
-                              {"mailboxes": [b.name for b in boxes]})
+                              {"mailboxes": [b.name for b in boxes],
+                               **({"cleared": lines} if lines else {})})
+        if cleared is not None:
+            cleared.extend(lines)
         return boxes
 
     # ---------------------------------------------------------------- mailbox writes
@@ -319,6 +355,10 @@ class Store:
             out[f] = val
         if out["no_save"] and not out["copies_to"]:
             raise Invalid("no_save", "do-not-save needs at least one copies-to address")
+        if "copies_to" in fields or "aliases" in fields:
+            await integrity.check_copies(self, Mailbox(
+                name=name, domain=domain, aliases=out["aliases"], copies_to=out["copies_to"],
+                id=current.id if current else 0))
         pw = fields.get("password")
         if pw is not None:
             if not isinstance(pw, str):
@@ -327,6 +367,7 @@ class Store:
                 passwords.check_password(pw)
             except ValueError as e:
                 raise Invalid("password", str(e)) from None
+            v.password_strength(pw, own, self.min_password)
             out["password_hash"] = await asyncio.to_thread(passwords.hash_password, pw)
         return out
 
@@ -363,6 +404,9 @@ class Store:
                 assert key is not None  # an INSERT of one row
                 mid = int(key[0])
                 await self._save_lists(conn, mid, domain.id, values)
+                if not domain.postmaster:  # the first mailbox receives postmaster@, abuse@
+                    await conn.execute(domains.update().where(domains.c.id == domain.id)
+                                       .values(postmaster=f"{name}@{dname}"))
                 await self.db.audit(conn, actor, "mailbox.create", f"{name}@{dname}",
                                   {k: val for k, val in values.items() if k != "password_hash"}
                                   | ({"home_node": home} if home else {}))
@@ -378,6 +422,11 @@ class Store:
         if current is None:
             raise NotFound(f"no mailbox {address}", "address")
         values = await self._mailbox_values(current.name, current.domain, fields, current)
+        gone = [f"{a}@{current.domain}" for a in current.aliases if a not in values["aliases"]]
+        if gone:
+            deps = await self._dependants(gone)
+            if deps:
+                integrity.refuse(f"alias {', '.join(gone)}", deps, "aliases", force=False)
         async with self.db.write() as conn:
             did = await conn.scalar(sa.select(mailboxes.c.domain_id).where(
                 mailboxes.c.id == current.id))
@@ -395,13 +444,44 @@ class Store:
         assert mb is not None
         return mb
 
-    async def delete_mailbox(self, address: str, *, actor: str = "admin") -> Mailbox:
+    async def _dependants(self, addresses: list[str]) -> integrity.Dependants:
+        return integrity.dependants(addresses, await self.list_domains(),
+                                    await self.list_mailboxes())
+
+    async def check_delete_mailbox(self, address: str, *, force: bool = False) -> None:
+        """Raise what delete_mailbox would refuse with, changing nothing."""
         current = await self.get_mailbox(address)
         if current is None:
             raise NotFound(f"no mailbox {address}", "address")
+        deps = await self._dependants(
+            [current.address, *(f"{a}@{current.domain}" for a in current.aliases)])
+        if deps and not force:
+            integrity.refuse(f"mailbox {current.address}", deps)
+
+    async def delete_mailbox(self, address: str, *, actor: str = "admin", force: bool = False,
+                             cleared: list[str] | None = None) -> Mailbox:
+        """Delete a mailbox. Refused while a domain redirects to it (or to one of its
+        aliases), has it as postmaster, or a mailbox copies to it; with `force` those are
+        cleared in the same transaction and described in `cleared`."""
+        current = await self.get_mailbox(address)
+        if current is None:
+            raise NotFound(f"no mailbox {address}", "address")
+        names = [current.address, *(f"{a}@{current.domain}" for a in current.aliases)]
+        deps = await self._dependants(names)
+        if deps and not force:
+            integrity.refuse(f"mailbox {current.address}", deps)
+        keys = integrity.keys_of(names)
+        plan = integrity.plan_clearing(deps, lambda c: integrity.key(c) in keys,
+                                       await self.list_mailboxes(), self.postmaster,
+                                       deleted=[current.id])
+        lines = plan.lines()
         async with self.db.write() as conn:
+            await integrity.apply_clearing(conn, plan)
             await conn.execute(mailboxes.delete().where(mailboxes.c.id == current.id))
-            await self.db.audit(conn, actor, "mailbox.delete", current.address)
+            await self.db.audit(conn, actor, "mailbox.delete", current.address,
+                                {"cleared": lines} if lines else None)
+        if cleared is not None:
+            cleared.extend(lines)
         return current
 
     async def audit(self, actor: str, action: str, target: str,

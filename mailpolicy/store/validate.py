@@ -17,6 +17,7 @@ from mailpolicy.store.errors import Invalid
 MAX_TEXT = 64 * 1024
 MAX_SUBJECT = 250
 MAX_OWNER = 64
+MIN_PASSWORD = 8  # characters; config: provisioning.min_password_length
 _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -70,6 +71,27 @@ def redirect_to(action: DefaultAction, value: object, domain: str) -> str:
         raise Invalid("redirect_to",
                       f"redirect_to is only used with redirect actions, not {action}")
     return ""
+
+
+def postmaster(value: object) -> str:
+    """Where postmaster@ and abuse@ go: an address, or "" (none)."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise Invalid("postmaster", "must be an address")
+    try:
+        return parse_target(value)
+    except AddressError as e:
+        raise Invalid("postmaster", f"postmaster needs an address: {e}") from None
+
+
+def password_strength(password: str, address: str, minimum: int) -> None:
+    """Refuse a password shorter than `minimum` characters or equal to the address."""
+    if len(password) < minimum:
+        raise Invalid("password", f"password is shorter than {minimum} characters")
+    local = address.partition("@")[0]
+    if password.strip().lower() in (address.lower(), local.lower()):
+        raise Invalid("password", "password must not be the mailbox's address or name")
 
 
 def ip_address(value: object, pool: Iterable[str]) -> str:

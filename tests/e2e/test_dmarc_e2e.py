@@ -99,7 +99,10 @@ async def test_spoofed_from_after_queue_goes_to_junk(after_queue):
     assert after_queue.send("x@evil.example", rcpt, spoof(rcpt)) == {}
     (f,) = after_queue.wait_maildir(rcpt, 1, folder=".Junk")
     data = f.read_bytes()
-    assert b"X-Mailpolicy-Quarantine: dmarc=fail (p=reject dis=reject)" in data
+    # the disposition applied (quarantine), in the marker and in Authentication-Results
+    assert b"X-Mailpolicy-Quarantine: dmarc=fail (p=reject dis=quarantine)" in data
+    unfolded = data.replace(b"\r\n ", b" ").replace(b"\n ", b" ")
+    assert b"dmarc=fail (p=reject dis=quarantine)" in unfolded
     assert after_queue.messages(rcpt) == []
     after_queue.wait_queue_empty()  # no bounce queued to the forged sender
 

@@ -28,9 +28,9 @@ async def test_alias_and_copies_to_local_and_external(world: World) -> None:
     stack, d = world.stack, _domain()
     async with stack.store() as store:
         await store.create_domain(d)
+        await store.create_mailbox(f"dave@{d}")  # a local copy target must exist first
         await store.create_mailbox(f"bob@{d}", aliases=["info"],
                                    copies_to=["dave", f"bob-copy@{EXT}"])
-        await store.create_mailbox(f"dave@{d}")
     await stack.settle()
     subject = f"alias {uuid.uuid4().hex}"
     _send(stack, f"info@{d}", subject)
@@ -48,9 +48,9 @@ async def test_do_not_save_only_the_copy_arrives(world: World) -> None:
     stack, d = world.stack, _domain()
     async with stack.store() as store:
         await store.create_domain(d)
+        await store.create_mailbox(f"keeper@{d}")
         await store.create_mailbox(f"away@{d}", copies_to=[f"away-copy@{EXT}", "keeper"],
                                    no_save=True)
-        await store.create_mailbox(f"keeper@{d}")
     await stack.settle()
     _send(stack, f"away@{d}", "do not save")
     world.remote.wait(f"away-copy@{EXT}")
@@ -93,8 +93,9 @@ async def test_two_mailbox_forwarding_loop_ends(world: World) -> None:
     stack, d = world.stack, _domain()
     async with stack.store() as store:
         await store.create_domain(d)
-        await store.create_mailbox(f"ping@{d}", copies_to=["pong"])
+        await store.create_mailbox(f"ping@{d}")
         await store.create_mailbox(f"pong@{d}", copies_to=["ping"])
+        await store.update_mailbox(f"ping@{d}", copies_to=["pong"])
     await stack.settle()
     _send(stack, f"ping@{d}", "loop")
     stack.wait_maildir(f"ping@{d}", 1)

@@ -73,10 +73,10 @@ async def test_domain_crud(admin_env: AdminEnv) -> None:
     shown = await env.ok("GET", "/v1/domains/bücher.example")
     assert shown["dmarc"] is True and shown["mailboxes"] == 0
     edited = await env.ok("PATCH", "/v1/domains/second.example",
-                          {"default_action": "redirect", "redirect_to": "x@third.example",
+                          {"default_action": "redirect", "redirect_to": "x@elsewhere.example",
                            "owner": "bob", "dmarc_policy": "reject"})
     assert (edited["default_action"], edited["redirect_to"], edited["owner"]) == (
-        "redirect", "x@third.example", "bob")
+        "redirect", "x@elsewhere.example", "bob")
     status, err = await env.call("DELETE", "/v1/domains/third.example")
     assert status == 400 and err["field"] == "confirm"
     assert (await env.ok("DELETE", "/v1/domains/third.example?confirm=true"))["deleted"] == (
@@ -116,13 +116,13 @@ async def test_dns_records(admin_env: AdminEnv) -> None:
 async def test_mailbox_crud_usage_and_properties(admin_env: AdminEnv) -> None:
     env = admin_env
     await _domain(env)
+    await env.ok("POST", "/v1/mailboxes", {"address": "ann@example.com", "max_size": None})
     m = await env.ok("POST", "/v1/mailboxes", {
         "address": "Joe@Example.com", "password": "s3cret-pass", "aliases": ["j", "joseph"],
         "max_size": "1K", "copies_to": ["ann", "out@remote.example"]})
     assert m["address"] == "joe@example.com" and m["has_password"] is True
     assert "password" not in m and "password_hash" not in m
     assert m["copies_to"] == ["ann@example.com", "out@remote.example"]
-    await env.ok("POST", "/v1/mailboxes", {"address": "ann@example.com", "max_size": None})
     env.deliver("joe@example.com", 700)
     env.deliver("joe@example.com", 400, folder=".Sent", sub="cur")
     await env.ok("PUT", "/v1/mailboxes/joe@example.com/autoresponder",
@@ -186,7 +186,7 @@ async def test_delete_domain_removes_its_mailboxes_and_maildirs(admin_env: Admin
     await env.ok("POST", "/v1/mailboxes", {"address": "joe@example.com"})
     env.deliver("joe@example.com", 10)
     res = await env.ok("DELETE", "/v1/domains/example.com", {"confirm": True})
-    assert res == {"deleted": "example.com", "mailboxes": ["joe@example.com"]}
+    assert res == {"deleted": "example.com", "mailboxes": ["joe@example.com"], "cleared": []}
     assert not (env.cfg.maildir_root / "example.com").exists()
     assert await env.store.list_mailboxes() == []
 

@@ -29,6 +29,14 @@ async def _populate(env: AdminEnv) -> None:
     await env.ok("POST", "/v1/mailboxes", {"address": "joe@example.com", "aliases": ["j"],
                                             "password": "joe-password-1"})
     await env.ok("POST", "/v1/mailboxes", {"address": "ann@example.com"})
+    # things that point at ann and at joe's alias j (issue #13: their deletion is refused)
+    await env.ok("POST", "/v1/domains", {"name": "fwd.example", "default_action": "redirect",
+                                         "redirect_to": "ann@example.com"})
+    await env.ok("POST", "/v1/domains", {"name": "same.example",
+                                         "default_action": "redirect-domain",
+                                         "redirect_to": "example.com"})
+    await env.ok("POST", "/v1/mailboxes", {"address": "boss@other.example", "no_save": True,
+                                            "copies_to": ["j@example.com"]})
     await env.ok("PUT", "/v1/mailboxes/joe@example.com/autoresponder",
                  {"message": "away", "enabled": True})
     env.deliver("joe@example.com", 123)
@@ -116,6 +124,29 @@ BAD = [
     ("GET", "/v1/audit?limit=0", None, 422, "limit"),
     ("POST", "/v1/mailboxes/joe@example.com/login-token/x", None, 404, ""),
     ("PUT", "/v1/domains", None, 405, ""),
+    # issue #13: nothing may be provisioned that accepts mail and then cannot deliver it
+    ("POST", "/v1/domains", {"name": "new.example", "default_action": "redirect",
+                             "redirect_to": "nobody@example.com"}, 422, "redirect_to"),
+    ("POST", "/v1/domains", {"name": "new.example", "default_action": "redirect",
+                             "redirect_to": "postmaster@new.example"}, 422, "redirect_to"),
+    ("POST", "/v1/domains", {"name": "new.example", "default_action": "redirect-domain",
+                             "redirect_to": "not-hosted.example"}, 422, "redirect_to"),
+    ("PATCH", "/v1/domains/example.com", {"default_action": "redirect-domain",
+                                          "redirect_to": "same.example"}, 422, "redirect_to"),
+    ("POST", "/v1/domains", {"name": "new.example", "postmaster": "nobody@example.com"}, 422,
+     "postmaster"),
+    ("POST", "/v1/mailboxes", {"address": "new@example.com", "copies_to": ["nobody"]}, 422,
+     "copies_to"),
+    ("PATCH", "/v1/mailboxes/ann@example.com", {"copies_to": ["x@same.example"]}, 422,
+     "copies_to"),
+    ("DELETE", "/v1/mailboxes/ann@example.com?confirm=true", None, 409, "address"),
+    ("DELETE", "/v1/mailboxes/joe@example.com?confirm=true", None, 409, "address"),
+    ("PATCH", "/v1/mailboxes/joe@example.com", {"aliases": []}, 409, "aliases"),
+    ("DELETE", "/v1/domains/example.com?confirm=true", None, 409, "name"),  # fwd, same, boss
+    ("POST", "/v1/mailboxes", {"address": "new@example.com", "password": "short"}, 422,
+     "password"),
+    ("PATCH", "/v1/mailboxes/joe@example.com", {"password": "joe@example.com"}, 422,
+     "password"),
 ]
 
 

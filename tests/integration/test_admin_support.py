@@ -101,7 +101,9 @@ async def admin_server(**extra: Any) -> AsyncIterator[AdminEnv]:
     tmp = Path(tempfile.mkdtemp(prefix="mp-admin-"))
     os.chmod(tmp, 0o755)
     cfg = make_config(tmp, **extra)
-    store = await Store.open(cfg.store_url, ip_pool=cfg.outbound.ip_pool)
+    store = await Store.open(cfg.store_url, ip_pool=cfg.outbound.ip_pool,
+                             postmaster=cfg.admin.postmaster,
+                             min_password=cfg.admin.min_password_length)
     [server] = await admin.start(cfg, store)
     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(cfg.admin_socket)))
     try:

@@ -196,17 +196,6 @@ async def test_state_survives_store_reopen(tmp_path, store, sink):
         await reopened.close()
 
 
-async def test_sender_comparison_domain_case_insensitive_local_exact(tmp_path, store, sink):
-    cfg = make_cfg(tmp_path, sink.port)
-    bob = await mb(store, B)
-    await autoreply.on_delivered(cfg, store, bob, "Carol@Three.Example", human(A, B))
-    await autoreply.on_delivered(cfg, store, bob, "Carol@three.example", human(A, B))
-    assert len(sink.messages) == 1
-    await autoreply.on_delivered(cfg, store, bob, "carol@three.example", human(A, B))
-    assert len(sink.messages) == 2
-    assert [r[1] for r in sink.messages] == [["Carol@Three.Example"], ["carol@three.example"]]
-
-
 async def test_interval_expiry_in_store(tmp_path, store):
     bob = await mb(store, B)
     t0, day = time.time(), 86400.0
@@ -285,3 +274,35 @@ async def test_date_window_uses_configured_timezone(tmp_path, store, sink):
     await autoreply.on_delivered(make_cfg(tmp_path, sink.port, timezone=tz), store,
                                  await mb(store, B), A, human(A, B))
     assert len(sink.messages) == 1
+
+
+async def test_sender_case_does_not_earn_a_second_reply(tmp_path, store, sink):
+    """`BOB@EXAMPLE.NET` and `bob@example.net` are one sender (as in Pigeonhole); the reply
+    goes to the envelope sender as written."""
+    cfg = make_cfg(tmp_path, sink.port)
+    alice = await mb(store, A)
+    await autoreply.on_delivered(cfg, store, alice, "Carl@Three.Example", human("c", A))
+    await autoreply.on_delivered(cfg, store, alice, "CARL@THREE.EXAMPLE", human("c", A, "2"))
+    await autoreply.on_delivered(cfg, store, alice, "carl@three.example", human("c", A, "3"))
+    assert [r[1] for r in sink.messages] == [["Carl@Three.Example"]]
+
+
+async def test_reply_comes_from_the_alias_the_sender_wrote_to(tmp_path, store, sink):
+    """Without an explicit from, a message to an alias is answered from that alias (the
+    main address stays private); one to the main address from the main address."""
+    cfg = make_cfg(tmp_path, sink.port)
+    await store.create_mailbox("info@two.example", aliases=("sales", "help"))
+    await store.autoreplies.set("info@two.example", enabled=True, message="Closed today.")
+    info = await mb(store, "info@two.example")
+    await autoreply.on_delivered(cfg, store, info, "x@three.example",
+                                 human("x@three.example", "Sales <SALES@two.example>"))
+    await autoreply.on_delivered(cfg, store, info, "y@three.example",
+                                 human("y@three.example", "info@two.example"))
+    froms = [message_from_bytes(d, policy=policy.default)["From"].addresses[0].addr_spec
+             for _f, _r, d in sink.messages]
+    assert froms == ["sales@two.example", "info@two.example"]
+    # an explicit from still wins (bob writes as "Bob B <bob@...>" also to his alias)
+    await autoreply.on_delivered(cfg, store, await mb(store, B), "z@three.example",
+                                 human("z@three.example", "robert@two.example"))
+    last = message_from_bytes(sink.messages[-1][2], policy=policy.default)
+    assert last["From"].addresses[0].addr_spec == "bob@two.example"

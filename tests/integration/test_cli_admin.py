@@ -70,6 +70,7 @@ async def test_domain_verbs(env: AdminEnv) -> None:
 
 async def test_mailbox_verbs(env: AdminEnv) -> None:
     await ok(env, "domain", "add", "example.com")
+    await ok(env, "mailbox", "add", "ann@example.com")  # a local copy target must exist
     out = await ok(env, "mailbox", "add", "joe@example.com", "--password-stdin",
                    "--alias", "j", "--alias", "joseph", "--max-size", "500M",
                    "--copy-to", "ann", "--copy-to", "out@remote.example",
@@ -79,7 +80,6 @@ async def test_mailbox_verbs(env: AdminEnv) -> None:
     assert m is not None and verify_password("correct horse battery", m.password_hash)
     assert m.aliases == ("j", "joseph") and m.copies_to == ("ann@example.com",
                                                               "out@remote.example")
-    await ok(env, "mailbox", "add", "ann@example.com")
     env.deliver("joe@example.com", 1536)
     out = await ok(env, "mailbox", "list")
     rows = [ln.split() for ln in out.splitlines()]

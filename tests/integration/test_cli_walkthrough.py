@@ -15,6 +15,7 @@ async def env() -> AsyncIterator[AdminEnv]:
     async with admin_server() as e:
         await e.store.create_domain("example.com")
         await e.store.create_mailbox("info@example.com")
+        await e.store.create_mailbox("ann@example.com")  # a local copy target
         yield e
 
 

@@ -82,8 +82,11 @@ async def test_step_spoof_after_queue_is_quarantined_not_bounced(dns_zone, store
     step = DmarcStep(make_cfg(dns_zone, tmp_path), store)
     tx = tx_for(message(), ["bob@on.test"], mail_from="x@evil.example")
     assert await step(tx) is None
-    q = dict(out_headers(tx))[QUARANTINE_HEADER.lower()]
-    assert q == "dmarc=fail (p=reject dis=reject) header.from=bank.example"
+    hs = dict(out_headers(tx))
+    # the disposition applied: after-queue quarantines a p=reject failure (never a bounce)
+    assert hs[QUARANTINE_HEADER.lower()] == (
+        "dmarc=fail (p=reject dis=quarantine) header.from=bank.example")
+    assert "dmarc=fail (p=reject dis=quarantine)" in hs["authentication-results"]
 
 
 async def test_step_spoof_after_queue_discard_drops_only_enforced_recipients(dns_zone, store,
@@ -144,14 +147,15 @@ async def test_step_forged_quarantine_none_cannot_save_a_spoof(dns_zone, store, 
                 mail_from="x@evil.example")
     await step(tx)
     qs = [v for n, v in out_headers(tx) if n == QUARANTINE_HEADER.lower()]
-    assert qs == ["dmarc=fail (p=reject dis=reject) header.from=bank.example"]
+    assert qs == ["dmarc=fail (p=reject dis=quarantine) header.from=bank.example"]
 
 
 async def test_step_trusted_forwarder_is_not_rejected(dns_zone, store, tmp_path):
     step = DmarcStep(make_cfg(dns_zone, tmp_path, trusted_forwarders=["203.0.113.0/24"]), store)
     tx = tx_for(message(), ["bob@on.test"], mode="before-queue", mail_from="x@evil.example")
     assert await step(tx) is None
-    assert "dmarc=fail" in dict(out_headers(tx))["authentication-results"]
+    ar = dict(out_headers(tx))["authentication-results"]
+    assert "dmarc=fail (p=reject dis=none)" in ar  # what was applied: nothing
     assert tx.notes["dmarc_override"] == "trusted_forwarder"
 
 
@@ -217,7 +221,10 @@ async def test_step_trusted_arc_sealer_is_not_rejected(dns_zone, store, tmp_path
     tx = tx_for(msg, ["bob@on.test"], mode="before-queue", mail_from="x@list.example")
     assert await trusting(tx) is None
     ours = next(v for n, v in out_headers(tx) if n == "authentication-results")
-    assert ours.startswith(AUTHSERV) and "dmarc=fail" in ours
+    assert ours.startswith(AUTHSERV) and "dmarc=fail (p=reject dis=none)" in ours
+    # the override is visible: arc=pass naming the sealer
+    assert "arc=pass (trusted sealer list.example) header.ams-d=list.example" in ours
+    assert tx.notes["dmarc_override"] == "arc:list.example"
     plain = DmarcStep(make_cfg(dns_zone, tmp_path), store)
     reply = await plain(tx_for(msg, ["bob@on.test"], mode="before-queue",
                                mail_from="x@list.example"))

@@ -119,8 +119,8 @@ async def test_mixed_recipients_get_one_reply_each_in_order(env):
         return at_rcpt, after, noop
 
     at_rcpt, after, noop = await asyncio.to_thread(run)
-    assert [r[0] for r in at_rcpt] == [250, 550, 550, 250, 250, 250]
-    assert at_rcpt[1][1].startswith(b"5.1.1 <nobody@example.test>")
+    assert [r[0] for r in at_rcpt] == [250, 450, 550, 250, 250, 250]
+    assert at_rcpt[1][1].startswith(b"4.1.1 <nobody@example.test>")
     assert at_rcpt[2][1].startswith(b"5.2.1 <off@example.test>")
     assert [r[0] for r in after] == [250, 250, 250, 250]
     assert after[0][1].startswith(b"2.0.0 <alice@example.test>")
@@ -201,7 +201,7 @@ async def test_pipelined_transactions_and_commands_after_the_dot(env):
     lines = [ln for ln in await asyncio.to_thread(run) if ln and not ln.startswith("250-")]
     codes = [ln[:3] for ln in lines]
     # greeting, LHLO, MAIL, 3×RCPT, 354, 2 replies after DATA, MAIL, RCPT, 354, 1 reply, QUIT
-    assert codes == ["220", "250", "250", "250", "550", "250", "354", "250", "250",
+    assert codes == ["220", "250", "250", "250", "450", "250", "354", "250", "250",
                      "250", "250", "354", "250", "221"], lines
     assert env.messages("alice@example.test")[0].endswith(
         b"Subject: pipelined\n\n.leading dot\nend.\n")

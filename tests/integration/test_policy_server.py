@@ -178,18 +178,27 @@ async def test_store_changes_are_seen_at_once(service):
     writer.close()
 
 
-async def test_store_failure_answers_fallback(service):
-    _store, host, port, cfg = service
+async def test_store_failure_answers_from_memory_or_fallback(service):
+    store, host, port, cfg = service
     reader, writer = await asyncio.open_connection(host, port)
     db = cfg.store_url.split("///", 1)[1]
     with sqlite3.connect(db) as conn:  # break the store under the running service
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("ALTER TABLE mailboxes RENAME TO mailboxes_gone")
+    # the service answers from its in-memory directory, which never asks the store
     assert await ask(reader, writer, request("other@example.com")) == (
-        b"action=DEFER_IF_PERMIT 4.3.0 Service temporarily unavailable\n\n")
-    # the connection stays usable
+        b"action=550 5.1.1 mailbox does not exist\n\n")
     assert await ask(reader, writer, request("a@elsewhere.example")) == b"action=DUNNO\n\n"
     writer.close()
+    # straight over the broken store: the configured fallback
+    from mailpolicy.maildir.reader import UsageReader
+    from mailpolicy.policy.server import PolicyService
+
+    direct = PolicyService(cfg.policy, store, UsageReader(cfg.maildir_root), 4096)
+    [req] = Parser(4096).feed(request("other@example.com"))
+    decision = await direct.answer(req)
+    assert (decision.rule, decision.action) == (
+        "fallback", "DEFER_IF_PERMIT 4.3.0 Service temporarily unavailable")
 
 
 # ---- hypothesis: random input over a real socket never crashes the server and never gets a
@@ -250,4 +259,41 @@ async def test_idle_connection_is_closed(service, monkeypatch):
         await asyncio.sleep(0.15)
         assert await ask(reader, writer, request("info@example.com")) == b"action=DUNNO\n\n"
     await expect_closed_without_reply(reader)
+    writer.close()
+
+
+def eom_request(instance: str, size: int, recipient: str = "", state: str = "END-OF-MESSAGE",
+                ) -> bytes:
+    return (f"request=smtpd_access_policy\nprotocol_state={state}\nprotocol_name=ESMTP\n"
+            f"client_address=192.0.2.1\nsender=s@example.net\nrecipient={recipient}\n"
+            f"instance={instance}\nsize={size}\n\n").encode()
+
+
+async def test_end_of_data_refuses_what_does_not_fit_without_size(service):
+    """A client that announced no SIZE= passes RCPT; at END-OF-MESSAGE Postfix sends the real
+    size (and no recipient when there are several): the recipients this connection let
+    through in that transaction are checked, and the message refused in the session."""
+    store, host, port, cfg = service
+    await store.create_mailbox("big@example.com", max_size="100K")
+    md = maildir_for(cfg.maildir_root, "example.com", "big")
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True, exist_ok=True)
+    (md / "new" / "1700000000.M1P1.host,S=50000").write_bytes(b"x" * 10)
+    reader, writer = await asyncio.open_connection(host, port)
+    dunno = b"action=DUNNO\n\n"
+    # one recipient, fits; then too big
+    assert await ask(reader, writer, eom_request("t1", 0, "big@example.com", "RCPT")) == dunno
+    assert await ask(reader, writer, eom_request("t1", 10_000, "big@example.com")) == dunno
+    assert await ask(reader, writer, eom_request("t2", 0, "big@example.com", "RCPT")) == dunno
+    assert await ask(reader, writer, eom_request("t2", 60_000, "big@example.com")) == (
+        b"action=552 5.2.2 Mailbox is full <big@example.com>\n\n")
+    # two recipients (no `recipient` at END-OF-MESSAGE): the full one refuses the message
+    for rcpt in ("x@ext.example", "big@example.com"):
+        await ask(reader, writer, eom_request("t3", 0, rcpt, "RCPT"))
+    assert (await ask(reader, writer, eom_request("t3", 60_000))).startswith(b"action=552 5.2.2")
+    # a recipient refused at RCPT is not held against the message
+    assert b"552" in await ask(reader, writer, eom_request("t4", 999_999, "big@example.com",
+                                                          "RCPT"))
+    await ask(reader, writer, eom_request("t4", 0, "x@ext.example", "RCPT"))
+    assert await ask(reader, writer, eom_request("t4", 999_999)) == dunno
     writer.close()

@@ -115,16 +115,22 @@ async def test_framing_error_temp_and_close(service):
         writer.close()
 
 
-async def test_store_failure_is_temp(service):
-    _store, addr, cfg = service
+async def test_store_failure_answers_from_memory_or_temp(service):
+    store, addr, cfg = service
     db = cfg.store_url.split("///", 1)[1]
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("ALTER TABLE domains RENAME TO domains_gone")
     reader, writer = await asyncio.open_connection(*addr)
-    writer.write(encode_query("domains", "other.example"))
-    assert await read_netstring(reader) == b"TEMP lookup failed"
+    writer.write(encode_query("domains", "example.com"))  # from memory: the store is not asked
+    assert await read_netstring(reader) == b"OK example.com"
     writer.close()
+    from mailpolicy.socketmap.protocol import netstring
+    from mailpolicy.socketmap.server import SocketmapService
+
+    direct = SocketmapService(store, 2048)  # straight over the broken store: TEMP
+    assert (await direct.answer(b"domains other.example")).encode() == netstring(
+        b"TEMP lookup failed")
 
 
 @pytest.fixture(scope="module")

@@ -79,13 +79,14 @@ async def snapshot(s):
 
 
 async def test_mailbox_round_trip_and_password_hash(store):
-    mb = await store.create_mailbox("Alice@Example.test", password="s3cret", aliases="al ally",
+    await store.create_mailbox("bob@example.test")  # a local copy target must exist
+    mb = await store.create_mailbox("Alice@Example.test", password="s3cret-1", aliases="al ally",
                                     max_size="500M", copies_to=["bob", "x@ext.test"])
     assert mb.address == "alice@example.test"
     assert mb.aliases == ("al", "ally") and mb.max_size == 500 * 1024**2
     assert mb.copies_to == ("bob@example.test", "x@ext.test")
     assert mb.password_hash.startswith("{ARGON2ID}$argon2id$")
-    assert verify_password("s3cret", mb.password_hash)
+    assert verify_password("s3cret-1", mb.password_hash)
     assert not verify_password("x", mb.password_hash)
     r = await resolve(store, "ally+tag@EXAMPLE.test")
     assert r.kind is Kind.MAILBOX and r.mailbox.id == mb.id and r.via_alias
@@ -132,10 +133,10 @@ async def test_name_and_domain_cannot_change(store):
 
 async def test_update_keeps_unmentioned_fields(store):
     await store.create_mailbox("alice@example.test", aliases=["al"], copies_to=["x@ext.test"],
-                               password="pw")
+                               password="pw-long-enough")
     mb = await store.update_mailbox("alice@example.test", no_save=True, max_size="1G")
     assert mb.aliases == ("al",) and mb.no_save and mb.max_size == 1024**3
-    assert verify_password("pw", mb.password_hash)
+    assert verify_password("pw-long-enough", mb.password_hash)
     with pytest.raises(Invalid):
         await store.update_mailbox("alice@example.test", copies_to=[])
 
@@ -209,8 +210,8 @@ async def test_delete_domain_refuses_with_mailboxes_unless_cascade(store):
 
 
 async def test_every_change_is_audited(store):
-    await store.create_mailbox("alice@example.test", password="pw")
-    await store.update_mailbox("alice@example.test", password="pw2", actor="carol")
+    await store.create_mailbox("alice@example.test", password="pw-long-enough")
+    await store.update_mailbox("alice@example.test", password="pw2-long-enough", actor="carol")
     rows = await store.list_audit(10)
     assert [r["action"] for r in rows[:3]] == ["mailbox.update", "mailbox.create",
                                                "domain.create"]

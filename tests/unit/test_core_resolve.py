@@ -91,3 +91,39 @@ async def test_foreign_and_invalid(directory):
 async def test_idna_domain(directory):
     r = await resolve(directory, "jo@EXÄMPLE.test")
     assert r.kind is Kind.MAILBOX and r.address == "jo@xn--exmple-cua.test"
+
+
+async def test_chains_that_lead_nowhere_are_not_accepted_at_rcpt(directory):
+    """Issue #13: a redirect chain is accepted only when it ends somewhere."""
+    assert not (await resolve(directory, "ghost@rd.test")).accepted_at_rcpt  # unknown there
+    assert not (await resolve(directory, "x@loop1.test")).accepted_at_rcpt  # loop
+    assert (await resolve(directory, "Alice@rd.test")).accepted_at_rcpt
+    off = MemoryDirectory([d("a.test"), d("r.test", DefaultAction.REDIRECT, "off@a.test"),
+                           d("x.test", DefaultAction.REDIRECT, "x@elsewhere.test"),
+                           d("k.test", DefaultAction.REDIRECT_DOMAIN, "discard.test"),
+                           d("discard.test", DefaultAction.DISCARD)],
+                          [Mailbox(name="off", domain="a.test", enabled=False)])
+    assert not (await resolve(off, "y@r.test")).accepted_at_rcpt  # a disabled mailbox
+    assert (await resolve(off, "y@x.test")).accepted_at_rcpt  # leaves us: foreign
+    assert (await resolve(off, "y@k.test")).accepted_at_rcpt  # a discard the admin chose
+
+
+async def test_postmaster_and_abuse_go_to_the_domain_postmaster():
+    """RFC 5321 4.5.1 / RFC 2142: every hosted domain (a reject domain too) accepts them,
+    unless an explicit mailbox or alias of that name exists."""
+    directory = MemoryDirectory(
+        [Domain(name="a.test", postmaster="boss@a.test"), Domain(name="b.test"),
+         Domain(name="c.test", postmaster="hostmaster@provider.test")],
+        [Mailbox(name="boss", domain="a.test"),
+         Mailbox(name="desk", domain="a.test", aliases=("abuse",))])
+    r = await resolve(directory, "PostMaster@a.test")
+    assert r.role and r.accepted_at_rcpt and r.final.mailbox.name == "boss"
+    r = await resolve(directory, "postmaster+x@a.test")
+    assert r.final.mailbox.name == "boss"
+    r = await resolve(directory, "abuse@a.test")  # an explicit alias wins
+    assert (r.kind, r.mailbox.name, r.role) == (Kind.MAILBOX, "desk", False)
+    r = await resolve(directory, "postmaster@b.test")  # no postmaster set: nowhere
+    assert not r.role and not r.accepted_at_rcpt
+    r = await resolve(directory, "abuse@c.test")
+    assert r.accepted_at_rcpt and r.final.kind is Kind.FOREIGN
+    assert not (await resolve(directory, "other@a.test")).accepted_at_rcpt

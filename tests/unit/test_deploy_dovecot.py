@@ -97,9 +97,10 @@ async def _provision(cfg: config.Config) -> None:
     store = await Store.open(cfg.store_url)
     try:
         await store.create_domain("example.test")
-        await store.create_mailbox("alice@example.test", password="pw-alice", max_size=5 * 1024**2)
-        await store.create_mailbox("bob@example.test", password="pw-bob")
-        await store.create_mailbox("off@example.test", password="pw-off", enabled=False)
+        await store.create_mailbox("alice@example.test", password="pw-alice-1",
+                                   max_size=5 * 1024**2)
+        await store.create_mailbox("bob@example.test", password="pw-bob-12")
+        await store.create_mailbox("off@example.test", password="pw-off-12", enabled=False)
     finally:
         await store.close()
 

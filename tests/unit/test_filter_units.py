@@ -15,7 +15,7 @@ from mailpolicy.core.model import DefaultAction, Domain, Mailbox
 from mailpolicy.core.srs import Srs, load_secret
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Transaction, fold, split_headers
-from mailpolicy.smtp.reinject import refusal_reply
+from mailpolicy.smtp.reinject import accepted_reply, refusal_reply
 from mailpolicy.smtp.rewrite import already_forwarded, plan_recipients, trace_passes, trace_value
 from mailpolicy.smtp.server import has_bare_newline
 
@@ -155,11 +155,14 @@ def test_plan_do_not_save_only_copies() -> None:
     assert p.recipients == ["x@ext.test"]
 
 
-def test_plan_do_not_save_whose_copies_lead_nowhere_is_kept_locally() -> None:
+def test_plan_do_not_save_whose_copies_lead_nowhere_is_deferred() -> None:
+    """LMTP stores nothing for a do-not-save mailbox: with no copy reaching anything (the
+    store changed after RCPT) the message must wait (4xx), never be accepted and lost."""
     a = mbox("a", ("gone@discard.test",), no_save=True)
     r = {"a@ours.test": res("a@ours.test", a),
          "gone@discard.test": res("gone@discard.test", kind=Kind.UNKNOWN, domain=DISCARD)}
-    assert plan_recipients(["a@ours.test"], r).recipients == ["a@ours.test"]
+    p = plan_recipients(["a@ours.test"], r)
+    assert p.recipients == [] and p.nowhere == ["a@ours.test"]
 
 
 def test_plan_unknown_in_discard_domain_removed() -> None:
@@ -183,7 +186,7 @@ def test_plan_redirect_follows_final_and_external_is_marked() -> None:
     assert p2.recipients == [] and p2.events[0].action == "loop"
 
 
-def test_plan_redirect_domain_to_local_mailbox_and_loop_discarded() -> None:
+def test_plan_redirect_domain_to_local_mailbox_and_loop_deferred() -> None:
     rd = Domain(name="old.test", default_action=DefaultAction.REDIRECT_DOMAIN,
                 redirect_to="ours.test")
     chain = Resolution("bob@old.test", Kind.UNKNOWN, domain=rd,
@@ -193,7 +196,8 @@ def test_plan_redirect_domain_to_local_mailbox_and_loop_discarded() -> None:
     looped = Resolution("x@old.test", Kind.UNKNOWN, domain=rd, loop=True,
                         redirect=Resolution("x@new.test", Kind.UNKNOWN, domain=rd, loop=True))
     p = plan_recipients(["x@old.test"], {"x@old.test": looped})
-    assert p.recipients == [] and p.events[0].action == "discard"
+    assert p.recipients == [] and p.events[0].action == "defer"  # never accepted-and-dropped
+    assert p.nowhere == ["x@old.test"]
 
 
 def test_plan_forwarding_loop_between_two_mailboxes_ends() -> None:
@@ -264,3 +268,11 @@ def test_bare_newlines_and_enhanced_codes() -> None:
     assert not has_bare_newline(b"a\r\nb\r\n")
     assert has_bare_newline(b"a\nb\r\n") and has_bare_newline(b"a\rb\r\n")
     # enhanced codes: tests/unit/test_lmtp_rules.py (one table, core.replies)
+
+
+def test_accepted_reply_does_not_repeat_the_next_hops_status() -> None:
+    assert str(accepted_reply(["2.0.0 Ok: queued as 4Xyz"])) == "250 2.0.0 Ok: queued as 4Xyz"
+    assert (str(accepted_reply(["2.0.0 Ok: queued as A", "2.0.0 Ok: queued as B"]))
+            == "250 2.0.0 Ok: queued as A; Ok: queued as B")
+    assert str(accepted_reply(["queued as C"])) == "250 2.0.0 Ok: queued as C"
+    assert str(accepted_reply([""])) == "250 2.0.0 Ok"

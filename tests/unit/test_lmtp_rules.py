@@ -37,17 +37,19 @@ def test_alias_delivers_to_the_mailbox():
     assert isinstance(t, Target) and t.mailbox == ALICE
 
 
-def test_unknown_is_550_5_1_1():
+def test_unknown_is_450_4_1_1():
+    """Refused at RCPT by the policy service: here it was accepted before the directory
+    changed, so Postfix must keep it (4xx), never bounce it."""
     r = rcpt_decision(CFG, "x@example.test",
                       Resolution(address="x@example.test", kind=Kind.UNKNOWN, domain=DOM))
-    assert isinstance(r, Reply) and (r.code, r.dsn) == (550, "5.1.1")
+    assert isinstance(r, Reply) and (r.code, r.dsn) == (450, "4.1.1")
     assert "<x@example.test>" in r.text
 
 
-def test_foreign_and_invalid_are_550_5_1_1():
+def test_foreign_and_invalid_are_450_4_1_1():
     for kind in (Kind.FOREIGN, Kind.INVALID):
         r = rcpt_decision(CFG, "x@other.test", Resolution(address="x@other.test", kind=kind))
-        assert isinstance(r, Reply) and r.code == 550 and r.dsn == "5.1.1"
+        assert isinstance(r, Reply) and r.code == 450 and r.dsn == "4.1.1"
 
 
 def test_disabled_is_550_5_2_1():

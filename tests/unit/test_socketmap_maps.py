@@ -52,7 +52,9 @@ GOLDEN = [
     ("unknown in discard domain", q("mailboxes", "Any@discard.example"),
      b"22:OK any@discard.example,"),
     ("unknown in redirect-domain domain", q("mailboxes", "x@redir.example"),
-     b"18:OK x@redir.example,"),
+     b"9:NOTFOUND ,"),  # x@example.com does not exist: the chain leads nowhere
+    ("redirect-domain to a mailbox", q("mailboxes", "info@redir.example"),
+     b"21:OK info@redir.example,"),
     ("foreign address", q("mailboxes", "info@elsewhere.example"), b"9:NOTFOUND ,"),
     ("bare domain", q("mailboxes", "example.com"), b"9:NOTFOUND ,"),
     ("@domain partial key", q("mailboxes", "@example.com"), b"9:NOTFOUND ,"),
