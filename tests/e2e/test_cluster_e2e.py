@@ -93,7 +93,7 @@ def cluster(e2e_system: None) -> Iterator[Cluster]:
         c.cli("n1", "domain", "add", DOMAIN)
         c.cli("n1", "mailbox", "add", f"bob@{DOMAIN}", "--node", "n2", "--password-stdin",
               stdin=PASSWORD + "\n")
-        c.cli("n1", "mailbox", "add", f"full@{DOMAIN}", "--node", "n2", "--max-size", "4K")
+        c.cli("n1", "mailbox", "add", f"full@{DOMAIN}", "--node", "n2", "--max-size", "8K")
         c.cli("n1", "mailbox", "add", f"ann@{DOMAIN}", "--node", "n1")
         time.sleep(1.5)  # node 2's caches hear of it by NOTIFY (within 1 s)
         yield c
@@ -152,7 +152,7 @@ def test_imap_login_on_node1_is_proxied_to_the_home_node(cluster: Cluster) -> No
 
 def test_full_mailbox_on_node2_is_refused_at_rcpt_on_node1(cluster: Cluster) -> None:
     n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
-    big = "x" * 3000 + "\n"
+    big = "x" * 5000 + "\n"
     assert n1.send("alice@remote.test", f"full@{DOMAIN}",
                    make_message("alice@remote.test", f"full@{DOMAIN}", "first", big)) == {}
     n2.wait_maildir(f"full@{DOMAIN}", 1)

@@ -59,6 +59,8 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     conf.write_text(f'[listen]\n{listen}\n[paths]\nstate_dir = "{state}"\n'
                     f'[filter]\nmode = "before-queue"\n'
                     f'[limits]\npolicy_workers = 1\nlmtp_workers = 1\n'  # no worker processes
+                    # lookups through SQLite, so the broken table below reaches a lookup
+                    f'[store]\ndirectory_in_memory = false\n'
                     f'[dns]\nnameservers = ["{dns.address}"]\ntimeout_seconds = 1.0\n')
     # no [log]: the default level and format
     proc = await asyncio.create_subprocess_exec(*SERVE, str(conf), stdout=asyncio.subprocess.PIPE,
