@@ -175,3 +175,22 @@ async def raw_call_as(user: str, group: str, socket_path: str, method: str, path
     rc, out, err = await run_as(user, group, argv)
     assert rc == 0, err
     return json.loads(out)
+
+
+@pytest.fixture(name="env")
+async def cli_env() -> AsyncIterator[AdminEnv]:
+    """`env`: an admin server for tests of the CLI verbs (import `cli_env` into the module)."""
+    async with admin_server() as e:
+        yield e
+
+
+async def cli(env: AdminEnv, *args: str) -> tuple[int, str, str]:
+    """The real `mailpolicy` command against `env`'s admin socket: (status, stdout, stderr)."""
+    return await run([*CLI, "--socket", env.socket, *args], env=ENV)
+
+
+async def cli_ok(env: AdminEnv, *args: str) -> str:
+    """`cli()` that must succeed; its stdout."""
+    rc, out, err = await cli(env, *args)
+    assert rc == 0, (args, out, err)
+    return out

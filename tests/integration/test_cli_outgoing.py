@@ -4,26 +4,12 @@ their rotation, dovecot-config."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import pytest
-from test_admin_support import CLI, ENV, AdminEnv, admin_server, run
+from test_admin_support import AdminEnv, cli, cli_env, cli_ok
 
+env_fixture = cli_env  # provides the `env` fixture (an admin server)
 
-@pytest.fixture
-async def env() -> AsyncIterator[AdminEnv]:
-    async with admin_server() as e:
-        yield e
-
-
-async def cli(env: AdminEnv, *args: str) -> tuple[int, str, str]:
-    return await run([*CLI, "--socket", env.socket, *args], env=ENV)
-
-
-async def ok(env: AdminEnv, *args: str) -> str:
-    rc, out, err = await cli(env, *args)
-    assert rc == 0, (args, out, err)
-    return out
+ok = cli_ok
 
 
 async def test_may_send_as_and_limits(env: AdminEnv) -> None:
