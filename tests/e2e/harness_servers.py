@@ -43,8 +43,9 @@ class Options:
     run_as: str = ""  # "" = $MAILPOLICY_E2E_USER, else `mailpolicy` if it exists, else `nobody`
 
 
-def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """default.key / default.pem: a self-signed certificate for `name` (readable by Postfix)."""
+def self_signed_certificate(directory: Path, name: str, stem: str = "default",
+                            ) -> tuple[Path, Path]:
+    """`stem`.key / `stem`.pem: a self-signed certificate for `name` (key mode 0600)."""
     import datetime as dt
 
     from cryptography import x509
@@ -62,7 +63,7 @@ def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
             .sign(key, hashes.SHA256()))
-    key_path, cert_path = directory / "default.key", directory / "default.pem"
+    key_path, cert_path = directory / f"{stem}.key", directory / f"{stem}.pem"
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))

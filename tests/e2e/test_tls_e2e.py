@@ -3,7 +3,6 @@ certificate without SNI; Dovecot accepts the generated local_name blocks."""
 
 from __future__ import annotations
 
-import datetime as dt
 import grp
 import os
 import pwd
@@ -17,11 +16,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from harness import Stack, default_run_user
-from harness_servers import HOSTNAME, run
+from harness_servers import HOSTNAME, run, self_signed_certificate
 
 from mailpolicy.cli.client import Client
 from mailpolicy.deploy import tlsmaps
@@ -32,20 +28,7 @@ MAIL_NAME = f"mail.{DOMAIN}"
 
 def self_signed(directory: Path, name: str, owner: str) -> tuple[Path, Path]:
     """key and certificate files for `name`: the key owner's and the postfix group's only."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    key_path, cert_path = directory / f"{name}.key", directory / f"{name}.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path, cert_path = self_signed_certificate(directory, name, stem=name)
     os.chown(key_path, pwd.getpwnam(owner).pw_uid, grp.getgrnam("postfix").gr_gid)
     key_path.chmod(0o640)
     cert_path.chmod(0o644)

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,13 @@ class PgServer:
         subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
                         "-U", "mp", db], check=True, timeout=60)
         return f"postgresql+asyncpg://mp@127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture(scope="module", name="pg")
+def pg_module() -> Iterator[PgServer]:
+    """`pg`: a private PostgreSQL for the tests of one module (import `pg_module` into it)."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 
-import pytest
-from pgserver import PgServer
+from pgserver import PgServer, pg_module
 
 from mailpolicy import config
 from mailpolicy.deploy import dovecot as dovecotconf
 from mailpolicy.store import Store
 
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
+pg_fixture = pg_module  # provides the `pg` fixture (a private PostgreSQL)
 
 
 def query(text: str, name: str, **variables: str) -> str:

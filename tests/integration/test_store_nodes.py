@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from pgserver import PgServer
+from pgserver import PgServer, pg_module
 
 from mailpolicy.core.model import NodeState
 from mailpolicy.store import Conflict, Invalid, NotFound, Store
 
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
+pg_fixture = pg_module  # provides the `pg` fixture (a private PostgreSQL)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
