@@ -131,17 +131,25 @@ class CachedDirectory:
             return value  # type: ignore[no-any-return]
         if not self.synchronous:
             return None
-        coro = self.resolve(address)
+        self.misses += 1
+        version = self._version  # _get() has just looked at the store's version
+        coro = resolve(self._inner(), address)
         try:
             coro.send(None)  # runs to the end: nothing in it waits for anything
         except StopIteration as done:
+            self._put(("r", address), done.value, version)
             return done.value  # type: ignore[no-any-return]
         coro.close()  # pragma: no cover - it waited after all: the async way answers
         return None
 
+    def _inner(self) -> Directory:
+        """What resolve() asks: the store itself when it holds the directory in memory
+        (its lookups are not remembered again), else this cache."""
+        return self.store if getattr(self.store, "in_memory", False) else self
+
     async def resolve(self, address: str) -> Resolution:
         """resolve() of the address exactly as given, remembered like the lookups under it
         (over a directory held in memory the lookups under it are not remembered again)."""
-        inner = self.store if getattr(self.store, "in_memory", False) else self
+        inner = self._inner()
         return await self._cached(("r", address),  # type: ignore[no-any-return]
                                   lambda: resolve(inner, address))
