@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -135,3 +136,21 @@ class Report:
                 print("| " + " | ".join(cols) + " |")
         print(f"machine: before {self.load_before}; after {load()}; "
               f"{time.monotonic() - self.started:.0f} s", flush=True)
+
+
+async def serve_filter(flt: Any, port_file: str) -> None:
+    """Serve mailpolicy's content filter `flt` on a free loopback port, written to
+    `port_file` for the parent, until SIGTERM."""
+    import asyncio
+    import signal
+
+    from mailpolicy.smtp.server import FilterSMTP
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await asyncio.to_thread(Path(port_file).write_text, str(port))
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from common import Report, tree_cpu  # noqa: E402
+from common import Report, serve_filter, tree_cpu  # noqa: E402
 
 DOMAINS = 10
 TIME_CAP = 60.0  # seconds per measurement at most
@@ -75,7 +74,7 @@ async def serve(args) -> None:
     import logging
 
     from mailpolicy.auth.step import DmarcStep
-    from mailpolicy.smtp.server import Filter, FilterSMTP
+    from mailpolicy.smtp.server import Filter
     from mailpolicy.store import Store
 
     logging.basicConfig(level=logging.INFO)
@@ -85,14 +84,7 @@ async def serve(args) -> None:
     flt = Filter(cfg, store)  # its steps include the DMARC step
     if args.dmarc == "off":
         flt.pre_steps = [s for s in flt.pre_steps if not isinstance(s, DmarcStep)]
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    await asyncio.to_thread(Path(args.port_file).write_text, str(port))
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    server.close()
+    await serve_filter(flt, args.port_file)
     for step in flt.pre_steps:
         if isinstance(step, DmarcStep):
             step.close()  # the verification worker processes, if any

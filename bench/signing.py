@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import Report, serve_filter, tree_cpu  # noqa: E402
 
 TIME_CAP = 60.0  # seconds per measurement at most
 BODY = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\r\n" * 26
@@ -55,7 +55,7 @@ async def serve(args) -> None:
     import logging
 
     from mailpolicy.runtime import logs
-    from mailpolicy.smtp.server import Filter, FilterSMTP
+    from mailpolicy.smtp.server import Filter
     from mailpolicy.store import Store
 
     logging.basicConfig(level=logging.WARNING)
@@ -63,14 +63,7 @@ async def serve(args) -> None:
     logs.setup(cfg)
     store = await Store.open(cfg.store_url, ip_pool=("127.0.0.1",))
     flt = Filter(cfg, store, originating=True)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FilterSMTP(flt, loop=loop), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    await asyncio.to_thread(Path(args.port_file).write_text, str(port))
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    server.close()
+    await serve_filter(flt, args.port_file)
     await store.close()
 
 
@@ -140,25 +133,25 @@ async def run(args) -> None:
             await asyncio.sleep(0.05)
         port = int(port_file.read_text())
         await load(port, "alice@signed.bench.test", 20, 2)  # warm-up (key parse, caches)
-        results: dict[str, list[float]] = {"plain": [], "signed": []}
-        for rnd in range(args.rounds):
-            for mode in ("plain", "signed"):
-                before = counter.signed
+        keys = "RSA 2048 + Ed25519" if args.ed25519 else "RSA 2048"
+        report = Report(f"submission filter, DKIM signing ({keys}) off vs on: {args.messages} "
+                        f"messages per run, c{args.concurrency}", anchor="not signed")
+        cell = f"c{args.concurrency} {keys}"
+        for _ in range(args.rounds):
+            for mode, target in (("plain", "not signed"), ("signed", "signed")):
+                before, cpu0 = counter.signed, tree_cpu(proc.pid)
                 n, secs = await load(port, f"alice@{mode}.bench.test", args.messages,
                                      args.concurrency)
                 signed = counter.signed - before
                 assert (signed == n) if mode == "signed" else (signed == 0), (mode, signed, n)
-                results[mode].append(n / secs)
-                print(f"round {rnd + 1} {mode:>6}: {n} msgs in {secs:.2f}s = {n / secs:.0f}/s",
-                      flush=True)
+                report.add(cell, target, n / secs, (tree_cpu(proc.pid) - cpu0) * 1000 / n)
+            print(f"  round {len(report.cells[cell][target].rates)} done", flush=True)
     finally:
         proc.terminate()
         proc.wait(15)
         sink.close()
-    plain, signed = (statistics.median(results[m]) for m in ("plain", "signed"))
-    keys = "RSA 2048 + Ed25519" if args.ed25519 else "RSA 2048"
-    print(f"\nconcurrency {args.concurrency}, {keys}: without signing {plain:.0f} msgs/s, "
-          f"with signing {signed:.0f} msgs/s, ratio {signed / plain:.2f} (target >= 0.7)")
+    report.print_table()
+    print("server CPU: the filter process. target: signed >= 0.7x not signed")
 
 
 def main() -> None:
@@ -167,11 +160,14 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--ed25519", action="store_true", help="dual-sign RSA + Ed25519")
+    p.add_argument("--quick", action="store_true", help="150 messages per run")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)
     p.add_argument("--sink-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--port-file", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.quick:
+        args.messages = min(args.messages, 150)
     asyncio.run(serve(args) if args.serve else run(args))
 
 
