@@ -110,8 +110,10 @@ class Report:
             c.extra.setdefault(k, []).append(v)
         return c
 
-    def ratios(self, cell: str, target: str) -> list[float]:
-        a, t = self.cells[cell].get(self.anchor), self.cells[cell].get(target)
+    def ratios(self, cell: str, target: str, anchor: str | None = None) -> list[float]:
+        """target/anchor per repetition (the anchor: the report's own unless given)."""
+        a = self.cells[cell].get(anchor or self.anchor)
+        t = self.cells[cell].get(target)
         if a is None or t is None:
             return []
         return [x / y for x, y in zip(t.rates, a.rates, strict=False) if y]
@@ -136,6 +138,22 @@ class Report:
                 print("| " + " | ".join(cols) + " |")
         print(f"machine: before {self.load_before}; after {load()}; "
               f"{time.monotonic() - self.started:.0f} s", flush=True)
+
+    def print_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """A second Markdown table: per cell, each (target, anchor) pair's paired ratio and
+        both server CPUs per unit (for a target measured against a second anchor)."""
+        print("\nsecond anchors; ratio: target/anchor per repetition (paired), median [min-max]")
+        head = ["cell", "target / anchor", "ratio", f"server CPU {self.cpu_unit} target",
+                "anchor"]
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for cell, by_target in self.cells.items():
+            for target, anchor in pairs:
+                t, a = by_target.get(target), by_target.get(anchor)
+                if t is None or a is None:
+                    continue
+                print(f"| {cell} | {target} / {anchor} | "
+                      f"{spread(self.ratios(cell, target, anchor), '{:.2f}')}x | "
+                      f"{spread(t.cpu, '{:.2f}')} | {spread(a.cpu, '{:.2f}')} |")
 
 
 async def serve_filter(flt: Any, port_file: str) -> None:

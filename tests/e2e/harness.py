@@ -28,7 +28,8 @@ from mailpolicy import config as config_mod
 from mailpolicy.core.outbound import pool
 from mailpolicy.deploy import postfix as postfixconf
 
-__all__ = ["HarnessError", "Options", "Stack", "make_message", "missing_binaries", "running"]
+__all__ = ["HarnessError", "Options", "Stack", "make_message", "missing_binaries",
+           "plain_postfix_main_cf", "running"]
 
 BINARIES = ("/usr/sbin/postfix", "/usr/sbin/postconf", "/usr/sbin/postqueue", "/usr/sbin/dovecot",
             "/usr/bin/doveconf", "/usr/bin/script")
@@ -112,7 +113,8 @@ class Stack:
         self.cfg = self._write_mailpolicy_config()
         self.mailpolicy = mailpolicy_proc.Mailpolicy(self.work, self.cfg_file, self.cfg,
                                                      self.uid, self.gid)
-        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"], self.opts.address)
+        self.dovecot = Dovecot(self.work / "dovecot", self.ports["imap"], self.opts.address,
+                               self.postfix.queue_dir if self.opts.dovecot_lmtp else None)
         self.notes: list[str] = []
 
     # ------------------------------------------------------------------ set-up
@@ -338,6 +340,22 @@ def make_message(sender: str, to: str, subject: str = "e2e", body: str = "hello\
     text = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n" + body.replace(
         "\r\n", "\n").replace("\n", "\r\n")
     return text.encode()
+
+
+def plain_postfix_main_cf(addresses: list[str]) -> dict[str, str]:
+    """main.cf lines (Options.main_cf, with Options.dovecot_lmtp) for what a plain Postfix +
+    Dovecot install does: no content filter, proxy filter or policy service; the domains and
+    mailboxes of `addresses` as static maps; delivery by Dovecot's LMTP (which looks each
+    recipient up in mailpolicy's store: they must be provisioned there too)."""
+    domains = sorted({a.rpartition("@")[2] for a in addresses})
+    return {
+        "content_filter": "", "smtpd_proxy_filter": "", "receive_override_options": "",
+        "smtpd_recipient_restrictions": "", "smtpd_end_of_data_restrictions": "",
+        "sender_dependent_default_transport_maps": "",
+        "virtual_mailbox_domains": " ".join(domains),
+        "virtual_mailbox_maps": "inline:{ " + ", ".join(f"{a}=ok" for a in addresses) + " }",
+        "virtual_transport": Dovecot.LMTP_TRANSPORT,
+    }
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness_mailpolicy import HarnessError, port_open, tail, wait_until
+from harness_mailpolicy import HarnessError, port_open, tail, unix_open, wait_until
 
 from mailpolicy import config as config_mod
 from mailpolicy.deploy import dovecot as dovecotconf
@@ -39,6 +39,9 @@ class Options:
     master_cf: list[str] = field(default_factory=list)  # extra master.cf entries
     mailpolicy: dict[str, Any] = field(default_factory=dict)  # merged into the mailpolicy config
     dovecot: bool = True
+    # also Dovecot's own LMTP (mail_fsync = always) on a Unix socket in Postfix's queue
+    # directory (Dovecot.LMTP_TRANSPORT), as a plain Postfix + Dovecot install delivers
+    dovecot_lmtp: bool = False
     address: str = "127.0.0.1"  # loopback address of what other nodes reach: LMTP, Dovecot
     run_as: str = ""  # "" = $MAILPOLICY_E2E_USER, else `mailpolicy` if it exists, else `nobody`
 
@@ -206,10 +209,16 @@ class Postfix:
 class Dovecot:
     """Dovecot IMAP on a free port over the same Maildirs and mailpolicy's SQLite store."""
 
-    def __init__(self, work: Path, imap_port: int, address: str = "127.0.0.1") -> None:
+    LMTP_SOCKET = "private/dovecot-lmtp"  # relative to Postfix's queue directory
+    LMTP_TRANSPORT = f"lmtp:unix:{LMTP_SOCKET}"  # Postfix's virtual_transport to it
+
+    def __init__(self, work: Path, imap_port: int, address: str = "127.0.0.1",
+                 lmtp_queue_dir: Path | None = None) -> None:
         self.work = work
         self.imap_port = imap_port
         self.address = address
+        # Postfix's queue directory when Dovecot also serves LMTP there (Options.dovecot_lmtp)
+        self.lmtp_queue_dir = lmtp_queue_dir
         self.conf = work / "dovecot.conf"
         self.logfile = work / "dovecot.log"
         self.proc: subprocess.Popen | None = None
@@ -230,7 +239,7 @@ base_dir = {self.work}/run
 state_dir = {self.work}/state
 log_path = {self.logfile}
 listen = {self.address}
-protocols = imap
+protocols = imap{" lmtp" if self.lmtp_queue_dir is not None else ""}
 ssl = no
 disable_plaintext_auth = no
 auth_verbose = yes
@@ -255,10 +264,26 @@ service imap-login {{
   }}
 }}
 """
-        self.conf.write_text(base + files[dovecotconf.CONF_NAME])
+        self.conf.write_text(base + self._lmtp_conf() + files[dovecotconf.CONF_NAME])
         res = run(["/usr/bin/doveconf", "-c", str(self.conf), "-n"], check=False)
         if res.returncode != 0:
             raise HarnessError(f"doveconf rejected the Dovecot config:\n{res.stderr}")
+
+    def _lmtp_conf(self) -> str:
+        """The LMTP service for Postfix's lmtp client, as Dovecot's LMTP docs set it up, and
+        the same durability as mailpolicy's LMTP (fsync before the 250)."""
+        if self.lmtp_queue_dir is None:
+            return ""
+        return f"""\
+mail_fsync = always
+service lmtp {{
+  unix_listener {self.lmtp_queue_dir / self.LMTP_SOCKET} {{
+    mode = 0600
+    user = postfix
+    group = postfix
+  }}
+}}
+"""
 
     def start(self) -> None:
         out = open(self.work / "dovecot.out", "wb")
@@ -274,6 +299,10 @@ service imap-login {{
 
         wait_until(up, START_TIMEOUT, f"Dovecot IMAP on {self.address}:{self.imap_port}",
                    lambda: tail(self.logfile))
+        if self.lmtp_queue_dir is not None:
+            sock = self.lmtp_queue_dir / self.LMTP_SOCKET
+            wait_until(lambda: unix_open(sock), START_TIMEOUT, f"Dovecot LMTP on {sock}",
+                       lambda: tail(self.logfile))
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

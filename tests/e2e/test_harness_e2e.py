@@ -5,9 +5,10 @@ from __future__ import annotations
 import imaplib
 import subprocess
 import uuid
+from collections.abc import Callable
 
 import pytest
-from harness import Stack, make_message
+from harness import Stack, make_message, plain_postfix_main_cf
 
 PASSWORD = "correct horse battery staple"
 
@@ -176,3 +177,28 @@ async def test_mail_deleted_over_imap_frees_quota_for_the_policy_service(e2e_sta
     totals = [tuple(int(v) for v in ln.split()) for ln in lines if ln.strip()]
     assert sum(t[1] for t in totals) == 1
     assert sum(t[0] for t in totals) == sum(p.stat().st_size for p in maildir.glob("*/*,S=*"))
+
+
+async def test_plain_postfix_delivers_through_dovecot_lmtp(
+        stack_factory: Callable[..., Stack]) -> None:
+    """The benchmarks' peer (Options.dovecot_lmtp + plain_postfix_main_cf): Postfix with no
+    mailpolicy in the path hands the message to Dovecot's LMTP, which stores it in the same
+    Maildir layout, readable over IMAP."""
+    address = f"plain@{_domain()}"
+    stack = stack_factory(dovecot_lmtp=True, main_cf=plain_postfix_main_cf([address]))
+    async with stack.store() as store:  # Dovecot's userdb
+        await store.create_domain(address.split("@")[1])
+        await store.create_mailbox(address, password=PASSWORD)
+    subject = f"plain {uuid.uuid4().hex}"
+    assert stack.send("sender@outside.example", address,
+                      make_message("sender@outside.example", address, subject)) == {}
+    assert subject.encode() in stack.wait_maildir(address, 1)[0].read_bytes()
+    sent = stack.wait_log("status=sent")
+    assert "dovecot-lmtp" in sent and address in sent, sent
+    assert "mailpolicy-filter" not in stack.postfix.log()
+    imap = stack.imap(address, PASSWORD)
+    try:
+        typ, data = imap.select("INBOX", readonly=True)
+        assert typ == "OK" and int(data[0]) == 1
+    finally:
+        imap.logout()
