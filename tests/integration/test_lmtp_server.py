@@ -346,3 +346,19 @@ async def test_autoreply_failure_never_affects_delivery(env):
     after, noop = await asyncio.to_thread(run)
     assert after[0][0] == 250 and noop[0] == 250
     assert len(env.messages("alice@example.test")) == 1
+
+
+async def test_broken_paths_get_a_syntax_error_and_the_session_goes_on(env):
+    def run():
+        c = env.track(smtplib.LMTP("127.0.0.1", env.port, timeout=10))
+        c.docmd("LHLO", "client.test")
+        lone = c.docmd("MAIL FROM:<")  # aiosmtpd's own parser raises IndexError on it
+        ok = c.docmd("MAIL FROM:<s@remote.test> SIZE=10")
+        rcpt = c.docmd("RCPT TO:<")
+        c.quit()
+        return lone, ok, rcpt
+
+    lone, ok, rcpt = await asyncio.to_thread(run)
+    assert lone[0] == 553 and b"malformed" in lone[1].lower(), lone
+    assert ok[0] == 250
+    assert rcpt[0] == 553, rcpt
