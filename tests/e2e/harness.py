@@ -52,6 +52,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ROUTED_PORTS = 4  # routed reinjection listeners a stack may need (one per pool address)
+
+
+def free_port_run(n: int, tries: int = 50) -> int:
+    """The first of `n` consecutive free loopback ports (the routed reinjection listeners
+    are at reinject.routed_port_base + index)."""
+    for _ in range(tries):
+        base = free_port()
+        if base + n > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + n):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise HarnessError(f"no {n} consecutive free ports on 127.0.0.1")
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -107,6 +128,7 @@ class Stack:
         self.ports = {name: free_port() for name in (
             "smtpd", "reinject", "policy", "socketmap", "filter", "lmtp", "imap", "submission",
             "submissions", "filter_originating")}
+        self.ports["routed"] = free_port_run(ROUTED_PORTS)
         self.cfg_file = self.work / "mailpolicy.toml"
         self.postfix = Postfix(self.work / "postfix", self.ports["smtpd"])
         self.cfg = self._write_mailpolicy_config()
@@ -138,7 +160,8 @@ class Stack:
             "paths": {"state_dir": str(state)},
             "admin": {"group": ""},
             "outbound": {"ip_pool": ["127.0.0.1"]},
-            "reinject": {"host": "127.0.0.1", "port": p["reinject"]},
+            "reinject": {"host": "127.0.0.1", "port": p["reinject"],
+                         "routed_port_base": p["routed"]},
             "filter": {"mode": self.opts.filter_mode, "hostname": HOSTNAME,
                        "srs_domain": HOSTNAME},
             "log": {"level": "debug"},
