@@ -407,7 +407,9 @@ class World:
 @contextlib.contextmanager
 def with_remote_mx(stack_factory: Callable[..., Stack], domain: str,
                    ) -> Iterator[tuple[Stack, RemoteMX]]:
-    """A stack whose Postfix sends mail for `domain` to a RemoteMX sink on loopback."""
+    """A stack whose Postfix sends mail for `domain` to a RemoteMX sink on loopback: by
+    transport_maps, and (standing in for the domain's MX, which a content_filter without next
+    hop looks up) by default_filter_nexthop for the routed reinjection listeners."""
     from aiosmtpd.controller import Controller
 
     remote = RemoteMX()
@@ -416,6 +418,7 @@ def with_remote_mx(stack_factory: Callable[..., Stack], domain: str,
     ctl.start()
     try:
         yield stack_factory(main_cf={
-            "transport_maps": f"inline:{{ {{ {domain} = smtp:[127.0.0.1]:{port} }} }}"}), remote
+            "transport_maps": f"inline:{{ {{ {domain} = smtp:[127.0.0.1]:{port} }} }}",
+            "default_filter_nexthop": f"[127.0.0.1]:{port}"}), remote
     finally:
         ctl.stop()
