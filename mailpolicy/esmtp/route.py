@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import structlog
 
-from mailpolicy.config import Config
+from mailpolicy.config import Config, ConfigError
 from mailpolicy.core import outbound
 from mailpolicy.core.addresses import AddressError, normalize_domain, split_address
 from mailpolicy.core.directory import Directory
@@ -36,7 +36,11 @@ class Routes:
 
     def __init__(self, cfg: Config, ips: tuple[str, ...]) -> None:
         self.plain = cfg.reinject.port
-        self.ports = outbound.routed_ports(cfg, ips)
+        try:
+            self.ports = outbound.routed_ports(cfg, ips)
+        except ConfigError as e:  # postfix-config refuses it too: no routed listener exists
+            log.error("route.no_routed_listeners", error=str(e))
+            self.ports = {}
         self._warned: set[str] = set()
 
     async def target(self, directory: Directory, domain: str, external: bool) -> Reinjection:
