@@ -110,6 +110,7 @@ class NextHop:
         self.local_hostname = local_hostname
         self.mode = mode
         self._conns: dict[int, aiosmtplib.SMTP] = {}
+        self._active = port
 
     async def _connect(self, port: int) -> aiosmtplib.SMTP:
         smtp = aiosmtplib.SMTP(hostname=self.host, port=port, timeout=self.timeout,
@@ -144,6 +145,7 @@ class NextHop:
                        message: list[bytes | memoryview]) -> str:
         """One envelope on the connection to `port` (reused, reconnected once if the reused
         one was dropped; a routed listener out of reach falls back to the plain port)."""
+        self._active = port  # the connection a refusal leaves inside a transaction
         smtp = self._conns.get(port)
         if smtp is not None and smtp.is_connected:
             try:
@@ -166,16 +168,15 @@ class NextHop:
         """Send every envelope of the transaction; a Reply for the whole message."""
         message = tx.message_parts()
         done: list[str] = []
-        port = self.port
         try:
             async with asyncio.timeout(self.timeout):
                 for port, sender, rcpts in deliveries(tx, self.port):
                     done.append(await self._deliver(tx, port, sender, rcpts, message))
         except Refused as e:
-            await self._reset(port)
+            await self._reset(self._active)
             reply = refusal_reply(e.stage, e.code, e.text, self.mode)
             log.warning("reinject.refused", id=tx.id, queue_id=tx.queue_id, stage=e.stage,
-                        port=port, next_hop_reply=f"{e.code} {e.text}", answer=str(reply),
+                        port=self._active, next_hop_reply=f"{e.code} {e.text}", answer=str(reply),
                         partial="earlier envelopes delivered: a retry duplicates them"
                         if done else "")
             return reply
@@ -186,8 +187,8 @@ class NextHop:
             return Reply(451, "4.4.2", "Next hop timed out, try again later")
         except (OSError, aiosmtplib.SMTPException) as e:
             self.close()
-            log.warning("reinject.unavailable", id=tx.id, queue_id=tx.queue_id, port=port,
-                        error=str(e))
+            log.warning("reinject.unavailable", id=tx.id, queue_id=tx.queue_id,
+                        port=self._active, error=str(e))
             return Reply(451, "4.4.1", "Next hop unavailable, try again later")
         return accepted_reply(done)
 

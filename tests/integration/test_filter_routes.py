@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 from test_filter_server import HOST, MSG, Sink, free_port, send, start_sink
 
@@ -163,3 +164,26 @@ async def test_routed_listener_refusing_a_recipient_defers_the_whole_message(
     world.routed.refuse_rcpt["ext@remote.test"] = "450 4.7.1 try later"
     code, text = await send(world.port, ["carol@ours.test"])
     assert code == 450 and "ext@remote.test" in text, text
+
+
+async def test_after_a_refusal_on_the_fallback_path_the_session_goes_on(tmp_path: Path) -> None:
+    """The routed listener is down, so the copy falls back to the plain one, which refuses
+    it: the connection that refused is reset, and the next message of the same Postfix
+    session passes."""
+    w = await open_world(tmp_path, "after-queue", Sink(port=free_port()))
+    w.plain.refuse_rcpt["ext@remote.test"] = "450 4.2.0 busy"
+    client = aiosmtplib.SMTP(hostname=HOST, port=w.port, timeout=10, start_tls=False)
+    try:
+        await client.connect()
+        await client.ehlo()
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await client.sendmail("alice@sender.test", ["carol@ours.test"], MSG)
+        assert refused.value.code == 450
+        w.plain.refuse_rcpt.clear()
+        await client.rset()
+        assert (await client.sendmail("alice@sender.test", ["carol@ours.test"], MSG))[1]
+        rcpts = [r for m in w.plain.messages for r in m.rcpt_tos]
+        assert rcpts.count("ext@remote.test") == 1
+    finally:
+        client.close()
+        await close_world(w)
