@@ -17,7 +17,7 @@ from mailpolicy.autoreply.state import AutoreplyStore
 from mailpolicy.config import Config
 from mailpolicy.core.addresses import normalize_address
 from mailpolicy.core.model import Autoresponder, Mailbox
-from mailpolicy.esmtp.route import is_external, routed, routes_for
+from mailpolicy.esmtp.route import routed, routes_for
 
 log = structlog.get_logger("mailpolicy.autoreply")
 
@@ -83,9 +83,7 @@ async def reply_port(cfg: Config, store: Any, mailbox: Mailbox, recipient: str) 
     core.outbound.reinjection), else the plain one."""
     if not hasattr(store, "get_domain"):
         return cfg.reinject.port
-    target = await routes_for(cfg).target(store, mailbox.domain,
-                                          await is_external(store, recipient))
-    return target.port
+    return (await routes_for(cfg).target(store, mailbox.domain, recipient)).port
 
 
 async def send_with_retries(cfg: Config, recipient: str, data: bytes,

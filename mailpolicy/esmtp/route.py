@@ -13,20 +13,26 @@ from mailpolicy.core import outbound
 from mailpolicy.core.addresses import AddressError, normalize_domain, split_address
 from mailpolicy.core.directory import Directory
 from mailpolicy.core.outbound import Reinjection
+from mailpolicy.core.srs import srs_domain
 
 log = structlog.get_logger("mailpolicy.route")
 
 T = TypeVar("T")
 
 
-async def is_external(directory: Directory, address: str) -> bool:
-    """Whether `address` is outside our domains (an unparseable one counts as ours: it takes
-    the plain path, where Postfix decides what it is)."""
+def _own_names(cfg: Config) -> frozenset[str]:
+    """This host's own mail names (the SRS domain, the filter's host name): Postfix delivers
+    them itself (mydestination, the SRS bounces), so they are never "another domain"."""
+    names: set[str] = set()
     try:
-        _, domain = split_address(address)
-        return await directory.get_domain(normalize_domain(domain)) is None
+        names.add(srs_domain(cfg))
+    except ConfigError:  # the daemon refuses to start then; nothing to add
+        pass
+    try:
+        names.add(normalize_domain(cfg.hostname))
     except AddressError:
-        return False
+        pass
+    return frozenset(names)
 
 
 class Routes:
@@ -42,13 +48,24 @@ class Routes:
             log.error("route.no_routed_listeners", error=str(e))
             self.ports = {}
         self._warned: set[str] = set()
+        self.own = _own_names(cfg)
 
-    async def target(self, directory: Directory, domain: str, external: bool) -> Reinjection:
-        """Where mail sent on behalf of our `domain` to a recipient goes back into Postfix."""
-        if not external:
+    async def external(self, directory: Directory, address: str) -> bool:
+        """Whether `address` is outside our domains and this host's own names (an
+        unparseable one counts as ours: it takes the plain path, where Postfix decides)."""
+        try:
+            _, domain = split_address(address)
+            domain = normalize_domain(domain)
+        except AddressError:
+            return False
+        return domain not in self.own and await directory.get_domain(domain) is None
+
+    async def target(self, directory: Directory, domain: str, recipient: str) -> Reinjection:
+        """Where mail sent on behalf of our `domain` to `recipient` goes back into Postfix."""
+        if not await self.external(directory, recipient):
             return Reinjection(self.plain)
         d = await directory.get_domain(domain)
-        r = outbound.reinjection(self.plain, self.ports, d.outbound_ip if d else "", external)
+        r = outbound.reinjection(self.plain, self.ports, d.outbound_ip if d else "", True)
         if r.fallback and domain not in self._warned:
             self._warned.add(domain)
             log.warning("route.plain_reinjection", domain=domain, reason=r.fallback,

@@ -35,7 +35,7 @@ class RouteStep:
             domain = forwarded_by.get(rcpt)
             if not domain:
                 continue
-            r = await self.routes.target(self.directory, domain, external=True)
+            r = await self.routes.target(self.directory, domain, rcpt)
             if r.outbound_ip:
                 routes[rcpt] = r.port
         if routes:

@@ -187,3 +187,18 @@ async def test_after_a_refusal_on_the_fallback_path_the_session_goes_on(tmp_path
     finally:
         client.close()
         await close_world(w)
+
+
+async def test_this_hosts_own_names_are_not_another_domain(world: World) -> None:
+    """Postfix delivers the host's own names itself (mydestination, SRS bounces): a copy
+    or an autoreply to root@<filter host name> takes the plain reinjection."""
+    await world.store.update_mailbox("gone@ours.test", copies_to=["root@mx.ours.test"])
+    await world.store.autoreplies.set("gone@ours.test", enabled=True, message="Away",
+                                      subject="Away")
+    msg = MSG.replace(b"To: bob@ours.test", b"To: gone@ours.test").replace(
+        b"alice@sender.test", b"cron@fwd.ours.test")
+    assert (await send(world.port, ["gone@ours.test"], msg, sender="cron@fwd.ours.test"))[0] \
+        == 250
+    assert world.routed.messages == []
+    assert sorted(r for m in world.plain.messages for r in m.rcpt_tos) == [
+        "cron@fwd.ours.test", "root@mx.ours.test"]
