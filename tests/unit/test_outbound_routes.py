@@ -130,3 +130,28 @@ def test_deliveries_split_envelopes_by_listener_and_sender_in_order() -> None:
                                      (PLAIN, srs, ["y@far.test"])]
     del tx.notes["routes"]  # no route step (e.g. a custom pipeline): the plain envelopes
     assert deliveries(tx, PLAIN) == [(PLAIN, s, r) for s, r in tx.envelopes()]
+
+
+# ---------------------------------------------------------------- Routes over a directory
+async def test_routes_over_a_directory_warn_once_per_domain() -> None:
+    from memdir import MemoryDirectory
+
+    from mailpolicy.core.model import Domain
+    from mailpolicy.esmtp.route import Routes
+
+    cfg = cfg_of(filter={"hostname": "mx.ours.test", "srs_domain": "srs.ours.test"},
+                 reinject={"routed_port_base": 12000})
+    routes = Routes(cfg, ("192.0.2.10",))
+    d = MemoryDirectory([Domain("ours.test", outbound_ip="192.0.2.10"),
+                         Domain("bare.test"), Domain("far.test", outbound_ip="198.51.100.1")],
+                        [])
+    assert await routes.target(d, "ours.test", "x@remote.test") == Reinjection(
+        12000, "192.0.2.10")
+    for local in ("y@bare.test", "root@mx.ours.test", "SRS0=a=b=c=d@srs.ours.test", "junk"):
+        assert await routes.target(d, "ours.test", local) == Reinjection(cfg.reinject.port)
+    for _ in range(2):
+        r = await routes.target(d, "bare.test", "x@remote.test")
+        assert r.port == cfg.reinject.port and r.fallback
+        r = await routes.target(d, "far.test", "x@remote.test")
+        assert r.port == cfg.reinject.port and "198.51.100.1" in r.fallback
+    assert sorted(routes._warned) == ["bare.test", "far.test"]  # one warning each
