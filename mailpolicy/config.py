@@ -173,6 +173,9 @@ class Reinject(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: int = 10026
     timeout_seconds: float = 60.0
+    # routed reinjection: the smtpd for the i-th pool address (sorted) listens on this port + i
+    # and sends straight out from that address (copies and autoreplies); 0 = none
+    routed_port_base: int = 10100
 
 
 class Filter(_Section, frozen=True):
@@ -327,6 +330,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"limits.{key}: must be more than 0")
     if cfg.limits.min_data_rate < 0:
         raise ConfigError("limits.min_data_rate: must be 0 (no extension) or more")
+    if not 0 <= cfg.reinject.routed_port_base < 65536:
+        raise ConfigError("reinject.routed_port_base: must be a port number (0 = none)")
     if cfg.autoreply.interval_days < 1:
         raise ConfigError("autoreply.interval_days: must be at least 1")
     _validate_cluster(cfg.cluster)

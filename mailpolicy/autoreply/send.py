@@ -1,4 +1,5 @@
-"""Send an auto-reply via the reinjection next hop, once per sender and interval (store claim)."""
+"""Send an auto-reply via the reinjection next hop (routed: from its domain's outbound IP), once
+per sender and interval (store claim)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mailpolicy.autoreply.state import AutoreplyStore
 from mailpolicy.config import Config
 from mailpolicy.core.addresses import normalize_address
 from mailpolicy.core.model import Autoresponder, Mailbox
+from mailpolicy.esmtp.route import routed, routes_for
 
 log = structlog.get_logger("mailpolicy.autoreply")
 
@@ -39,15 +41,27 @@ def dedup_sender(sender: str) -> str:
     return normalize_address(sender).lower()
 
 
-async def send_once(cfg: Config, recipient: str, data: bytes, seconds: float) -> None:
-    """One SMTP transaction: MAIL FROM:<>, RCPT TO:<recipient>, DATA. Raises on failure
-    (PermanentFailure for a 5xx)."""
-    smtp = aiosmtplib.SMTP(hostname=cfg.reinject.host, port=cfg.reinject.port,
-                           timeout=seconds, start_tls=False, local_hostname=cfg.hostname)
+async def _connected(cfg: Config, port: int, seconds: float) -> aiosmtplib.SMTP:
+    smtp = aiosmtplib.SMTP(hostname=cfg.reinject.host, port=port, timeout=seconds,
+                           start_tls=False, local_hostname=cfg.hostname)
+    await smtp.connect()
+    return smtp
+
+
+async def send_once(cfg: Config, recipient: str, data: bytes, seconds: float,
+                    port: int | None = None) -> None:
+    """One SMTP transaction: MAIL FROM:<>, RCPT TO:<recipient>, DATA, to the reinjection
+    listener at `port` (a routed one; plain reinjection when it cannot be reached, or when
+    None). Raises on failure (PermanentFailure for a 5xx)."""
+    smtp = None
+    if port is not None and port != cfg.reinject.port:
+        smtp = await routed(lambda p: _connected(cfg, p, seconds), port, recipient=recipient)
+    if smtp is None:
+        smtp = await _connected(cfg, cfg.reinject.port, seconds)
     options: list[str] = [] if recipient.isascii() else ["SMTPUTF8"]
     try:
-        async with smtp:
-            await smtp.sendmail("", [recipient], data, mail_options=options)
+        await smtp.sendmail("", [recipient], data, mail_options=options)
+        await smtp.quit()
     except aiosmtplib.SMTPNotSupported as e:  # e.g. SMTPUTF8 needed but not offered
         raise PermanentFailure(str(e)) from e
     except aiosmtplib.SMTPRecipientsRefused as e:
@@ -59,17 +73,28 @@ async def send_once(cfg: Config, recipient: str, data: bytes, seconds: float) ->
         if 500 <= e.code < 600:
             raise PermanentFailure(f"{e.code} {e.message}") from e
         raise
+    finally:
+        smtp.close()
+
+
+async def reply_port(cfg: Config, store: Any, mailbox: Mailbox, recipient: str) -> int:
+    """The reinjection port of a reply from `mailbox` to `recipient`: the routed listener of
+    the mailbox domain's outbound IP for a recipient outside our domains (one rule:
+    core.outbound.reinjection), else the plain one."""
+    if not hasattr(store, "get_domain"):
+        return cfg.reinject.port
+    return (await routes_for(cfg).target(store, mailbox.domain, recipient)).port
 
 
 async def send_with_retries(cfg: Config, recipient: str, data: bytes,
-                            ctx: dict[str, Any]) -> bool:
+                            ctx: dict[str, Any], port: int | None = None) -> bool:
     """Try up to cfg.autoreply.send_attempts times with a short backoff; True when sent."""
     attempts = max(1, cfg.autoreply.send_attempts)
     seconds = min(cfg.reinject.timeout_seconds, MAX_ATTEMPT_SECONDS)
     for attempt in range(1, attempts + 1):
         try:
             async with asyncio.timeout(seconds):  # the whole attempt, not just each command
-                await send_once(cfg, recipient, data, seconds)
+                await send_once(cfg, recipient, data, seconds, port)
             return True
         except PermanentFailure as e:
             log.warning("autoreply.refused", attempt=attempt, error=str(e), **ctx)
@@ -105,7 +130,8 @@ async def claim_and_send(cfg: Config, store: AutoreplyStore, mailbox: Mailbox, a
     sent = False
     try:
         data = await signed(store, data, ctx)
-        sent = await send_with_retries(cfg, sender, data, ctx)
+        port = await reply_port(cfg, store, mailbox, sender)
+        sent = await send_with_retries(cfg, sender, data, ctx, port)
     finally:
         if not sent:
             try:

@@ -1,11 +1,13 @@
-"""Outbound IP pool: the configured or the host's own addresses, and their transport names."""
+"""Outbound IP pool: the configured or the host's own addresses, their transport names, and
+the route of mail mailpolicy sends itself (routed reinjection listeners)."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from mailpolicy.config import Config
+from mailpolicy.config import Config, ConfigError, split_hostport
 
 
 def routable(ip: str) -> bool:
@@ -60,3 +62,74 @@ def least_used(candidates: tuple[str, ...], domains_per_ip: Mapping[str, int]) -
     if not candidates:
         raise ValueError("the outbound IP pool is empty")
     return min(candidates, key=lambda ip: (domains_per_ip.get(ip, 0), candidates.index(ip)))
+
+
+def _canonical(ip: str) -> str:
+    return ipaddress.ip_address(ip).compressed
+
+
+def _fixed_ports(cfg: Config) -> dict[int, str]:
+    """Ports of mailpolicy's and its Postfix services' own listeners, by config key."""
+    out: dict[int, str] = {cfg.reinject.port: "reinject.port"}
+    values = [(getattr(cfg.listen, k), f"listen.{k}") for k in
+              ("policy", "socketmap", "filter", "lmtp", "filter_originating")]
+    values += [(getattr(cfg.submission, k), f"submission.{k}") for k in
+               ("submission", "submissions")]
+    for value, key in values:
+        if value and ":" in value:
+            out[split_hostport(value, key)[1]] = key
+    return out
+
+
+def routed_ports(cfg: Config, ips: Iterable[str]) -> dict[str, int]:
+    """The routed reinjection listener of each pool address (canonical form -> port): the
+    pool sorted by address (IPv4 first), the i-th at reinject.routed_port_base + i; none
+    when the base is 0. Raises ConfigError when a port is out of range or another
+    listener's."""
+    base = cfg.reinject.routed_port_base
+    if not base:
+        return {}
+    ordered = sorted({_canonical(ip) for ip in ips},
+                     key=lambda ip: (ipaddress.ip_address(ip).version, ipaddress.ip_address(ip)))
+    out = {ip: base + i for i, ip in enumerate(ordered)}
+    taken = _fixed_ports(cfg)
+    for ip, port in out.items():
+        if port > 65535:
+            raise ConfigError(f"reinject.routed_port_base: {base} + {len(ordered)} pool "
+                              "addresses passes port 65535")
+        if port in taken:
+            raise ConfigError(f"reinject.routed_port_base: the routed listener of {ip} "
+                              f"({port}) is {taken[port]}'s port")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Reinjection:
+    """Where mailpolicy hands a recipient back to Postfix: the plain reinjection port, or
+    the routed listener of `outbound_ip`. `fallback` says why a forwarded copy or a reply
+    takes the plain path (then it leaves from Postfix's default address)."""
+
+    port: int
+    outbound_ip: str = ""
+    fallback: str = ""
+
+
+def reinjection(plain_port: int, routed: Mapping[str, int], outbound_ip: str,
+                external: bool) -> Reinjection:
+    """THE route rule for mail mailpolicy sends itself (forwarded copies, redirects,
+    autoreplies): a recipient outside our domains goes through the routed listener of the
+    responsible domain's outbound IP, so it leaves from that address like the domain's user
+    mail; local recipients, and domains without an address routed on this host, take the
+    plain reinjection."""
+    if not external:
+        return Reinjection(plain_port)
+    if not outbound_ip:
+        return Reinjection(plain_port, fallback="the domain has no outbound IP")
+    try:
+        port = routed.get(_canonical(outbound_ip))
+    except ValueError:
+        port = None
+    if port is None:
+        return Reinjection(plain_port, fallback=f"no routed reinjection listener for "
+                                                f"{outbound_ip} (not in this host's pool)")
+    return Reinjection(port, outbound_ip)

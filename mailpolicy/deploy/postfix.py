@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from mailpolicy.config import Config, split_hostport
 from mailpolicy.core.cluster import LMTP_TRANSPORT
-from mailpolicy.core.outbound import pool_warnings, transport_name
+from mailpolicy.core.outbound import pool_warnings, routed_ports, transport_name
 from mailpolicy.deploy.tlsmaps import POSTFIX_MAP
 
 FILTER_TRANSPORT = "mailpolicy-filter"
@@ -193,41 +193,58 @@ def _row(service: str, kind: str, private: str, maxproc: str, command: str) -> s
     return f"{service:<18} {kind:<5} {private:<3} -   n   -   {maxproc:<4} {command}"
 
 
+def _reinject_address(cfg: Config, port: int) -> str:
+    """The master.cf service name of a reinjection smtpd on reinject.host."""
+    host = cfg.reinject.host
+    return f"[{host}]:{port}" if _reinject_is_v6(cfg) else f"{host}:{port}"
+
+
+def _reinject_options(cfg: Config, syslog: str, content_filter: str) -> list[str]:
+    """FILTER_README's options of the smtpd that takes filtered mail back (no filter there,
+    or mail loops), with `content_filter` naming where its mail goes next ("" = the usual
+    routing)."""
+    nets = "[::1]/128" if _reinject_is_v6(cfg) else "127.0.0.0/8"
+    return [
+        f"syslog_name=postfix/{syslog}",
+        f"message_size_limit={cfg.internal_size_limit}",
+        f"content_filter={content_filter}",
+        "smtpd_proxy_filter=",
+        "receive_override_options=no_unknown_recipient_checks,no_header_body_checks,"
+        "no_milters",
+        "smtpd_helo_restrictions=",
+        "smtpd_client_restrictions=",
+        "smtpd_sender_restrictions=",
+        "smtpd_relay_restrictions=",
+        "smtpd_recipient_restrictions=permit_mynetworks,reject",
+        "smtpd_data_restrictions=",
+        "smtpd_end_of_data_restrictions=",
+        f"mynetworks={nets}",
+        f"smtpd_authorized_xforward_hosts={nets}",
+        "smtpd_delay_reject=no",
+        "smtpd_error_sleep_time=0",
+        "smtpd_soft_error_limit=1001",
+        "smtpd_hard_error_limit=1000",
+        "smtpd_client_connection_count_limit=0",
+        "smtpd_client_connection_rate_limit=0",
+        "smtpd_milters=",
+        "local_header_rewrite_clients=",
+        "smtpd_sasl_auth_enable=no",
+        "smtpd_tls_security_level=none",
+    ]
+
+
 def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
     """The master.cf entries mailpolicy needs (one string per entry, with its -o lines)."""
-    v6 = _reinject_is_v6(cfg)
-    nets = "[::1]/128" if v6 else "127.0.0.0/8"
-    reinject = f"[{cfg.reinject.host}]:{cfg.reinject.port}" if v6 else (
-        f"{cfg.reinject.host}:{cfg.reinject.port}")
-    entries = [
-        _entry(_row(reinject, "inet", "n", "-", "smtpd"), [
-            "syslog_name=postfix/mailpolicy-reinject",
-            f"message_size_limit={cfg.internal_size_limit}",
-            "content_filter=",
-            "smtpd_proxy_filter=",
-            "receive_override_options=no_unknown_recipient_checks,no_header_body_checks,"
-            "no_milters",
-            "smtpd_helo_restrictions=",
-            "smtpd_client_restrictions=",
-            "smtpd_sender_restrictions=",
-            "smtpd_relay_restrictions=",
-            "smtpd_recipient_restrictions=permit_mynetworks,reject",
-            "smtpd_data_restrictions=",
-            "smtpd_end_of_data_restrictions=",
-            f"mynetworks={nets}",
-            f"smtpd_authorized_xforward_hosts={nets}",
-            "smtpd_delay_reject=no",
-            "smtpd_error_sleep_time=0",
-            "smtpd_soft_error_limit=1001",
-            "smtpd_hard_error_limit=1000",
-            "smtpd_client_connection_count_limit=0",
-            "smtpd_client_connection_rate_limit=0",
-            "smtpd_milters=",
-            "local_header_rewrite_clients=",
-            "smtpd_sasl_auth_enable=no",
-            "smtpd_tls_security_level=none",
-        ]),
-    ]
+    ips = tuple(outbound_ips)
+    entries = [_entry(_row(_reinject_address(cfg, cfg.reinject.port), "inet", "n", "-",
+                           "smtpd"), _reinject_options(cfg, "mailpolicy-reinject", ""))]
+    # routed reinjection: what the filter and the autoresponder send to another domain on
+    # behalf of one of ours goes straight to that domain's outbound transport (a filter
+    # without next hop delivers to the recipient domain: default_filter_nexthop is empty)
+    for ip, port in routed_ports(cfg, ips).items():
+        name = transport_name(ip)
+        entries.append(_entry(_row(_reinject_address(cfg, port), "inet", "n", "-", "smtpd"),
+                              _reinject_options(cfg, f"{name}-reinject", f"{name}:")))
     # flags=X: mailpolicy's LMTP server delivers finally ("delivered", not "relayed", in DSNs;
     # replaces the obsolete lmtp_assume_final). It adds Return-Path/Delivered-To itself.
     # No -o lines here: they would follow flags=X, and daemon options must come first.
@@ -246,7 +263,7 @@ def master_cf(cfg: Config, outbound_ips: Iterable[str]) -> list[str]:
             ]))
     for service, wrapper in submission_services(cfg):
         entries.append(_submission_entry(cfg, service, wrapper))
-    for ip in outbound_ips:
+    for ip in ips:
         name = transport_name(ip)
         bind = "smtp_bind_address6" if ipaddress.ip_address(ip).version == 6 else (
             "smtp_bind_address")
@@ -276,6 +293,9 @@ _MASTER_COMMENTS = {
     FILTER_TRANSPORT: "# transport to mailpolicy's content filter (passes the client's identity "
                       "with XFORWARD)",
     LMTP_TRANSPORT: "# LMTP client to mailpolicy's delivery agent (virtual_transport)",
+    "routed": "# routed reinjection smtpd: copies forwarded and autoreplies sent to other "
+              "domains leave\n# through the transport of their domain's outbound IP "
+              "(content_filter without next hop)",
     "mpout": "# outbound smtp bound to one address of the IP pool "
              "(chosen per sender domain by sender-transport)",
     "submission": "# submission (587, STARTTLS required) for mail clients: SMTP AUTH through "
@@ -308,6 +328,7 @@ def render_master(cfg: Config, outbound_ips: Iterable[str]) -> str:
     for entry in master_cf(cfg, ips):
         service = entry.split(None, 1)[0]
         kind = ("mpout" if service.startswith("mpout-") else
+                "routed" if "content_filter=mpout-" in entry else
                 "submissions" if "syslog_name=postfix/submissions\n" in entry else
                 "submission" if "syslog_name=postfix/submission\n" in entry else
                 service if service in _MASTER_COMMENTS else "reinject")

@@ -22,7 +22,8 @@ permanent and bouncing is acceptable (our own Postfix would bounce to a possibly
 The order (``mailpolicy.smtp.server.Filter.pipeline`` builds it for each session):
 ``hops`` (loop guard) → ``srs-reverse`` (bounces to our SRS addresses go back to the original
 sender) → ``dmarc`` (its checks need the recipients as sent) → ``rewrite`` (aliases, copies,
-default actions) → ``srs`` (envelope sender for external copies) → ``reinject``.
+default actions) → ``srs`` (envelope sender for external copies) → ``route`` (external copies
+through the routed listener of their domain's outbound IP) → signing → ``reinject``.
 
 What a step may change on the Transaction: ``rcpt_tos`` (the envelope recipients sent on),
 ``senders`` (per-recipient envelope sender, e.g. SRS), ``prepend`` / ``add_header`` (new header

@@ -1,4 +1,5 @@
-"""Reinjection to the next hop (the 10026 smtpd) with aiosmtplib: 250 only after its 250."""
+"""Reinjection to the next hop (the 10026 smtpd, or a routed listener) with aiosmtplib: 250
+only after its 250."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import aiosmtplib
 import structlog
 
 from mailpolicy.core.replies import Reply
+from mailpolicy.esmtp.route import routed
 from mailpolicy.esmtp.stream import dot_stuffed
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.pipeline import Transaction
@@ -86,68 +88,95 @@ def _addr(address: str) -> bytes:
     return f"<{address}>".encode()
 
 
+def deliveries(tx: Transaction, plain: int) -> list[tuple[int, str, list[str]]]:
+    """(port, envelope sender, recipients) of each SMTP transaction the message needs, order
+    kept: the plain reinjection port, unless `tx.notes["routes"]` (the route step) sends a
+    recipient through a routed listener."""
+    routes: dict[str, int] = tx.notes.get("routes") or {}
+    groups: dict[tuple[int, str], list[str]] = {}
+    for sender, rcpts in tx.envelopes():
+        for r in rcpts:
+            groups.setdefault((routes.get(r, plain), sender), []).append(r)
+    return [(port, sender, rcpts) for (port, sender), rcpts in groups.items()]
+
+
 class NextHop:
-    """One reusable SMTP connection to the next hop, for one filter session."""
+    """Reusable SMTP connections to the next hop (the plain reinjection port, and routed
+    listeners as needed), for one filter session."""
 
     def __init__(self, host: str, port: int, timeout: float, local_hostname: str,
                  mode: str = "after-queue") -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.local_hostname = local_hostname
         self.mode = mode
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._conns: dict[int, aiosmtplib.SMTP] = {}
+        self._active = port
 
-    async def _connect(self) -> aiosmtplib.SMTP:
-        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout,
+    async def _connect(self, port: int) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(hostname=self.host, port=port, timeout=self.timeout,
                                local_hostname=self.local_hostname, start_tls=False)
-        await smtp.connect()
-        if not smtp.supports_esmtp:
-            await smtp.ehlo()
-        self._smtp = smtp
+        try:
+            await smtp.connect()
+            if not smtp.supports_esmtp:
+                await smtp.ehlo()
+        except BaseException:
+            smtp.close()
+            raise
+        self._conns[port] = smtp
         return smtp
 
     def close(self) -> None:
-        """Drop the connection (no QUIT)."""
-        if self._smtp is not None:
-            self._smtp.close()
-            self._smtp = None
+        """Drop the connections (no QUIT)."""
+        conns, self._conns = self._conns, {}
+        for smtp in conns.values():
+            smtp.close()
 
     async def quit(self) -> None:
-        """Say QUIT politely (bounded) and drop the connection."""
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
-        try:
-            async with asyncio.timeout(min(self.timeout, 5.0)):
-                await smtp.quit()
-        except Exception:
+        """Say QUIT politely (bounded) and drop the connections."""
+        conns, self._conns = self._conns, {}
+        for smtp in conns.values():
+            try:
+                async with asyncio.timeout(min(self.timeout, 5.0)):
+                    await smtp.quit()
+            except Exception:
+                smtp.close()
+
+    async def _deliver(self, tx: Transaction, port: int, sender: str, rcpts: list[str],
+                       message: list[bytes | memoryview]) -> str:
+        """One envelope on the connection to `port` (reused, reconnected once if the reused
+        one was dropped; a routed listener out of reach falls back to the plain port)."""
+        self._active = port  # the connection a refusal leaves inside a transaction
+        smtp = self._conns.get(port)
+        if smtp is not None and smtp.is_connected:
+            try:
+                return await self._transaction(smtp, tx, sender, rcpts, message)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as e:
+                log.info("reinject.reconnect", id=tx.id, port=port, error=str(e))
+        if smtp is not None:
+            del self._conns[port]
             smtp.close()
+        if port == self.port:
+            smtp = await self._connect(port)
+        else:
+            smtp = await routed(self._connect, port, id=tx.id, queue_id=tx.queue_id,
+                                rcpts=",".join(rcpts))
+            if smtp is None:
+                return await self._deliver(tx, self.port, sender, rcpts, message)
+        return await self._transaction(smtp, tx, sender, rcpts, message)
 
     async def send(self, tx: Transaction) -> Reply:
         """Send every envelope of the transaction; a Reply for the whole message."""
         message = tx.message_parts()
-        envelopes = tx.envelopes()
         done: list[str] = []
         try:
             async with asyncio.timeout(self.timeout):
-                for sender, rcpts in envelopes:
-                    reused = self._smtp is not None and self._smtp.is_connected
-                    try:
-                        smtp = self._smtp if reused else await self._connect()
-                        assert smtp is not None
-                        text = await self._transaction(smtp, tx, sender, rcpts, message)
-                    except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as e:
-                        if not reused:
-                            raise
-                        log.info("reinject.reconnect", id=tx.id, error=str(e))
-                        self.close()
-                        text = await self._transaction(await self._connect(), tx, sender,
-                                                       rcpts, message)
-                    done.append(text)
+                for port, sender, rcpts in deliveries(tx, self.port):
+                    done.append(await self._deliver(tx, port, sender, rcpts, message))
         except Refused as e:
-            await self._reset()
+            await self._reset(self._active)
             reply = refusal_reply(e.stage, e.code, e.text, self.mode)
             log.warning("reinject.refused", id=tx.id, queue_id=tx.queue_id, stage=e.stage,
-                        next_hop_reply=f"{e.code} {e.text}", answer=str(reply),
+                        port=self._active, next_hop_reply=f"{e.code} {e.text}", answer=str(reply),
                         partial="earlier envelopes delivered: a retry duplicates them"
                         if done else "")
             return reply
@@ -158,18 +187,21 @@ class NextHop:
             return Reply(451, "4.4.2", "Next hop timed out, try again later")
         except (OSError, aiosmtplib.SMTPException) as e:
             self.close()
-            log.warning("reinject.unavailable", id=tx.id, queue_id=tx.queue_id, error=str(e))
+            log.warning("reinject.unavailable", id=tx.id, queue_id=tx.queue_id,
+                        port=self._active, error=str(e))
             return Reply(451, "4.4.1", "Next hop unavailable, try again later")
         return accepted_reply(done)
 
-    async def _reset(self) -> None:
-        if self._smtp is None:
+    async def _reset(self, port: int) -> None:
+        smtp = self._conns.get(port)
+        if smtp is None:
             return
         try:
             async with asyncio.timeout(min(self.timeout, 5.0)):
-                await self._smtp.rset()
+                await smtp.rset()
         except Exception:
-            self.close()
+            self._conns.pop(port, None)
+            smtp.close()
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, tx: Transaction, sender: str,
                            rcpts: list[str], message: list[bytes | memoryview]) -> str:

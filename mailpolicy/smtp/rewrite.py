@@ -32,11 +32,13 @@ class Event:
 
 @dataclass(slots=True)
 class Plan:
-    """The new recipient list and what to log; `external` are forwarded to foreign domains;
+    """The new recipient list and what to log; `external` are forwarded to foreign domains
+    (`forwarded_by`: the domain of ours that forwards each);
     `nowhere` lead nowhere (the whole message is deferred, never accepted and dropped)."""
 
     recipients: list[str] = field(default_factory=list)
     external: set[str] = field(default_factory=set)
+    forwarded_by: dict[str, str] = field(default_factory=dict)  # external -> our domain
     forwarded_for: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     forward_only: list[Mailbox] = field(default_factory=list)  # do-not-save, reached by copies
@@ -86,13 +88,14 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
     seen: set[str] = set()  # lower-cased recipients already in plan.recipients
     mailboxes: set[str] = set()  # mailbox addresses already expanded
 
-    def add(address: str, external: bool = False) -> bool:
+    def add(address: str, external: bool = False, via: str = "") -> bool:
         key = address.lower()
         if key not in seen:
             seen.add(key)
             plan.recipients.append(address)
             if external:
                 plan.external.add(address)
+                plan.forwarded_by[address] = via.rpartition("@")[2]
         return True
 
     def defer(address: str, why: str) -> bool:
@@ -107,7 +110,7 @@ def plan_recipients(rcpts: Sequence[str], resolutions: Mapping[str, Resolution],
             if via is None:
                 return add(given)
             plan.events.append(Event("forward", r.address, f"for {via}"))
-            return add(r.address, external=r.kind is Kind.FOREIGN)
+            return add(r.address, external=r.kind is Kind.FOREIGN, via=via)
         if r.kind is Kind.MAILBOX:
             return expand_mailbox(r, given, via, depth)
         action = r.action
@@ -252,6 +255,7 @@ class RewriteStep:
                                        "try again later")
         tx.rcpt_tos = plan.recipients
         tx.notes["forwarded_external"] = plan.external
+        tx.notes["forwarded_by"] = plan.forwarded_by
         tx.notes["forward_only"] = plan.forward_only
         tx.add_header(TRACE_HEADER, trace_value(self.hostname, tx.id, plan.forwarded_for))
         if not plan.recipients:

@@ -19,6 +19,7 @@ from mailpolicy.core.cache import CachedDirectory
 from mailpolicy.core.replies import BARE_LF, TEMP_FAILURE, TOO_BIG, Reply
 from mailpolicy.esmtp.adapter import ConnectionLimit, ESMTPServer, Timeouts
 from mailpolicy.esmtp.data import data_command_ok
+from mailpolicy.esmtp.route import routes_for
 from mailpolicy.esmtp.spool import Content, MemoryBudget, SpoolBuffer
 from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.smtp import xforward as xf
@@ -26,6 +27,7 @@ from mailpolicy.smtp.originating import originating_steps, signing_steps
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
 from mailpolicy.smtp.reinject import NextHop
 from mailpolicy.smtp.rewrite import HopStep, RewriteStep
+from mailpolicy.smtp.routing import RouteStep
 from mailpolicy.smtp.srs import Srs, SrsReverseStep, SrsStep
 
 log = structlog.get_logger("mailpolicy.filter")
@@ -83,7 +85,8 @@ class Filter:
         self.pre_steps: list[Step] = [HopStep(self.hostname, cfg.filter.max_passes),
                                       SrsReverseStep(self.srs), self.dmarc]
         self.post_steps: list[Step] = [RewriteStep(self.directory, self.hostname),
-                                       SrsStep(self.srs, self.directory)]
+                                       SrsStep(self.srs, self.directory),
+                                       RouteStep(routes_for(cfg), self.directory)]
         if self.originating:  # submitted by an authenticated user: no DMARC check of our own mail
             self.pre_steps = [HopStep(self.hostname, cfg.filter.max_passes),
                               *originating_steps(cfg, self.directory, self.store)]

@@ -53,6 +53,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ROUTED_PORTS = 4  # routed reinjection listeners a stack may need (one per pool address)
+
+
+def free_port_run(n: int, tries: int = 50) -> int:
+    """The first of `n` consecutive free loopback ports (the routed reinjection listeners
+    are at reinject.routed_port_base + index)."""
+    for _ in range(tries):
+        base = free_port()
+        if base + n > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + n):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise HarnessError(f"no {n} consecutive free ports on 127.0.0.1")
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -108,6 +129,7 @@ class Stack:
         self.ports = {name: free_port() for name in (
             "smtpd", "reinject", "policy", "socketmap", "filter", "lmtp", "imap", "submission",
             "submissions", "filter_originating")}
+        self.ports["routed"] = free_port_run(ROUTED_PORTS)
         self.cfg_file = self.work / "mailpolicy.toml"
         self.postfix = Postfix(self.work / "postfix", self.ports["smtpd"])
         self.cfg = self._write_mailpolicy_config()
@@ -140,7 +162,8 @@ class Stack:
             "paths": {"state_dir": str(state)},
             "admin": {"group": ""},
             "outbound": {"ip_pool": ["127.0.0.1"]},
-            "reinject": {"host": "127.0.0.1", "port": p["reinject"]},
+            "reinject": {"host": "127.0.0.1", "port": p["reinject"],
+                         "routed_port_base": p["routed"]},
             "filter": {"mode": self.opts.filter_mode, "hostname": HOSTNAME,
                        "srs_domain": HOSTNAME},
             "log": {"level": "debug"},
@@ -402,7 +425,9 @@ class World:
 @contextlib.contextmanager
 def with_remote_mx(stack_factory: Callable[..., Stack], domain: str,
                    ) -> Iterator[tuple[Stack, RemoteMX]]:
-    """A stack whose Postfix sends mail for `domain` to a RemoteMX sink on loopback."""
+    """A stack whose Postfix sends mail for `domain` to a RemoteMX sink on loopback: by
+    transport_maps, and (standing in for the domain's MX, which a content_filter without next
+    hop looks up) by default_filter_nexthop for the routed reinjection listeners."""
     from aiosmtpd.controller import Controller
 
     remote = RemoteMX()
@@ -411,6 +436,7 @@ def with_remote_mx(stack_factory: Callable[..., Stack], domain: str,
     ctl.start()
     try:
         yield stack_factory(main_cf={
-            "transport_maps": f"inline:{{ {{ {domain} = smtp:[127.0.0.1]:{port} }} }}"}), remote
+            "transport_maps": f"inline:{{ {{ {domain} = smtp:[127.0.0.1]:{port} }} }}",
+            "default_filter_nexthop": f"[127.0.0.1]:{port}"}), remote
     finally:
         ctl.stop()

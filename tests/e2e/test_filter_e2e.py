@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from harness import Stack, World, make_message
+from harness import Stack, World, make_message, with_remote_mx
 
 from mailpolicy.core.srs import Srs
 
@@ -122,19 +122,25 @@ async def test_xforward_reaches_the_filter(world: World) -> None:
 
 def test_before_queue_mode_delivers_and_answers_in_session(
         stack_factory: Callable[..., Stack]) -> None:
-    stack = stack_factory(filter_mode="before-queue")
+    """Before the queue too: the local mailbox gets the message and the external copy goes
+    through the routed reinjection smtpd of the domain's outbound IP."""
     d = _domain()
+    with with_remote_mx(lambda **kw: stack_factory(filter_mode="before-queue", **kw),
+                        EXT) as (stack, remote):
+        async def provision() -> None:
+            async with stack.store() as store:
+                await store.create_domain(d)
+                await store.create_mailbox(f"bob@{d}", aliases=["info"],
+                                           copies_to=[f"bq-copy@{EXT}"])
 
-    async def provision() -> None:
-        async with stack.store() as store:
-            await store.create_domain(d)
-            await store.create_mailbox(f"bob@{d}", aliases=["info"])
-
-    asyncio.run(provision())
-    time.sleep(1)
-    _send(stack, f"info@{d}", "before queue")
-    stack.wait_maildir(f"bob@{d}", 1)
-    stack.wait_queue_empty()
+        asyncio.run(provision())
+        time.sleep(1)
+        _send(stack, f"info@{d}", "before queue")
+        stack.wait_maildir(f"bob@{d}", 1)
+        remote.wait(f"bq-copy@{EXT}")
+        stack.wait_queue_empty()
+        # pool 127.0.0.1: its routed smtpd took the copy (user mail never passes there)
+        stack.wait_log("postfix/mpout-127-0-0-1-reinject/smtpd")
 
 
 async def test_bounce_to_an_srs_address_goes_back_to_the_original_sender(world: World) -> None:

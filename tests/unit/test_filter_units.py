@@ -146,6 +146,7 @@ def test_plan_copies_deduplicated_across_message() -> None:
     p = plan_recipients(["a@ours.test", "b@ours.test", "c@ours.test"], r)
     assert p.recipients == ["a@ours.test", "c@ours.test", "x@ext.test", "b@ours.test"]
     assert p.external == {"x@ext.test"} and p.forwarded_for == ["a@ours.test", "b@ours.test"]
+    assert p.forwarded_by == {"x@ext.test": "ours.test"}  # its route: ours.test's address
 
 
 def test_plan_do_not_save_only_copies() -> None:
@@ -180,7 +181,7 @@ def test_plan_redirect_follows_final_and_external_is_marked() -> None:
                        redirect=Resolution("z@ext.test", Kind.FOREIGN))
     p = plan_recipients(["u@red.test"], {"u@red.test": chain})
     assert p.recipients == ["z@ext.test"] and p.external == {"z@ext.test"}
-    assert p.forwarded_for == ["u@red.test"]
+    assert p.forwarded_for == ["u@red.test"] and p.forwarded_by == {"z@ext.test": "red.test"}
     # already redirected once (trace header): not again, and not a loss (it went there)
     p2 = plan_recipients(["u@red.test"], {"u@red.test": chain}, {"u@red.test"})
     assert p2.recipients == [] and p2.events[0].action == "loop"
