@@ -57,7 +57,8 @@ def test_same_answers_as_dkimpy(keys, name):
             "tampered signature": (data, sig[:-1] + bytes([sig[-1] ^ 1]), pk(key), False),
             "wrong key": (data, sig, pk(other), False),
             "leading zero octet added": (data, b"\0" + sig, pk(key), True),
-            "truncated": (data, sig[1:], pk(key), False),
+            # a signature starting with a zero octet stays valid without it (1 in 256)
+            "truncated": (data, sig[1:], pk(key), sig[0] == 0),
             "too long": (data, sig + b"\0", pk(key), False),
             "empty": (data, b"", pk(key), False),
             "all ones": (data, b"\xff" * len(sig), pk(key), False),
