@@ -121,8 +121,8 @@ class ESMTPServer(SMTP):
             return m[1], m[2] or ""
         try:
             return super()._getaddr(arg)
-        except IndexError:  # its parser (email._header_value_parser) fails on a lone "<"
-            return None, None  # aiosmtpd's reply to a malformed path, not a 500
+        except Exception:  # its parser (email._header_value_parser) raises on some broken
+            return None, None  # paths ("<", "a@["): a malformed path (553), not a 500
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         return self.parse_path(arg)

@@ -355,10 +355,11 @@ async def test_broken_paths_get_a_syntax_error_and_the_session_goes_on(env):
         lone = c.docmd("MAIL FROM:<")  # aiosmtpd's own parser raises IndexError on it
         ok = c.docmd("MAIL FROM:<s@remote.test> SIZE=10")
         rcpt = c.docmd("RCPT TO:<")
+        bracket = c.docmd("RCPT TO:a@[")  # ... and AttributeError on this one
         c.quit()
-        return lone, ok, rcpt
+        return lone, ok, rcpt, bracket
 
-    lone, ok, rcpt = await asyncio.to_thread(run)
+    lone, ok, rcpt, bracket = await asyncio.to_thread(run)
     assert lone[0] == 553 and b"malformed" in lone[1].lower(), lone
     assert ok[0] == 250
-    assert rcpt[0] == 553, rcpt
+    assert rcpt[0] == 553 and bracket[0] == 553, (rcpt, bracket)

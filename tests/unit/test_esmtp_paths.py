@@ -23,10 +23,10 @@ def server() -> ESMTPServer:
 
 
 def reference(server: ESMTPServer, arg: str) -> tuple[str | None, str | None]:
-    """aiosmtpd's answer; where its parser raises (a lone "<"), a malformed path."""
+    """aiosmtpd's answer; where its parser raises ("<", "a@["), a malformed path."""
     try:
         return SMTP._getaddr(server, arg)
-    except IndexError:
+    except Exception:
         return None, None
 
 
@@ -47,7 +47,7 @@ def test_plain_paths_take_the_fast_way_and_agree(server: ESMTPServer, arg: str) 
 @pytest.mark.parametrize("arg", [
     "<>", "<> SIZE=5", " <a@b>", "<a@b", "a@b", "<a..b@c>", "<.a@b>", "<a@b.>", '<"x y"@b>',
     "<@r:a@b>", "<a@[1.2.3.4]>", "<a b@c>", "<ü@b>", "<a@b> (comment)", "<postmaster>",
-    "<a@-b.c>", "<a@b_c.d>", "<a@b> SIZE=1 ", "<a@b>SIZE=1", '<a@b> X="y"', "<", "<<",
+    "<a@-b.c>", "<a@b_c.d>", "<a@b> SIZE=1 ", "<a@b>SIZE=1", '<a@b> X="y"', "<", "<<", "a@[",
 ])
 def test_everything_else_goes_to_aiosmtpd(server: ESMTPServer, arg: str) -> None:
     assert _PLAIN_PATH.match(arg) is None
