@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Callable
 from typing import cast
 
 import aiosmtplib
@@ -100,15 +102,56 @@ def deliveries(tx: Transaction, plain: int) -> list[tuple[int, str, list[str]]]:
     return [(port, sender, rcpts) for (port, sender), rcpts in groups.items()]
 
 
+class HopPool:
+    """Idle next-hop connections kept between filter sessions: a session takes one instead
+    of connecting (before-queue mode has a session per message, so otherwise every message
+    paid a connection, an EHLO and a QUIT on both sides) and gives its connections back when
+    it ends between transactions. XFORWARD is sent again before every transaction, so a
+    connection carries nothing of its last session. Bounded; a connection idle longer than
+    `idle_seconds` (well below Postfix's smtpd_timeout) is closed instead of reused."""
+
+    def __init__(self, max_idle: int = 16, idle_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_idle, self.idle_seconds, self.clock = max_idle, idle_seconds, clock
+        self._idle: dict[tuple[str, int], list[tuple[float, aiosmtplib.SMTP]]] = {}
+
+    def take(self, host: str, port: int) -> aiosmtplib.SMTP | None:
+        """The most recently given connection to (host, port) still fit for use, or None."""
+        idle = self._idle.get((host, port))
+        now = self.clock()
+        while idle:
+            since, smtp = idle.pop()
+            if smtp.is_connected and now - since < self.idle_seconds:
+                return smtp
+            smtp.close()
+        return None
+
+    def give(self, host: str, port: int, smtp: aiosmtplib.SMTP) -> bool:
+        """Keep `smtp` (connected, between transactions); False when it was not kept."""
+        idle = self._idle.setdefault((host, port), [])
+        if not smtp.is_connected or len(idle) >= self.max_idle:
+            return False
+        idle.append((self.clock(), smtp))
+        return True
+
+    def close(self) -> None:
+        """Drop every idle connection (the listener is closing)."""
+        pools, self._idle = self._idle, {}
+        for idle in pools.values():
+            for _, smtp in idle:
+                smtp.close()
+
+
 class NextHop:
     """Reusable SMTP connections to the next hop (the plain reinjection port, and routed
-    listeners as needed), for one filter session."""
+    listeners as needed), for one filter session; taken from and given back to `pool`."""
 
     def __init__(self, host: str, port: int, timeout: float, local_hostname: str,
-                 mode: str = "after-queue") -> None:
+                 mode: str = "after-queue", pool: HopPool | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.local_hostname = local_hostname
         self.mode = mode
+        self.pool = pool
         self._conns: dict[int, aiosmtplib.SMTP] = {}
         self._active = port
 
@@ -131,10 +174,13 @@ class NextHop:
         for smtp in conns.values():
             smtp.close()
 
-    async def quit(self) -> None:
-        """Say QUIT politely (bounded) and drop the connections."""
+    async def quit(self, keep: bool = True) -> None:
+        """The session is over: give the connections (all between transactions) back to the
+        pool, or (`keep` False, or the pool is full) say QUIT politely (bounded)."""
         conns, self._conns = self._conns, {}
-        for smtp in conns.values():
+        for port, smtp in conns.items():
+            if keep and self.pool is not None and self.pool.give(self.host, port, smtp):
+                continue
             try:
                 async with asyncio.timeout(min(self.timeout, 5.0)):
                     await smtp.quit()
@@ -147,6 +193,10 @@ class NextHop:
         one was dropped; a routed listener out of reach falls back to the plain port)."""
         self._active = port  # the connection a refusal leaves inside a transaction
         smtp = self._conns.get(port)
+        if smtp is None and self.pool is not None:
+            smtp = self.pool.take(self.host, port)
+            if smtp is not None:
+                self._conns[port] = smtp
         if smtp is not None and smtp.is_connected:
             try:
                 return await self._transaction(smtp, tx, sender, rcpts, message)

@@ -25,7 +25,7 @@ from mailpolicy.runtime.service import Listener, Reconfigurable
 from mailpolicy.smtp import xforward as xf
 from mailpolicy.smtp.originating import originating_steps, signing_steps
 from mailpolicy.smtp.pipeline import Pipeline, Step, Transaction
-from mailpolicy.smtp.reinject import NextHop
+from mailpolicy.smtp.reinject import HopPool, NextHop
 from mailpolicy.smtp.rewrite import HopStep, RewriteStep
 from mailpolicy.smtp.routing import RouteStep
 from mailpolicy.smtp.srs import Srs, SrsReverseStep, SrsStep
@@ -63,6 +63,7 @@ class Filter:
         self.directory = CachedDirectory.for_store(store)
         self.slots = asyncio.Semaphore(max(1, cfg.limits.max_concurrency))
         self.dmarc = DmarcStep(cfg, self.directory)
+        self.hop_pool = HopPool()  # idle next-hop connections shared by the sessions
         self.configure(cfg)
 
     def configure(self, cfg: Config) -> None:
@@ -101,7 +102,8 @@ class Filter:
 
     def next_hop(self) -> NextHop:
         r = self.cfg.reinject
-        return NextHop(r.host, r.port, r.timeout_seconds, self.hostname, self.mode)
+        return NextHop(r.host, r.port, r.timeout_seconds, self.hostname, self.mode,
+                       self.hop_pool)
 
     def pipeline(self, next_hop: NextHop) -> Pipeline:
         """The steps for one session (the reinject step holds that session's connection)."""
@@ -203,7 +205,7 @@ class FilterSMTP(ESMTPServer):
         self.end_transaction()  # a new envelope: XFORWARD attributes reset
         await self.push(status)
         if status.startswith("421"):  # the next hop is closing: so do we (RFC 5321 3.8)
-            await self.next_hop_conn.quit()
+            await self.next_hop_conn.quit(keep=False)
             self.close_after_reply()
 
     async def smtp_QUIT(self, arg: str) -> None:
@@ -303,13 +305,15 @@ async def start(cfg: Config, store: MailStore) -> list[Listener]:
 
 
 class _StepsCloser:
-    """Closed by the daemon after the listener: stops the DMARC verification processes."""
+    """Closed by the daemon after the listener: stops the DMARC verification processes and
+    drops the idle next-hop connections."""
 
     def __init__(self, flt: Filter) -> None:
         self.flt = flt
 
     def close(self) -> None:
         self.flt.dmarc.close()
+        self.flt.hop_pool.close()
 
     async def wait_closed(self) -> None:
         return None

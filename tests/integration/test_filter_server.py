@@ -51,6 +51,8 @@ class Sink:
     server: asyncio.AbstractServer | None = None
     port: int = 0
     xforward_seen: list[str] = field(default_factory=list)
+    connections: int = 0  # sessions opened to this sink
+    open_sessions: list[Any] = field(default_factory=list)
 
 
 class SinkSMTP(SMTP):
@@ -65,6 +67,11 @@ class SinkSMTP(SMTP):
         env = Envelope()
         env.xforward = {}  # type: ignore[attr-defined]
         return env
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.sink.connections += 1
+        self.sink.open_sessions.append(transport)
+        super().connection_made(transport)
 
     async def smtp_XFORWARD(self, arg: str) -> None:
         self.sink.xforward_seen.append(arg)
@@ -442,6 +449,31 @@ async def test_before_queue_relays_5xx_and_one_message_per_connection(tmp_path: 
         assert (await client.data(MSG)).code == 250
         assert (await client.execute_command(b"MAIL", b"FROM:<a@sender.test>")).code == 503
         client.close()
+    finally:
+        await close_env(e)
+
+
+async def test_before_queue_sessions_reuse_idle_next_hop_connections(tmp_path: Path) -> None:
+    """Before-queue mode has one filter session per message: the next-hop connection is kept
+    for the next session (no connect/EHLO/QUIT per message), XFORWARD is sent again for each
+    message, and a kept connection the next hop has closed meanwhile is replaced."""
+    sink = await start_sink(Sink())
+    e = await make_env(tmp_path, sink, mode="before-queue")
+    try:
+        await provision(e.store)
+        for n in range(3):
+            code, text = await send(e.port, ["bob@ours.test"],
+                                    xforward=[f"NAME=mx{n}.sender.test ADDR=192.0.2.{n + 1}"])
+            assert code == 250, text
+        assert sink.connections == 1, sink.connections
+        assert [m.xforward.get("ADDR") for m in sink.messages] == [
+            "192.0.2.1", "192.0.2.2", "192.0.2.3"]
+        for transport in sink.open_sessions:  # the next hop drops the idle kept connection
+            transport.close()
+        await asyncio.sleep(0.05)
+        code, text = await send(e.port, ["bob@ours.test"])
+        assert code == 250, text
+        assert len(sink.messages) == 4 and sink.connections == 2
     finally:
         await close_env(e)
 
