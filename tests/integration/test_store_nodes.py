@@ -149,3 +149,24 @@ async def test_postgresql_changes_reach_other_processes_caches_within_a_second(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_autoreply_claims_from_several_nodes_at_once_have_one_winner(
+        store: Store) -> None:
+    """Nodes are separate processes on one store: their claims race through the one upsert."""
+    mb = await store.create_mailbox("vac@example.test")
+    url = store.engine.url.render_as_string(hide_password=False)
+    others = [await Store.open(url) for _ in range(3)]
+    try:
+        claimers = [store, *others]
+        for round_, now in enumerate((1e9, 1e9 + 10, 1e9 + 100)):  # first, too soon, due
+            senders = [f"s{k}@x.test" for k in range(2) for _ in range(3) for _s in claimers]
+            results = await asyncio.gather(*[
+                claimers[i % len(claimers)].autoreplies.claim(mb.id, who, "k", now, 50)
+                for i, who in enumerate(senders)])
+            for who in set(senders):
+                won = sum(r for w, r in zip(senders, results, strict=True) if w == who)
+                assert won == (0 if round_ == 1 else 1), (round_, who, results)
+    finally:
+        for s in others:
+            await s.close()
