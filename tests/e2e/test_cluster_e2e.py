@@ -150,6 +150,60 @@ def test_imap_login_on_node1_is_proxied_to_the_home_node(cluster: Cluster) -> No
         n1.imap(f"bob@{DOMAIN}", "wrong password")
 
 
+def test_two_senders_through_two_mxs_at_once_get_one_autoreply_each(cluster: Cluster) -> None:
+    """Each sender writes to a vacationing mailbox (home n2) through both MXs at the same
+    moment; the replies go to the senders' own mailboxes, one at home on each node."""
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    vac, subject = f"vac@{DOMAIN}", "Away (cluster e2e)"
+    senders = {f"ann@{DOMAIN}": n1, f"cat@{DOMAIN}": n2}  # address: its home node's stack
+    cluster.cli("n1", "mailbox", "add", vac, "--node", "n2")
+    cluster.cli("n1", "mailbox", "add", f"cat@{DOMAIN}", "--node", "n2")
+    cluster.cli("n1", "autoreply", "set", vac, "--subject", subject, "--message",
+                "Away until Monday.", "--enable")
+    time.sleep(2.5)  # the home node re-reads its set of active autoresponders every 2 s
+
+    def replies(sender: str) -> list[Path]:
+        return [p for p in senders[sender].messages(sender)
+                if _header(p, "Subject") == subject]
+
+    import threading
+
+    go = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def send(sender: str, mx: Stack) -> None:
+        try:
+            msg = make_message(sender, vac, f"to vac via {mx.opts.address}")
+            go.wait(10)
+            assert mx.send(sender, vac, msg) == {}
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(s, mx)) for s in senders for mx in (n1, n2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    n2.wait_maildir(vac, 4)
+    for sender in senders:
+        wait_until(lambda s=sender: replies(s) or None, 30, f"the autoreply to {sender}",
+                   n2.diagnose)
+    n1.wait_queue_empty()
+    n2.wait_queue_empty()
+    time.sleep(2.0)  # grace: a second reply would have arrived by now
+    for sender in senders:
+        got = replies(sender)
+        assert len(got) == 1, (sender, [p.read_bytes()[:400] for p in got])
+        assert _header(got[0], "Auto-Submitted") == "auto-replied"
+        assert _header(got[0], "To") == sender
+    assert len(n2.messages(vac)) == 4  # every message was delivered, once
+    log = n2.mailpolicy.logfile.read_text()  # the claim in the store decided the other two
+    suppressed = [line for line in log.splitlines()
+                  if "autoreply.suppressed" in line and "already-replied" in line]
+    assert len(suppressed) == 2, suppressed
+
+
 def test_full_mailbox_on_node2_is_refused_at_rcpt_on_node1(cluster: Cluster) -> None:
     n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
     big = "x" * 5000 + "\n"
@@ -319,6 +373,12 @@ def _message_id_of(message: bytes) -> str:
     import email
 
     return str(email.message_from_bytes(message)["Message-ID"])
+
+
+def _header(path: Path, name: str) -> str:
+    import email
+
+    return str(email.message_from_bytes(path.read_bytes())[name])
 
 
 def _message_id(path: Path) -> str:
