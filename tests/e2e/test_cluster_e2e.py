@@ -6,6 +6,7 @@ a stopped home node waits in the other node's queue until it is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import json
 import smtplib
@@ -329,6 +330,10 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
 
     import threading
 
+    # IMAP sessions open on the old home, directly and proxied through node 1
+    sessions = [n2.imap(addr, PASSWORD), n1.imap(addr, PASSWORD)]
+    for m in sessions:
+        assert m.select("INBOX")[0] == "OK"
     t = threading.Thread(target=burst)
     t.start()
     try:
@@ -339,6 +344,14 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
     assert not errors, errors
     res = json.loads(out)
     assert (res["from"], res["to"]) == ("n2", "n1") and res["deferred_seconds"] < 10
+    assert res["sessions_kicked"] is True
+    for m in sessions:  # kicked at the switch: the client must log in again
+        with pytest.raises((imaplib.IMAP4.abort, OSError)):
+            m.noop()
+        with contextlib.suppress(Exception):
+            m.shutdown()
+    log = n2.dovecot.logfile.read_text()  # both IMAP processes on node 2, by doveadm kick
+    assert log.count("Killed with signal 15") >= len(sessions), log[-3000:]
     expected = before | set(sent)
     flushed = [0.0]
 
