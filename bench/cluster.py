@@ -151,6 +151,36 @@ async def deliver(store, cfg, recipients: list[str], n: int) -> tuple[float, flo
             await s.wait_closed()
 
 
+async def store_size(url: str, mailboxes: int, domains: int = 10_000) -> tuple[float, float]:
+    """(seconds to bulk-load, MiB of the database) with `mailboxes` mailboxes (a realistic
+    Argon2 hash each, every tenth with a quota) in `domains` domains, by SQL in PostgreSQL."""
+    import sqlalchemy as sa
+
+    from mailpolicy.store import Store
+
+    store = await Store.open(url)
+    try:
+        t0 = time.perf_counter()
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.text(
+                "INSERT INTO domains (name, created_at) SELECT 'd' || i || '.example', 1.7e9 "
+                "FROM generate_series(1, :n) i"), {"n": domains})
+            await conn.execute(sa.text(
+                "INSERT INTO mailboxes (domain_id, name, password_hash, max_size, created_at, "
+                "home_node, used_bytes) SELECT (SELECT min(id) FROM domains) + i % :d, "
+                "'user' || i, '{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$' || "
+                "substr(md5(i::text), 1, 22) || '$' || md5(i || 'h') || substr(md5(i || 'k'), "
+                "1, 11), CASE WHEN i % 10 = 0 THEN 1073741824 END, 1.7e9, 'n' || (i % 3 + 1), "
+                "i * 1000 FROM generate_series(1, :n) i"), {"n": mailboxes, "d": domains})
+            await conn.execute(sa.text("ANALYZE"))
+        took = time.perf_counter() - t0
+        async with store.engine.connect() as conn:
+            size = await conn.scalar(sa.text("SELECT pg_database_size(current_database())"))
+        return took, int(size or 0) / 2**20
+    finally:
+        await store.close()
+
+
 RATE_DOMAIN = "rate.example"
 STREAMS = (3, 3, 2)  # concurrency of the three smtp-source streams: c8 in all
 
@@ -175,6 +205,22 @@ def start_nodes(url: str, work: Path, workers: int) -> dict[str, tuple[subproces
             raise BenchError(f"node {name} did not start (see {work / name}.log)")
         wait_port(port, proc, f"node {name}")
     return nodes
+
+
+async def pg_connections(url: str) -> int:
+    """Connections to the store's database now, other than this one."""
+    import sqlalchemy as sa
+
+    from mailpolicy.store import Store
+
+    store = await Store.open(url)
+    try:
+        async with store.engine.connect() as conn:
+            n = await conn.scalar(sa.text("SELECT count(*) FROM pg_stat_activity "
+                                          "WHERE datname = current_database()"))
+        return int(n or 0) - 1
+    finally:
+        await store.close()
 
 
 async def add_rate_mailboxes(url: str, homes: dict[str, str]) -> None:
@@ -243,12 +289,14 @@ def delivery_rate(pg, url: str, args: argparse.Namespace) -> None:  # type: igno
                 rate, cpu, pg_cpu = rate_run(url, work, nodes, pg.proc.pid, label, rep,
                                              args.rate_messages)
                 report.add("2 KB c8", label, rate, cpu, pg_cpu=pg_cpu)
+        conns = asyncio.run(pg_connections(url))
         report.print_table(extra_cols=[("pg_cpu", "PostgreSQL CPU ms/msg", "{:.2f}")])
         print(f"lmtp_workers per node: {args.workers} (0: one per core); cores: "
-              f"{os.cpu_count()}; PostgreSQL fsync off (test server)")
+              f"{os.cpu_count()}; PostgreSQL fsync off (test server); connections to "
+              f"PostgreSQL after the runs: {conns} from the 3 nodes' LMTP processes")
     except BenchError as e:
-        for name in nodes:
-            print(f"--- {name} log (tail) ---\n{tail(work / f'{name}.log')}", file=sys.stderr)
+        for log in sorted(work.glob("n*.log")):
+            print(f"--- {log.name} (tail) ---\n{tail(log)}", file=sys.stderr)
         raise SystemExit(f"bench/cluster.py failed: {e}") from None
     finally:
         for proc, _ in nodes.values():
@@ -271,6 +319,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=0,
                     help="limits.lmtp_workers of each node (0 = one per core)")
+    ap.add_argument("--size-mailboxes", type=int, default=1_000_000,
+                    help="mailboxes for the store size figure (0: skip)")
     ap.add_argument("--quick", action="store_true",
                     help="600 messages per rate run, 2000 policy requests")
     args = ap.parse_args()
@@ -283,6 +333,11 @@ def main() -> None:
     try:
         asyncio.run(queries(pg, args))
         delivery_rate(pg, pg.createdb() + "?ssl=disable", args)
+        if args.size_mailboxes:
+            took, mib = asyncio.run(store_size(pg.createdb() + "?ssl=disable",
+                                               args.size_mailboxes))
+            print(f"store size: {args.size_mailboxes} mailboxes in 10000 domains (no aliases): "
+                  f"{mib:.0f} MiB in PostgreSQL with indexes (loaded in {took:.0f} s)")
     finally:
         pg.close()
 
