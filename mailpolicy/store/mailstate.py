@@ -10,16 +10,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mailpolicy.core.model import Attachment, Autoresponder, Mailbox
 from mailpolicy.store import validate as v
-from mailpolicy.store.db import Db
+from mailpolicy.store.db import Db, dialect_insert
 from mailpolicy.store.errors import Invalid, NotFound
 from mailpolicy.store.schema import autoreply_log, autoresponders, domains, mailboxes, tokens
 
 MailboxLookup = Callable[[str], Awaitable[Mailbox | None]]
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}  # the upsert dialects
 
 
 class Autoresponders:
@@ -120,8 +118,7 @@ class Autoresponders:
         ts = now.timestamp() if isinstance(now, dt.datetime) else float(now)
         secs = interval.total_seconds() if isinstance(interval, dt.timedelta) else float(interval)
         async with self.db.write(directory=False) as conn:
-            insert = _INSERTS[conn.dialect.name](autoreply_log)
-            stmt = (insert.values(mailbox_id=mailbox_id, sender=sender,
+            stmt = (dialect_insert(conn, autoreply_log).values(mailbox_id=mailbox_id, sender=sender,
                                   response_key=response_key, sent_at=ts)
                     .on_conflict_do_update(
                         index_elements=[autoreply_log.c.mailbox_id, autoreply_log.c.sender,
