@@ -331,7 +331,7 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
     import threading
 
     # IMAP sessions open on the old home, directly and proxied through node 1
-    sessions = [n2.imap(addr, PASSWORD), n1.imap(addr, PASSWORD)]
+    sessions = [_imap_as_a_client(n2, addr), _imap_as_a_client(n1, addr)]
     for m in sessions:
         assert m.select("INBOX")[0] == "OK"
     t = threading.Thread(target=burst)
@@ -386,6 +386,19 @@ def _message_id_of(message: bytes) -> str:
     import email
 
     return str(email.message_from_bytes(message)["Message-ID"])
+
+
+def _imap_as_a_client(stack: Stack, address: str) -> imaplib.IMAP4:
+    """Log in, retrying a temporary failure as a mail client does (bounded): after the
+    PostgreSQL restart above, each Dovecot finds its SQL connection broken on first use."""
+    for _attempt in range(10):
+        try:
+            return stack.imap(address, PASSWORD)
+        except imaplib.IMAP4.error as e:
+            if "UNAVAILABLE" not in str(e):
+                raise
+            time.sleep(0.5)
+    return stack.imap(address, PASSWORD)
 
 
 def _header(path: Path, name: str) -> str:
