@@ -24,7 +24,7 @@ DOVEADM_TIMEOUT = 3600.0
 RETRY_DELAY = 1.0
 FIRST_PASS_ATTEMPTS = 3
 KICK_TIMEOUT = 30.0
-KICK_NONE_CONNECTED = 68  # doveadm's EX_NOUSER: nobody to kick
+KICK_NONE_CONNECTED = 68  # doveadm's DOVEADM_EX_NOTFOUND: "no users kicked"
 
 
 class MoveError(Exception):
@@ -111,7 +111,7 @@ async def move(cfg: Config, store: Store, mailbox: Mailbox, to: str, *, actor: s
     await store.nodes.begin_move(mailbox.id, to, mailbox.address, actor=actor)
     try:
         await asyncio.sleep(grace)
-        await doveadm_kick(cfg, mailbox.address)  # no session writes during the last copy
+        first = await doveadm_kick(cfg, mailbox.address)  # no session writes to the last copy
         await doveadm_backup(cfg, mailbox.address, target.imap_host)  # what came meanwhile
         await store.nodes.finish_move(mailbox.id, to, mailbox.address, actor=actor)
     except BaseException:
@@ -122,7 +122,7 @@ async def move(cfg: Config, store: Store, mailbox: Mailbox, to: str, *, actor: s
     deferred = time.monotonic() - switch
     # the switch: a session opened meanwhile still sees the old copy; its client logs in
     # again, through the proxy, on the new home
-    kicked = await doveadm_kick(cfg, mailbox.address)
+    kicked = await doveadm_kick(cfg, mailbox.address) and first
     home = files.mailbox_home(cfg.maildir_root, mailbox.domain, mailbox.name)
     aside = await asyncio.to_thread(files.set_aside, home)
     await asyncio.to_thread(files.remove, aside)
