@@ -23,6 +23,8 @@ MOVE_GRACE = 2.0  # seconds between "moving" and the last copy: every node hears
 DOVEADM_TIMEOUT = 3600.0
 RETRY_DELAY = 1.0
 FIRST_PASS_ATTEMPTS = 3
+KICK_TIMEOUT = 30.0
+KICK_NONE_CONNECTED = 68  # doveadm's DOVEADM_EX_NOTFOUND: "no users kicked"
 
 
 class MoveError(Exception):
@@ -33,26 +35,48 @@ class MoveError(Exception):
         self.message, self.status, self.field = message, status, field
 
 
-async def doveadm_backup(cfg: Config, address: str, host: str) -> None:
-    """`doveadm backup -u ADDRESS tcp:HOST:PORT`: make the copy on HOST identical to ours."""
-    cmd = [*cfg.cluster.doveadm_command, "backup", "-u", address,
-           f"tcp:{host}:{cfg.cluster.doveadm_port}"]
+async def _doveadm(cfg: Config, *args: str, seconds: float) -> tuple[int, str]:
+    """Run this node's doveadm with `args`: (exit status, stdout and stderr)."""
+    cmd = [*cfg.cluster.doveadm_command, *args]
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.STDOUT)
     except OSError as e:
         raise MoveError(f"cannot run {cmd[0]}: {e.strerror or e}", 503) from None
     try:
-        _out, err = await asyncio.wait_for(proc.communicate(), DOVEADM_TIMEOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), seconds)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
         raise
-    if proc.returncode != 0:
-        text = err.decode("utf-8", "replace").strip()[-500:]
-        raise MoveError(f"doveadm backup to {host} failed ({proc.returncode}): {text}", 503)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("utf-8", "replace").strip()[-500:]
+
+
+async def doveadm_backup(cfg: Config, address: str, host: str) -> None:
+    """`doveadm backup -u ADDRESS tcp:HOST:PORT`: make the copy on HOST identical to ours."""
+    status, text = await _doveadm(cfg, "backup", "-u", address,
+                                  f"tcp:{host}:{cfg.cluster.doveadm_port}",
+                                  seconds=DOVEADM_TIMEOUT)
+    if status != 0:
+        raise MoveError(f"doveadm backup to {host} failed ({status}): {text}", 503)
+
+
+async def doveadm_kick(cfg: Config, address: str) -> bool:
+    """`doveadm kick ADDRESS` on this node: end the user's IMAP/POP3 sessions here (sessions
+    proxied from other nodes end with them), so clients log in again and are sent to the home
+    node the passdb names now. True when it ran; a failure is logged, never fatal (the mail
+    itself is safe: only a session left open keeps showing the old copy)."""
+    try:
+        status, text = await _doveadm(cfg, "kick", address, seconds=KICK_TIMEOUT)
+    except (MoveError, TimeoutError) as e:
+        status, text = -1, getattr(e, "message", "timed out")
+    if status not in (0, KICK_NONE_CONNECTED):
+        log.warning("mailbox.kick_failed", mailbox=address, status=status, error=text)
+        return False
+    return True
 
 
 async def move(cfg: Config, store: Store, mailbox: Mailbox, to: str, *, actor: str = "admin",
@@ -87,6 +111,7 @@ async def move(cfg: Config, store: Store, mailbox: Mailbox, to: str, *, actor: s
     await store.nodes.begin_move(mailbox.id, to, mailbox.address, actor=actor)
     try:
         await asyncio.sleep(grace)
+        first = await doveadm_kick(cfg, mailbox.address)  # no session writes to the last copy
         await doveadm_backup(cfg, mailbox.address, target.imap_host)  # what came meanwhile
         await store.nodes.finish_move(mailbox.id, to, mailbox.address, actor=actor)
     except BaseException:
@@ -95,11 +120,14 @@ async def move(cfg: Config, store: Store, mailbox: Mailbox, to: str, *, actor: s
                                                        actor=actor))
         raise
     deferred = time.monotonic() - switch
+    # the switch: a session opened meanwhile still sees the old copy; its client logs in
+    # again, through the proxy, on the new home
+    kicked = await doveadm_kick(cfg, mailbox.address) and first
     home = files.mailbox_home(cfg.maildir_root, mailbox.domain, mailbox.name)
     aside = await asyncio.to_thread(files.set_aside, home)
     await asyncio.to_thread(files.remove, aside)
     log.info("mailbox.moved", mailbox=mailbox.address, to=to, deferred_seconds=deferred,
              seconds=time.monotonic() - started)
     return {"moved": mailbox.address, "from": here, "to": to,
-            "deferred_seconds": round(deferred, 3),
+            "deferred_seconds": round(deferred, 3), "sessions_kicked": kicked,
             "seconds": round(time.monotonic() - started, 3)}

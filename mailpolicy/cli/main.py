@@ -257,6 +257,9 @@ def cmd_mailbox(args: argparse.Namespace, api: Client) -> None:
             return print_json(res)
         print(f"moved {res['moved']} from {res['from']} to {res['to']} in {res['seconds']} s "
               f"(deliveries deferred for {res['deferred_seconds']} s)")
+        if res.get("sessions_kicked") is False:
+            print("warning: the old node's IMAP/POP3 sessions were not ended (doveadm kick "
+                  "failed, see the daemon log): they see the old copy until they log in again")
     elif a == "settings":
         s = api.call("GET", f"/v1/mailboxes/{quote_path(args.address)}/settings")
         if args.json:

@@ -136,4 +136,12 @@ service auth {{
     group = {group}
   }}
 }}
+# At the switch of a move mailpolicy runs `doveadm kick USER` (as {user}, the owner of the
+# IMAP/POP3 processes it ends): doveadm finds the user's sessions through anvil.
+service anvil {{
+  unix_listener anvil {{
+    mode = 0600
+    user = {user}
+  }}
+}}
 """

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailpolicy.core.model import Mailbox
@@ -23,6 +24,14 @@ from mailpolicy.store.schema import (
     domains,
     mailboxes,
 )
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT with the dialect's ON CONFLICT clauses (both SQLite and PostgreSQL have
+    them): the atomic upserts that stay exact when several processes or nodes write at once."""
+    return _INSERTS[conn.dialect.name](table)
 
 
 class Db:

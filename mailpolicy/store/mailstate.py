@@ -10,11 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from mailpolicy.core.model import Attachment, Autoresponder, Mailbox
 from mailpolicy.store import validate as v
-from mailpolicy.store.db import Db
+from mailpolicy.store.db import Db, dialect_insert
 from mailpolicy.store.errors import Invalid, NotFound
 from mailpolicy.store.schema import autoreply_log, autoresponders, domains, mailboxes, tokens
 
@@ -113,26 +112,20 @@ class Autoresponders:
     async def claim(self, mailbox_id: int, sender: str, response_key: str,
                               now: dt.datetime | float, interval: dt.timedelta | float) -> bool:
         """Atomically claim the right to answer `sender` now: False when this response went to
-        this sender within `interval`. The IMMEDIATE write lock makes it race-safe."""
+        this sender within `interval`. One upsert (INSERT ... ON CONFLICT DO UPDATE ... WHERE
+        the last reply is old enough ... RETURNING): the row lock makes concurrent claims from
+        any number of processes or nodes on one store serialise, and exactly one wins."""
         ts = now.timestamp() if isinstance(now, dt.datetime) else float(now)
         secs = interval.total_seconds() if isinstance(interval, dt.timedelta) else float(interval)
-        key = (autoreply_log.c.mailbox_id == mailbox_id, autoreply_log.c.sender == sender,
-               autoreply_log.c.response_key == response_key)
-        try:
-            async with self.db.write(directory=False) as conn:
-                last = await conn.scalar(sa.select(autoreply_log.c.sent_at).where(*key)
-                                         .with_for_update())
-                if last is not None and ts - last < secs:
-                    return False
-                if last is None:
-                    await conn.execute(autoreply_log.insert().values(
-                        mailbox_id=mailbox_id, sender=sender, response_key=response_key,
-                        sent_at=ts))
-                else:
-                    await conn.execute(autoreply_log.update().where(*key).values(sent_at=ts))
-        except IntegrityError:  # a concurrent claim inserted first (PostgreSQL)
-            return False
-        return True
+        async with self.db.write(directory=False) as conn:
+            stmt = (dialect_insert(conn, autoreply_log).values(mailbox_id=mailbox_id, sender=sender,
+                                  response_key=response_key, sent_at=ts)
+                    .on_conflict_do_update(
+                        index_elements=[autoreply_log.c.mailbox_id, autoreply_log.c.sender,
+                                        autoreply_log.c.response_key],
+                        set_={"sent_at": ts}, where=autoreply_log.c.sent_at <= ts - secs)
+                    .returning(autoreply_log.c.sent_at))
+            return (await conn.execute(stmt)).first() is not None
 
     async def release(self, mailbox_id: int, sender: str,
                                 response_key: str) -> None:

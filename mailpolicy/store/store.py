@@ -17,7 +17,7 @@ from mailpolicy.core.outbound import least_used
 from mailpolicy.store import integrity, passwords
 from mailpolicy.store import validate as v
 from mailpolicy.store.changes import GenerationWatcher
-from mailpolicy.store.db import Db
+from mailpolicy.store.db import Db, dialect_insert
 from mailpolicy.store.dkimkeys import DkimKeys
 from mailpolicy.store.engine import make_engine, migrate
 from mailpolicy.store.errors import Conflict, Invalid, NotFound
@@ -87,8 +87,9 @@ class Store:
             for ip in store.ip_pool:
                 exists = await conn.scalar(sa.select(ip_pool_t.c.address).where(
                     ip_pool_t.c.address == ip))
-                if exists is None:
-                    await conn.execute(ip_pool_t.insert().values(address=ip))
+                if exists is None:  # processes starting at once on PostgreSQL: no conflict
+                    await conn.execute(dialect_insert(conn, ip_pool_t).values(address=ip)
+                                       .on_conflict_do_nothing())
         return store
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ a stopped home node waits in the other node's queue until it is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import json
 import smtplib
@@ -150,6 +151,60 @@ def test_imap_login_on_node1_is_proxied_to_the_home_node(cluster: Cluster) -> No
         n1.imap(f"bob@{DOMAIN}", "wrong password")
 
 
+def test_two_senders_through_two_mxs_at_once_get_one_autoreply_each(cluster: Cluster) -> None:
+    """Each sender writes to a vacationing mailbox (home n2) through both MXs at the same
+    moment; the replies go to the senders' own mailboxes, one at home on each node."""
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    vac, subject = f"vac@{DOMAIN}", "Away (cluster e2e)"
+    senders = {f"ann@{DOMAIN}": n1, f"cat@{DOMAIN}": n2}  # address: its home node's stack
+    cluster.cli("n1", "mailbox", "add", vac, "--node", "n2")
+    cluster.cli("n1", "mailbox", "add", f"cat@{DOMAIN}", "--node", "n2")
+    cluster.cli("n1", "autoreply", "set", vac, "--subject", subject, "--message",
+                "Away until Monday.", "--enable")
+    time.sleep(2.5)  # the home node re-reads its set of active autoresponders every 2 s
+
+    def replies(sender: str) -> list[Path]:
+        return [p for p in senders[sender].messages(sender)
+                if _header(p, "Subject") == subject]
+
+    import threading
+
+    go = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def send(sender: str, mx: Stack) -> None:
+        try:
+            msg = make_message(sender, vac, f"to vac via {mx.opts.address}")
+            go.wait(10)
+            assert mx.send(sender, vac, msg) == {}
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(s, mx)) for s in senders for mx in (n1, n2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    n2.wait_maildir(vac, 4)
+    for sender in senders:
+        wait_until(lambda s=sender: replies(s) or None, 30, f"the autoreply to {sender}",
+                   n2.diagnose)
+    n1.wait_queue_empty()
+    n2.wait_queue_empty()
+    time.sleep(2.0)  # grace: a second reply would have arrived by now
+    for sender in senders:
+        got = replies(sender)
+        assert len(got) == 1, (sender, [p.read_bytes()[:400] for p in got])
+        assert _header(got[0], "Auto-Submitted") == "auto-replied"
+        assert _header(got[0], "To") == sender
+    assert len(n2.messages(vac)) == 4  # every message was delivered, once
+    log = n2.mailpolicy.logfile.read_text()  # the claim in the store decided the other two
+    suppressed = [line for line in log.splitlines()
+                  if "autoreply.suppressed" in line and "already-replied" in line]
+    assert len(suppressed) == 2, suppressed
+
+
 def test_full_mailbox_on_node2_is_refused_at_rcpt_on_node1(cluster: Cluster) -> None:
     n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
     big = "x" * 5000 + "\n"
@@ -275,6 +330,10 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
 
     import threading
 
+    # IMAP sessions open on the old home, directly and proxied through node 1
+    sessions = [_imap_as_a_client(n2, addr), _imap_as_a_client(n1, addr)]
+    for m in sessions:
+        assert m.select("INBOX")[0] == "OK"
     t = threading.Thread(target=burst)
     t.start()
     try:
@@ -285,6 +344,14 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
     assert not errors, errors
     res = json.loads(out)
     assert (res["from"], res["to"]) == ("n2", "n1") and res["deferred_seconds"] < 10
+    assert res["sessions_kicked"] is True
+    for m in sessions:  # kicked at the switch: the client must log in again
+        with pytest.raises((imaplib.IMAP4.abort, OSError)):
+            m.noop()
+        with contextlib.suppress(Exception):
+            m.shutdown()
+    log = n2.dovecot.logfile.read_text()  # both IMAP processes on node 2, by doveadm kick
+    assert log.count("Killed with signal 15") >= len(sessions), log[-3000:]
     expected = before | set(sent)
     flushed = [0.0]
 
@@ -319,6 +386,25 @@ def _message_id_of(message: bytes) -> str:
     import email
 
     return str(email.message_from_bytes(message)["Message-ID"])
+
+
+def _imap_as_a_client(stack: Stack, address: str) -> imaplib.IMAP4:
+    """Log in, retrying a temporary failure as a mail client does (bounded): after the
+    PostgreSQL restart above, each Dovecot finds its SQL connection broken on first use."""
+    for _attempt in range(10):
+        try:
+            return stack.imap(address, PASSWORD)
+        except imaplib.IMAP4.error as e:
+            if "UNAVAILABLE" not in str(e):
+                raise
+            time.sleep(0.5)
+    return stack.imap(address, PASSWORD)
+
+
+def _header(path: Path, name: str) -> str:
+    import email
+
+    return str(email.message_from_bytes(path.read_bytes())[name])
 
 
 def _message_id(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -149,3 +150,45 @@ async def test_postgresql_changes_reach_other_processes_caches_within_a_second(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_autoreply_claims_from_several_nodes_at_once_have_one_winner(
+        store: Store) -> None:
+    """Nodes are separate processes on one store: their claims race through the one upsert."""
+    mb = await store.create_mailbox("vac@example.test")
+    url = store.engine.url.render_as_string(hide_password=False)
+    others = [await Store.open(url) for _ in range(3)]
+    try:
+        claimers = [store, *others]
+        for round_, now in enumerate((1e9, 1e9 + 10, 1e9 + 100)):  # first, too soon, due
+            senders = [f"s{k}@x.test" for k in range(2) for _ in range(3) for _s in claimers]
+            results = await asyncio.gather(*[
+                claimers[i % len(claimers)].autoreplies.claim(mb.id, who, "k", now, 50)
+                for i, who in enumerate(senders)])
+            for who in set(senders):
+                won = sum(r for w, r in zip(senders, results, strict=True) if w == who)
+                assert won == (0 if round_ == 1 else 1), (round_, who, results)
+    finally:
+        for s in others:
+            await s.close()
+
+
+async def test_processes_opening_the_store_at_once_seed_the_ip_pool_once(store: Store) -> None:
+    """A node's worker processes start together: seeding the outbound IP pool must not race."""
+    import sys
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    pool = [f"192.0.2.{i}" for i in range(10, 40)]
+    code = ("import asyncio, sys, time\nfrom mailpolicy.store import Store\n"
+            "async def main():\n"
+            "    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+            "    s = await Store.open(sys.argv[1], ip_pool=sys.argv[3:])\n"
+            "    await s.close()\n"
+            "asyncio.run(main())\n")
+    start_at = str(time.time() + 4)  # after every interpreter has started: all at once
+    procs = [await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, url, start_at, *pool, stderr=asyncio.subprocess.PIPE)
+        for _ in range(6)]
+    results = [(await asyncio.wait_for(p.communicate(), 60))[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), [r.decode()[-500:]
+                                                             for r in results]
