@@ -1,7 +1,8 @@
-"""Two nodes on one PostgreSQL (started here), each with its own mailpolicy, Postfix and Dovecot
-on its own loopback address: mail reaches a mailbox's home node from any MX, IMAP is proxied
-there from any node, a full mailbox on one node is refused at RCPT on the other, and mail for
-a stopped home node waits in the other node's queue until it is back."""
+"""Three nodes on one PostgreSQL (started here), each with its own mailpolicy, Postfix and
+Dovecot on its own loopback address: mail reaches a mailbox's home node from any MX, IMAP is
+proxied there from any node, a full mailbox on node 2 is refused at RCPT on node 3, mail for a
+stopped home node waits in another node's queue until it is back, and a mailbox moves from
+node 2 to node 3 during a burst."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from mailpolicy.store import Store
 DOVECOT_PGSQL = Path("/usr/lib/dovecot/modules/auth/libdriver_pgsql.so")
 DOMAIN = "cluster.test"
 PASSWORD = "bob's long secret"
-ADDRESSES = {"n1": "127.0.0.2", "n2": "127.0.0.3"}
+ADDRESSES = {"n1": "127.0.0.2", "n2": "127.0.0.3", "n3": "127.0.0.4"}
 
 
 class Cluster:
@@ -205,17 +206,17 @@ def test_two_senders_through_two_mxs_at_once_get_one_autoreply_each(cluster: Clu
     assert len(suppressed) == 2, suppressed
 
 
-def test_full_mailbox_on_node2_is_refused_at_rcpt_on_node1(cluster: Cluster) -> None:
-    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+def test_full_mailbox_on_node2_is_refused_at_rcpt_on_node3(cluster: Cluster) -> None:
+    n1, n2, n3 = cluster.nodes["n1"], cluster.nodes["n2"], cluster.nodes["n3"]
     big = "x" * 5000 + "\n"
     assert n1.send("alice@remote.test", f"full@{DOMAIN}",
                    make_message("alice@remote.test", f"full@{DOMAIN}", "first", big)) == {}
     n2.wait_maildir(f"full@{DOMAIN}", 1)
     wait_until(lambda: cluster.used(f"full@{DOMAIN}") > 3000, 10,
                "node 2 to report the usage of full@ to the store")
-    time.sleep(1.2)  # node 1's policy service reuses a home node's figure for 1 s
+    time.sleep(1.2)  # a policy service reuses a home node's figure for 1 s
     with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
-        n1.send("alice@remote.test", f"full@{DOMAIN}",
+        n3.send("alice@remote.test", f"full@{DOMAIN}",
                 make_message("alice@remote.test", f"full@{DOMAIN}", "second", big))
     code, text = e.value.recipients[f"full@{DOMAIN}"]
     assert code == 552 and b"5.2.2" in text
@@ -310,7 +311,7 @@ def test_postgresql_restart_mid_burst_gives_4xx_only_and_loses_nothing(
 
 
 def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Cluster) -> None:
-    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    n1, n2, n3 = cluster.nodes["n1"], cluster.nodes["n2"], cluster.nodes["n3"]
     addr = f"bob@{DOMAIN}"
     had = len(n2.messages(addr))
     n1.send("alice@remote.test", addr, make_message("alice@remote.test", addr, "before"))
@@ -318,12 +319,12 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
     sent: list[str] = []
     errors: list[BaseException] = []
 
-    def burst() -> None:  # through both MXs, while the move runs
+    def burst() -> None:  # through all three MXs, while the move runs
         try:
-            for i in range(20):
+            for i in range(21):
                 msg = make_message("alice@remote.test", addr, f"burst {i}")
                 sent.append(_message_id_of(msg))
-                assert (n1 if i % 2 else n2).send("alice@remote.test", addr, msg) == {}
+                assert (n1, n2, n3)[i % 3].send("alice@remote.test", addr, msg) == {}
                 time.sleep(0.15)
         except BaseException as e:  # reported below
             errors.append(e)
@@ -338,12 +339,12 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
     t.start()
     try:
         time.sleep(0.5)
-        out = cluster.cli("n2", "mailbox", "move", addr, "--to", "n1", "--json")
+        out = cluster.cli("n2", "mailbox", "move", addr, "--to", "n3", "--json")
     finally:
         t.join(60)
     assert not errors, errors
     res = json.loads(out)
-    assert (res["from"], res["to"]) == ("n2", "n1") and res["deferred_seconds"] < 10
+    assert (res["from"], res["to"]) == ("n2", "n3") and res["deferred_seconds"] < 10
     assert res["sessions_kicked"] is True
     for m in sessions:  # kicked at the switch: the client must log in again
         with pytest.raises((imaplib.IMAP4.abort, OSError)):
@@ -360,20 +361,21 @@ def test_mailbox_move_during_a_burst_loses_and_duplicates_nothing(cluster: Clust
     def arrived() -> list[Path] | None:
         if time.monotonic() - flushed[0] > 2:
             flushed[0] = time.monotonic()
-            for stack in (n1, n2):
+            for stack in (n1, n2, n3):
                 run(["/usr/sbin/postqueue", "-c", str(stack.postfix.config_dir), "-f"])
-        found = n1.messages(addr)
+        found = n3.messages(addr)
         return found if len(found) >= len(expected) else None
 
-    got = wait_until(arrived, 60, f"{len(expected)} messages for {addr} on node 1",
-                     n1.diagnose)
+    got = wait_until(arrived, 60, f"{len(expected)} messages for {addr} on node 3",
+                     n3.diagnose)
     ids = [_message_id(p) for p in got]
     assert sorted(ids) == sorted(expected)  # nothing lost, nothing twice
-    n1.wait_queue_empty(60)
-    n2.wait_queue_empty(60)
+    for stack in (n1, n2, n3):
+        stack.wait_queue_empty(60)
     assert not n2.maildir(addr).exists()  # the old copy is gone
+    assert n1.messages(addr) == []
     shown = json.loads(cluster.cli("n2", "mailbox", "show", addr, "--json"))
-    assert shown["home_node"] == "n1"
+    assert shown["home_node"] == "n3"
     m = n2.imap(addr, PASSWORD)  # now proxied the other way
     try:
         typ, data = m.select("INBOX", readonly=True)
