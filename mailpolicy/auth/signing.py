@@ -15,9 +15,11 @@ from typing import Literal, Protocol
 
 import dkim
 import dkim.crypto
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.crypto import DigestTooLargeError
+
+from mailpolicy.auth.dkim_rsa import DIGEST_INFO_LEN, HASHES
 
 __all__ = [
     "DKIMPY_PARSE",
@@ -235,8 +237,6 @@ def _ed25519_seed_b64(private: bytes) -> bytes:
 DKIMPY_SIGN = dkim.crypto.RSASSA_PKCS1_v1_5_sign
 DKIMPY_PARSE = dkim.crypto.parse_pem_private_key
 
-_HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
-_DIGEST_INFO_LEN = {"sha1": 35, "sha256": 51}  # RFC 8017 §9.2 note 1: k >= len + 11
 
 
 class _Digest(Protocol):
@@ -286,9 +286,9 @@ def parse_pem_private_key(data: bytes) -> dict:
 def rsassa_pkcs1_v1_5_sign(hash: _Digest, private_key: dict) -> bytes:
     """Drop-in for `dkim.crypto.RSASSA_PKCS1_v1_5_sign(hash, private_key)` (RFC 8017 §8.2.1)."""
     name = hash.name.lower()
-    algorithm = _HASHES[name]  # KeyError for another hash, as dkimpy's HASH_ID_MAP lookup
+    algorithm = HASHES[name]  # KeyError for another hash, as dkimpy's HASH_ID_MAP lookup
     k = (private_key["modulus"].bit_length() + 7) // 8
-    if _DIGEST_INFO_LEN[name] + 11 > k:
+    if DIGEST_INFO_LEN[name] + 11 > k:
         raise DigestTooLargeError()
     key = getattr(private_key, "openssl", None) or _openssl_key_of(private_key)
     if key is None:

@@ -106,3 +106,24 @@ def test_never_raises_on_a_bad_key():
     assert dkim_rsa.rsassa_pkcs1_v1_5_verify(h, b"\1" * 128,
                                              {"modulus": (1 << 1024) - 1,
                                               "publicExponent": 2}) is False
+
+
+def test_key_records_parsed_once_with_dkimpys_answers(keys):
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    assert dkim.evaluate_pk is dkim_rsa.evaluate_pk
+    der = keys[0].public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    name = b"s1._domainkey.example.test."
+    first = dkim.evaluate_pk(name, record)
+    assert first == tuple(dkim_rsa.DKIMPY_EVALUATE_PK(name, record))
+    assert dkim.evaluate_pk(name, record) is first  # remembered
+    assert first[0]["modulus"] == keys[0].public_key().public_numbers().n
+    for bad in (b"v=DKIM1; k=rsa; p=", b"v=DKIM1; k=rsa; p=AAAA", b"", b"k=nope; p=AAAA"):
+        with pytest.raises(dkim.KeyFormatError):  # errors raised as dkimpy raises them, each time
+            dkim.evaluate_pk(name, bad)
+        with pytest.raises(dkim.KeyFormatError):
+            dkim.evaluate_pk(name, bad)
