@@ -31,6 +31,8 @@ def test_unit_is_notify_type_with_reload_by_sighup() -> None:
     assert d["NotifyAccess"] == ["main"]
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert d["ExecStart"][0].startswith(f"{EXEC} serve -c ")
+    # the daemon stops its workers itself (drained, not restarted): SIGTERM to it alone
+    assert d["KillMode"] == ["mixed"]
 
 
 def test_unit_runs_as_its_own_user_with_the_hardening_the_issue_asks_for() -> None:
