@@ -64,3 +64,20 @@ def test_aiosmtpd_pinned_to_the_checked_minor_version() -> None:
     assert high == (low[0], low[1] + 1), f"{spec!r} allows more than one minor version"
     installed = tuple(int(x) for x in importlib.metadata.version("aiosmtpd").split(".")[:2])
     assert low <= installed < high, f"installed aiosmtpd {installed} is outside {spec!r}"
+
+
+async def test_session_dir_keeps_every_command_and_mechanism_aiosmtpd_looks_for() -> None:
+    """ESMTPServer.__dir__ lists only `smtp_*` and `auth_*` (aiosmtpd searches dir() of each
+    new session for them): nothing it looks for may be missing, for every session class."""
+    from mailpolicy.lmtp.server import LMTPServer
+    from mailpolicy.smtp.server import FilterSMTP
+
+    loop = asyncio.get_running_loop()
+    for cls in (adapter.ESMTPServer, FilterSMTP, LMTPServer):
+        session = object.__new__(cls)
+        wanted = {n for n in object.__dir__(session) if n.startswith(("smtp_", "auth_"))}
+        assert set(dir(session)) == wanted, cls
+        assert {"smtp_DATA", "smtp_MAIL", "smtp_RCPT"} <= wanted
+    plain = adapter.ESMTPServer(object(), hostname="test.example", loop=loop)
+    assert sorted(plain._smtp_methods) == sorted(
+        n[5:] for n in object.__dir__(plain) if n.startswith("smtp_"))
