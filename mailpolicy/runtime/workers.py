@@ -10,8 +10,10 @@ worker inherits and accepts from (LMTP's Unix socket).
 
 The config reaches a worker as one JSON line on its stdin; the pipe then stays open and its
 end (the daemon died, even by SIGKILL) stops the worker, as does PR_SET_PDEATHSIG on Linux.
-SIGTERM/SIGINT stop a worker the way the daemon stops its own listeners. A worker that exits
-unexpectedly is started again (after 0.2 s, doubling up to 10 s while it keeps failing fast).
+SIGTERM/SIGINT stop a worker the way the daemon stops its own listeners; workers run in their
+own process group, so a terminal's Ctrl-C reaches the daemon only, which stops them in order. A
+worker that exits unexpectedly is started again (after 0.2 s, doubling up to 10 s while it
+keeps failing fast).
 
 Cross-process staleness: the caches of a worker (directory answers, active autoresponders)
 are cleared at once by store writes made in that worker only; writes made elsewhere (admin
@@ -148,7 +150,8 @@ class WorkerPool:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-P", "-m", "mailpolicy.runtime.workers", self.name,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            pass_fds=(fd,) if fd is not None else (), env=env)
+            pass_fds=(fd,) if fd is not None else (), env=env,
+            process_group=0)  # their own group: see the module doc
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(line)

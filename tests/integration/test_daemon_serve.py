@@ -1,5 +1,6 @@
 """`mailpolicy serve`: every listener comes up, SIGTERM stops it cleanly, bad config exits 2."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -96,3 +97,27 @@ def test_serve_without_config_uses_embedded_defaults_under_var(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_stops_it_without_worker_restarts(tmp_path, sig):
+    """A terminal's Ctrl-C (`make run`) sends SIGINT to every process of the foreground group,
+    `kill -TERM -PGID` SIGTERM: the daemon alone must get it and stop its workers itself, not
+    see them exit and restart them while it stops."""
+    cfg, ports = write_config(tmp_path)
+    proc = subprocess.Popen([*SERVE, str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own group, as a shell's job
+    try:
+        deadline = time.monotonic() + 30
+        for name, port in ports.items():
+            assert wait_listening(port, deadline), f"{name} never listened"
+        time.sleep(0.5)
+        os.killpg(proc.pid, sig)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = proc.stdout.read().decode()
+    assert "daemon.stopping" in out
+    assert "worker_exited" not in out and "Unknown child process" not in out, out[-3000:]
