@@ -9,6 +9,8 @@ message size: what one in-flight message costs (issue #14: at most 2x).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import smtplib
 import socket
@@ -18,6 +20,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 CHILD = textwrap.dedent("""
@@ -94,9 +97,25 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=4)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mp-filter-mem-"))
+    try:
+        with filter_child(work, "100") as (pid, filter_port):
+            for mb in (int(x) for x in args.sizes.split(",")):
+                one = measure(pid, filter_port, mb, 1)
+                many = measure(pid, filter_port, mb, args.parallel)
+                print(f"{mb:>4} MB: peak RSS growth per message {one:.2f}x (one), "
+                      f"{many:.2f}x ({args.parallel} in parallel)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def filter_child(work: Path, sink_sessions: str) -> Iterator[tuple[int, int]]:
+    """Postfix's smtp-sink as the next hop and the filter alone in a child process (CHILD)
+    with its state under `work`; yields (the child's pid, the filter's port)."""
     sink_port, filter_port = free_port(), free_port()
-    sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}",
-                             "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(["/usr/sbin/smtp-sink", *user, f"127.0.0.1:{sink_port}",
+                             sink_sessions], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(work), str(filter_port),
                               str(sink_port)], stdout=subprocess.PIPE, text=True)
     try:
@@ -104,18 +123,12 @@ def main() -> None:
         for _ in range(100):  # log lines may come first
             if child.stdout.readline().strip() in ("ready", ""):
                 break
-        for mb in (int(x) for x in args.sizes.split(",")):
-            one = measure(child.pid, filter_port, mb, 1)
-            many = measure(child.pid, filter_port, mb, args.parallel)
-            print(f"{mb:>4} MB: peak RSS growth per message {one:.2f}x (one), "
-                  f"{many:.2f}x ({args.parallel} in parallel)", flush=True)
+        yield child.pid, filter_port
     finally:
         child.terminate()
         sink.terminate()
         child.wait(10)
         sink.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -222,6 +222,18 @@ class LineClient:
         self.writer.close()
 
 
+async def failed(stats: Stats, name: str, flood: bool, t0: float, e: BaseException,
+                 c: LineClient | None) -> None:
+    """A client's request failed: count it (a starved request counts, at its wait, in the
+    latencies), drop the connection and pause before the next; None: the new connection."""
+    stats.errors[f"{name} {type(e).__name__}"] += 1
+    if t0 and isinstance(e, TimeoutError):
+        stats.latency[(name, flood)].append(time.monotonic() - t0)
+    if c is not None:
+        c.close()
+    await asyncio.sleep(0.2)
+
+
 async def smtp_client(name: str, port: int, hello: bytes, stats: Stats, deadline: float,
                       rate: float, seq: list[int]) -> None:
     """A normal LMTP or SMTP (filter) client: one message at a time on a kept connection."""
@@ -255,13 +267,7 @@ async def smtp_client(name: str, port: int, hello: bytes, stats: Stats, deadline
                 c.send(b"RSET\r\n")
                 await c.reply()
         except (OSError, ConnectionError, TimeoutError, AssertionError, ValueError) as e:
-            stats.errors[f"{name} {type(e).__name__}"] += 1
-            if t0 and isinstance(e, TimeoutError):  # a starved message counts, at its wait
-                stats.latency[(name, flood)].append(time.monotonic() - t0)
-            if c is not None:
-                c.close()
-            c = None
-            await asyncio.sleep(0.2)
+            c = await failed(stats, name, flood, t0, e, c)
             continue
         await asyncio.sleep(1 / rate)
     if c is not None:
@@ -292,13 +298,7 @@ async def policy_client(port: int, stats: Stats, deadline: float, rate: float) -
                 raise ConnectionError("closed")
             stats.latency[("policy", flood)].append(time.monotonic() - t0)
         except (OSError, ConnectionError, TimeoutError) as e:
-            stats.errors[f"policy {type(e).__name__}"] += 1
-            if t0 and isinstance(e, TimeoutError):
-                stats.latency[("policy", flood)].append(time.monotonic() - t0)
-            if c is not None:
-                c.close()
-            c = None
-            await asyncio.sleep(0.2)
+            c = await failed(stats, "policy", flood, t0, e, c)
             continue
         await asyncio.sleep(1 / rate)
     if c is not None:

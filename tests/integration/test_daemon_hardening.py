@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fulldisk import small_fs
-from test_daemon_serve import SERVE, free_port, wait_listening
+from test_daemon_serve import SERVE, free_port, stop, wait_listening
 
 from mailpolicy.maildir.sweep import STALE_AFTER
 from mailpolicy.runtime import statedir
@@ -39,14 +38,6 @@ def _lmtp_banner(path: Path) -> bytes:
         return s.recv(100)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_second_daemon_on_the_same_state_dir_exits_and_leaves_the_first_alone(tmp_path):
@@ -65,14 +56,14 @@ def test_a_second_daemon_on_the_same_state_dir_exits_and_leaves_the_first_alone(
         assert sock.exists() and _lmtp_banner(sock).startswith(b"220")
         assert first.poll() is None
     finally:
-        _stop(first)
+        stop(first)
     # the lock goes with its daemon: a new one starts on the same state dir
     again = subprocess.Popen([*SERVE, str(cfg2)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         assert wait_listening(lmtp2, time.monotonic() + 30)
     finally:
-        _stop(again)
+        stop(again)
 
 
 def test_a_live_socket_is_never_replaced(tmp_path):
@@ -115,7 +106,7 @@ def test_stale_tmp_files_are_swept_at_start(tmp_path):
             time.sleep(0.1)
         assert not old.exists() and not killed.exists() and fresh.exists()
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_a_directory_it_may_not_create_is_named_with_the_command(tmp_path):
@@ -184,7 +175,7 @@ def test_without_systemd_the_missing_runtime_dir_is_named_and_the_command_fixes_
                 time.sleep(0.05)
             assert (rundir / "admin.sock").exists()
         finally:
-            _stop(proc)
+            stop(proc)
     finally:
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(rundir.parent, ignore_errors=True)

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from test_daemon_serve import SERVE, free_port, wait_listening
+from test_daemon_serve import SERVE, free_port, stop, wait_listening
 
 from mailpolicy.config import SIZE_HEADROOM
 from mailpolicy.policy.protocol import encode_request
@@ -163,9 +163,4 @@ def test_sighup_applies_level_and_limits_without_dropping_connections(tmp_path):
         policy.sock.close()
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=20)

@@ -30,6 +30,17 @@ def write_config(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     return cfg, ports
 
 
+def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the daemon and wait for it (SIGKILL after `timeout` seconds)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_listening(port: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         try:
